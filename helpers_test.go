@@ -1,0 +1,187 @@
+// helpers_test.go: the test server on a temp-file database and the helpers
+// every HTTP test uses.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testPasswordParams keep argon2id real but cheap, so tests stay fast.
+var testPasswordParams = passwordParams{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
+
+// testServer is the real handler over HTTP on a temp-file database.
+type testServer struct {
+	*httptest.Server
+	store  *store
+	dbPath string
+	cfg    config
+}
+
+// testConfig is the configuration tests start from.
+func testConfig() config {
+	return config{addr: "127.0.0.1:0", logFormat: "text", logLevel: "info", password: testPasswordParams}
+}
+
+// newTestServer starts the API on a fresh database in t.TempDir().
+func newTestServer(t *testing.T) *testServer {
+	t.Helper()
+	return newTestServerWith(t, testConfig(), filepath.Join(t.TempDir(), "test.db"))
+}
+
+// newTestServerWith starts the API with cfg on the database at path.
+func newTestServerWith(t *testing.T, cfg config, path string) *testServer {
+	t.Helper()
+	st, err := openStore(context.Background(), path, storeOptions{})
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	cfg.dbPath = path
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := httptest.NewServer(newServer(cfg, logger, st))
+	t.Cleanup(func() {
+		srv.Close()
+		if err := st.Close(); err != nil {
+			t.Errorf("close store: %v", err)
+		}
+	})
+	return &testServer{Server: srv, store: st, dbPath: path, cfg: cfg}
+}
+
+// response is what a test request got back.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// json decodes the body into a generic value, failing the test when it is
+// not JSON.
+func (r response) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.body, &m); err != nil {
+		t.Fatalf("body is not a JSON object: %v; body %s", err, r.body)
+	}
+	return m
+}
+
+// list decodes the body as a JSON array of objects.
+func (r response) list(t *testing.T) []map[string]any {
+	t.Helper()
+	var l []map[string]any
+	if err := json.Unmarshal(r.body, &l); err != nil {
+		t.Fatalf("body is not a JSON array: %v; body %s", err, r.body)
+	}
+	return l
+}
+
+// do sends a request with a JSON body (when body is not empty) and returns
+// the whole response. headers are name, value pairs.
+func (ts *testServer) do(t *testing.T, method, path, body string, headers ...string) response {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, ts.URL+path, rd)
+	if err != nil {
+		t.Fatalf("new request: %v", err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	return ts.send(t, req)
+}
+
+// send sends req and reads the whole response.
+func (ts *testServer) send(t *testing.T, req *http.Request) response {
+	t.Helper()
+	resp, err := ts.Client().Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", req.Method, req.URL.Path, err)
+	}
+	return response{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// expect fails the test unless the response has status want.
+func expect(t *testing.T, what string, r response, want int) {
+	t.Helper()
+	if r.status != want {
+		t.Fatalf("%s: status = %d, want %d; body %s", what, r.status, want, r.body)
+	}
+	if len(r.body) > 0 && !strings.HasPrefix(r.header.Get("Content-Type"), "application/json") {
+		t.Fatalf("%s: Content-Type = %q, want application/json", what, r.header.Get("Content-Type"))
+	}
+}
+
+// mustCreateUser creates a user and returns its JSON object.
+func (ts *testServer) mustCreateUser(t *testing.T, username, extra string) map[string]any {
+	t.Helper()
+	body := `{"username":"` + username + `","password":"correct horse"` + extra + `}`
+	r := ts.do(t, "POST", "/api/users?show=email,full_name", body)
+	expect(t, "POST /api/users "+username, r, http.StatusCreated)
+	return r.json(t)["user"].(map[string]any)
+}
+
+// errorsOf returns the "errors" object of a 4xx body.
+func errorsOf(t *testing.T, r response) map[string]any {
+	t.Helper()
+	e, ok := r.json(t)["errors"].(map[string]any)
+	if !ok {
+		t.Fatalf("body has no \"errors\" object: %s", r.body)
+	}
+	return e
+}
+
+// keysInOrder returns the keys of the first JSON object in b in the order
+// they are written.
+func keysInOrder(t *testing.T, b []byte) []string {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		t.Fatalf("not an object: %s", b)
+	}
+	var keys []string
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			t.Fatalf("token: %v", err)
+		}
+		keys = append(keys, tok.(string))
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			t.Fatalf("value: %v", err)
+		}
+	}
+	return keys
+}
+
+// parseTime parses an API timestamp, failing the test when it is not RFC
+// 3339 UTC with milliseconds.
+func parseTime(t *testing.T, v any) time.Time {
+	t.Helper()
+	s, _ := v.(string)
+	tm, err := time.Parse(timeFormat, s)
+	if err != nil {
+		t.Fatalf("timestamp %q is not %s: %v", s, timeFormat, err)
+	}
+	return tm
+}

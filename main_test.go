@@ -1,0 +1,224 @@
+// main_test.go: the command line and the process life cycle, through run.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer safe for the server's logger and the test
+// to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// envOf turns name=value pairs into a getenv function.
+func envOf(pairs ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(pairs); i += 2 {
+		m[pairs[i]] = pairs[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+// servingAddr finds the listen address in the start log line, text or JSON.
+var servingAddr = regexp.MustCompile(`msg"?[=:]"?serving"?[, ]+"?addr"?[=:]"?([0-9.:]+)`)
+
+// startRun runs the real program in the background and waits until
+// /healthz answers. It returns the base URL and a stop function that
+// cancels the context and returns run's error.
+func startRun(t *testing.T, args []string, getenv func(string) string) (string, *syncBuffer, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stderr := &syncBuffer{}
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, append([]string{"usersvc"}, args...), getenv, &bytes.Buffer{}, stderr) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-errc:
+			cancel()
+			t.Fatalf("run returned early: %v; log:\n%s", err, stderr)
+		default:
+		}
+		if m := servingAddr.FindStringSubmatch(stderr.String()); m != nil {
+			base := "http://" + m[1]
+			if resp, err := http.Get(base + "/healthz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					var once sync.Once
+					var runErr error
+					stop := func() error {
+						once.Do(func() { cancel(); runErr = <-errc })
+						return runErr
+					}
+					t.Cleanup(func() { stop() })
+					return base, stderr, stop
+				}
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	t.Fatalf("server did not answer /healthz; log:\n%s", stderr)
+	return "", nil, nil
+}
+
+func TestRunServesAndStopsGracefully(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "run.db")
+	base, logs, stop := startRun(t, []string{"-addr", "127.0.0.1:0", "-db", db}, envOf())
+	resp, err := http.Post(base+"/api/users", "application/json", strings.NewReader(`{"username":"zoe","password":"correct horse"}`))
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("create through run: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if err := stop(); err != nil {
+		t.Fatalf("run after stop = %v, want nil", err)
+	}
+	if !strings.Contains(logs.String(), "msg=stopped") {
+		t.Fatalf("no stop log line:\n%s", logs)
+	}
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Fatal("still serving after stop")
+	}
+	// The database was closed cleanly and holds the user.
+	st, err := openStore(context.Background(), db, storeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.GetUserByUsername(context.Background(), "zoe"); err != nil {
+		t.Fatalf("user lost after a graceful stop: %v", err)
+	}
+}
+
+func TestRunEnvironmentAndFlags(t *testing.T) {
+	dir := t.TempDir()
+	envDB, flagDB := filepath.Join(dir, "env.db"), filepath.Join(dir, "flag.db")
+	_, _, stop := startRun(t, []string{"-addr", "127.0.0.1:0"}, envOf("USERSVC_DB", envDB, "USERSVC_LOG_FORMAT", "json"))
+	stop()
+	if _, err := os.Stat(envDB); err != nil {
+		t.Fatalf("USERSVC_DB was not used: %v", err)
+	}
+	_, logs, stop := startRun(t, []string{"-addr", "127.0.0.1:0", "-db", flagDB, "-log-format", "text"}, envOf("USERSVC_DB", envDB, "USERSVC_LOG_FORMAT", "json"))
+	stop()
+	if _, err := os.Stat(flagDB); err != nil {
+		t.Fatalf("-db did not win over USERSVC_DB: %v", err)
+	}
+	if strings.HasPrefix(logs.String(), "{") {
+		t.Fatalf("-log-format text did not win over USERSVC_LOG_FORMAT: %s", logs)
+	}
+}
+
+func TestRunJSONLogs(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "j.db")
+	_, logs, stop := startRun(t, []string{"-addr", "127.0.0.1:0", "-db", db, "-log-format", "json"}, envOf())
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) < 2 {
+		t.Fatalf("want start and stop lines, got %q", logs)
+	}
+	for _, l := range lines {
+		if !strings.HasPrefix(l, `{"time":`) || !strings.Contains(l, `"level":`) || !strings.Contains(l, `"msg":`) {
+			t.Fatalf("not a JSON log line with time, level, msg: %s", l)
+		}
+	}
+}
+
+func TestRunVersionAndHelp(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"usersvc", "version"}, envOf(), &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.String(), "usersvc ") {
+		t.Fatalf("version printed %q", out.String())
+	}
+	out.Reset()
+	err := run(context.Background(), []string{"usersvc", "-h"}, envOf(), &out, &errOut)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: err = %v", err)
+	}
+	for _, want := range []string{"-addr", "USERSVC_ADDR", "-db", "USERSVC_DB", "backup FILE", "version"} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Fatalf("-h output lacks %q:\n%s", want, errOut.String())
+		}
+	}
+	for _, args := range [][]string{{"-nope"}, {"-log-format", "xml"}, {"frobnicate"}, {"-log-level", "loud"}} {
+		err := run(context.Background(), append([]string{"usersvc"}, args...), envOf(), &out, &errOut)
+		if err == nil || exitCode(err) != 2 {
+			t.Fatalf("%v: err = %v, want a usage error", args, err)
+		}
+	}
+}
+
+func TestRunStartupErrors(t *testing.T) {
+	dir := t.TempDir()
+	notDB := filepath.Join(dir, "garbage.db")
+	if err := os.WriteFile(notDB, bytes.Repeat([]byte("not a database "), 512), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	newer := filepath.Join(dir, "newer.db")
+	st, err := openStore(context.Background(), newer, storeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.writeDB.Exec("PRAGMA user_version = 999"); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing folder", []string{"-db", filepath.Join(dir, "no", "such", "x.db")}, "does not exist"},
+		{"not a database", []string{"-db", notDB}, "not a SQLite database"},
+		{"newer schema", []string{"-db", newer}, "schema version 999 is newer"},
+		{"folder as file", []string{"-db", dir}, "is a folder"},
+		{"port in use", []string{"-db", filepath.Join(dir, "ok.db"), "-addr", busy.Addr().String()}, "listen on"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			args := append([]string{"usersvc", "-addr", "127.0.0.1:0"}, c.args...)
+			err := run(context.Background(), args, envOf(), &bytes.Buffer{}, &bytes.Buffer{})
+			if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("err = %v, want one line containing %q", err, c.want)
+			}
+			if exitCode(err) == 0 {
+				t.Fatal("exit code 0")
+			}
+		})
+	}
+}

@@ -1,0 +1,556 @@
+// model.go: the user and goal types, their request bodies and validation, and
+// the hand-written marshal functions that decide which fields a client sees.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/invopop/validation"
+	"github.com/invopop/validation/is"
+)
+
+// timeFormat is how timestamps are stored and shown: RFC 3339, UTC,
+// milliseconds. It is fixed-width, so text order is time order.
+const timeFormat = "2006-01-02T15:04:05.000Z"
+
+// formatTime renders t in timeFormat.
+func formatTime(t time.Time) string { return t.UTC().Format(timeFormat) }
+
+// User is a row of the users table. It is never encoded directly: appendUser
+// decides what a client sees, so a new column cannot leak by accident.
+type User struct {
+	ID           string  `db:"id"`
+	Username     string  `db:"username"`
+	Email        *string `db:"email"`
+	FullName     *string `db:"full_name"`
+	PasswordHash string  `db:"password_hash"`
+	Version      int64   `db:"version"`
+	CreatedAt    string  `db:"created_at"`
+	ModifiedAt   string  `db:"modified_at"`
+}
+
+// Goal is a row of the goals table; appendGoal decides what a client sees.
+type Goal struct {
+	ID            string  `db:"id"`
+	UserID        string  `db:"user_id"`
+	Title         string  `db:"title"`
+	Period        string  `db:"period"`
+	TargetMinutes int     `db:"target_minutes"`
+	Description   *string `db:"description"`
+	Version       int64   `db:"version"`
+	CreatedAt     string  `db:"created_at"`
+	ModifiedAt    string  `db:"modified_at"`
+}
+
+// Domain errors. writeError maps each to its HTTP status in one place.
+var (
+	errUserNotFound = &statusError{status: 404, msg: "user not found"}
+	errGoalNotFound = &statusError{status: 404, msg: "goal not found"}
+	errUnavailable  = &statusError{status: 503, msg: "the database cannot take writes right now"}
+	errBadLogin     = &statusError{status: 401, msg: "invalid username or password"}
+)
+
+// statusError is an error that is answered with its status and message as
+// {"error": msg}.
+type statusError struct {
+	status int
+	msg    string
+}
+
+func (e *statusError) Error() string { return e.msg }
+
+// fieldErrors are per-field problems, answered as 400 {"errors": {...}}.
+type fieldErrors map[string]string
+
+func (e fieldErrors) Error() string {
+	parts := make([]string, 0, len(e))
+	for k, v := range e {
+		parts = append(parts, k+": "+v)
+	}
+	return "invalid fields: " + strings.Join(parts, "; ")
+}
+
+// conflictError names the fields whose unique value is already taken; it is
+// answered as 409 {"errors": {field: "is already taken"}}.
+type conflictError struct{ fields []string }
+
+func (e *conflictError) Error() string {
+	return "already taken: " + strings.Join(e.fields, ", ")
+}
+
+// fromValidation turns invopop/validation errors into fieldErrors, keeping
+// any other error (an internal one) as it is.
+func fromValidation(err error) error {
+	var verrs validation.Errors
+	if !errors.As(err, &verrs) {
+		return err
+	}
+	out := fieldErrors{}
+	for field, e := range verrs {
+		var ie validation.InternalError
+		if errors.As(e, &ie) {
+			return fmt.Errorf("validate %s: %w", field, e)
+		}
+		out[field] = e.Error()
+	}
+	return out
+}
+
+// optional is one field of a request body: absent, null, or a value. It lets
+// PUT and PATCH tell "leave it" from "clear it".
+type optional[T any] struct {
+	Set   bool
+	Null  bool
+	Value T
+}
+
+// decodeField fills dst from raw, recording null; a wrong JSON type is
+// reported as a message naming the expected type.
+func decodeField[T any](raw json.RawMessage, dst *optional[T], want string) string {
+	dst.Set = true
+	if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		dst.Null = true
+		return ""
+	}
+	if err := json.Unmarshal(raw, &dst.Value); err != nil {
+		return "must be " + want
+	}
+	return ""
+}
+
+// userInput is the body of POST, PUT and PATCH on a user. passwordHash is
+// filled by the handler after hashing and is never decoded.
+type userInput struct {
+	Username     optional[string]
+	Email        optional[string]
+	FullName     optional[string]
+	Password     optional[string]
+	passwordHash string
+}
+
+// readOnlyFields may appear in any body (a client may send back what it read)
+// and are ignored.
+var readOnlyFields = map[string]bool{"id": true, "created_at": true, "modified_at": true}
+
+// decodeUserInput maps a decoded JSON object onto userInput. Unknown fields
+// and wrong types are all reported at once.
+func decodeUserInput(obj map[string]json.RawMessage) (userInput, error) {
+	var in userInput
+	errs := fieldErrors{}
+	for name, raw := range obj {
+		var msg string
+		switch name {
+		case "username":
+			msg = decodeField(raw, &in.Username, "a string")
+		case "email":
+			msg = decodeField(raw, &in.Email, "a string")
+		case "full_name":
+			msg = decodeField(raw, &in.FullName, "a string")
+		case "password":
+			msg = decodeField(raw, &in.Password, "a string")
+		default:
+			if !readOnlyFields[name] {
+				msg = "unknown field"
+			}
+		}
+		if msg != "" {
+			errs[name] = msg
+		}
+	}
+	if len(errs) > 0 {
+		return in, errs
+	}
+	return in, nil
+}
+
+var (
+	usernamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	usernameRules   = []validation.Rule{
+		validation.Required,
+		validation.RuneLength(3, 32).Error("the length must be between 3 and 32"),
+		validation.Match(usernamePattern).Error("must start with a letter or digit and hold only letters, digits, '_', '.' and '-'"),
+	}
+	emailRules = []validation.Rule{
+		validation.Required,
+		validation.RuneLength(1, 254).Error("the length must be no more than 254"),
+		is.EmailFormat,
+	}
+	fullNameRules = []validation.Rule{
+		validation.RuneLength(0, 200).Error("the length must be no more than 200"),
+		noControlChars,
+	}
+	passwordRules = []validation.Rule{
+		validation.Required,
+		validation.RuneLength(8, 256).Error("the length must be between 8 and 256"),
+	}
+	titleRules = []validation.Rule{
+		validation.Required,
+		validation.RuneLength(1, 200).Error("the length must be between 1 and 200"),
+		noControlChars,
+	}
+	descriptionRules = []validation.Rule{
+		validation.RuneLength(0, 2000).Error("the length must be no more than 2000"),
+	}
+	periodRules        = []validation.Rule{validation.Required, validation.In("day", "week").Error("must be day or week")}
+	targetMinutesRules = []validation.Rule{
+		validation.Min(1).Error("must be between 1 and 10080"),
+		validation.Max(10080).Error("must be between 1 and 10080"),
+	}
+
+	noControlChars = validation.NewStringRule(func(s string) bool {
+		return strings.IndexFunc(s, unicode.IsControl) < 0
+	}, "must not contain control characters")
+)
+
+// checkField validates one optional field. A required field must be present
+// on create and never null; an optional one may be null (which clears it).
+func checkField[T any](f optional[T], required, creating bool, rules []validation.Rule) error {
+	switch {
+	case !f.Set && required && creating:
+		return validation.NewError("validation_required", "cannot be blank")
+	case !f.Set:
+		return nil
+	case f.Null && required:
+		return validation.NewError("validation_not_null", "cannot be null")
+	case f.Null:
+		return nil
+	}
+	return validation.Validate(f.Value, rules...)
+}
+
+// validate checks every field at once. creating makes the required fields
+// required; on update only the fields present are checked.
+func (in *userInput) validate(creating bool) error {
+	return fromValidation(validation.Errors{
+		"username":  checkField(in.Username, true, creating, usernameRules),
+		"email":     checkField(in.Email, false, creating, emailRules),
+		"full_name": checkField(in.FullName, false, creating, fullNameRules),
+		"password":  checkField(in.Password, true, creating, passwordRules),
+	}.Filter())
+}
+
+// apply copies the fields present in the input onto u.
+func (in *userInput) apply(u *User) {
+	if in.Username.Set {
+		u.Username = in.Username.Value
+	}
+	if in.Email.Set {
+		u.Email = nullable(in.Email)
+	}
+	if in.FullName.Set {
+		u.FullName = nullable(in.FullName)
+	}
+	if in.passwordHash != "" {
+		u.PasswordHash = in.passwordHash
+	}
+}
+
+// nullable turns a set optional string into the column value: nil for null.
+func nullable(f optional[string]) *string {
+	if f.Null {
+		return nil
+	}
+	v := f.Value
+	return &v
+}
+
+// credentials is the body of POST /api/authenticate.
+type credentials struct {
+	Username optional[string]
+	Password optional[string]
+}
+
+// decodeCredentials maps a decoded JSON object onto credentials; both fields
+// are required strings and nothing else is allowed.
+func decodeCredentials(obj map[string]json.RawMessage) (credentials, error) {
+	var c credentials
+	errs := fieldErrors{}
+	for name, raw := range obj {
+		var msg string
+		switch name {
+		case "username":
+			msg = decodeField(raw, &c.Username, "a string")
+		case "password":
+			msg = decodeField(raw, &c.Password, "a string")
+		default:
+			msg = "unknown field"
+		}
+		if msg != "" {
+			errs[name] = msg
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    optional[string]
+	}{{"username", c.Username}, {"password", c.Password}} {
+		if _, bad := errs[f.name]; !bad && (!f.v.Set || f.v.Null || f.v.Value == "") {
+			errs[f.name] = "cannot be blank"
+		}
+	}
+	if len(errs) > 0 {
+		return c, errs
+	}
+	return c, nil
+}
+
+// parseID accepts only the canonical lowercase text of a UUID, so one
+// resource has one URL.
+func parseID(s string) (string, bool) {
+	u, err := uuid.Parse(s)
+	if err != nil || u.String() != s {
+		return "", false
+	}
+	return s, true
+}
+
+// newID returns a new UUIDv7: time-ordered, so id order is creation order.
+func newID() (string, error) {
+	u, err := uuid.NewV7()
+	if err != nil {
+		return "", fmt.Errorf("new id: %w", err)
+	}
+	return u.String(), nil
+}
+
+// userShow says which optional parts of a user a response includes.
+type userShow struct {
+	Email, FullName bool
+	Goals           bool
+	GoalDescription bool
+}
+
+// goalShow says which optional parts of a goal a response includes.
+type goalShow struct {
+	Description             bool
+	User                    bool
+	UserEmail, UserFullName bool
+}
+
+var (
+	userDefaultFields = fieldSet("id", "username", "created_at", "modified_at")
+	goalDefaultFields = fieldSet("id", "user_id", "title", "period", "target_minutes", "created_at", "modified_at")
+)
+
+func fieldSet(names ...string) map[string]bool {
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[n] = true
+	}
+	return m
+}
+
+// showNames splits the repeated, comma-separated ?show= values into names,
+// skipping empty ones.
+func showNames(values []string) []string {
+	var names []string
+	for _, v := range values {
+		for _, n := range strings.Split(v, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				names = append(names, n)
+			}
+		}
+	}
+	return names
+}
+
+// showError reports the names that are not fields or relations of the
+// model, or that are hidden. At most ten are named, so a huge query cannot
+// make a huge answer.
+func showError(bad []string) error {
+	if len(bad) == 0 {
+		return nil
+	}
+	seen := map[string]bool{}
+	var uniq []string
+	for _, b := range bad {
+		if !seen[b] && len(uniq) < 10 {
+			seen[b] = true
+			uniq = append(uniq, b)
+		}
+	}
+	msg := "unknown or hidden field: " + strings.Join(uniq, ", ")
+	if len(bad) > len(uniq) {
+		msg += ", …"
+	}
+	return fieldErrors{"show": msg}
+}
+
+// parseUserShow reads ?show= for a user: extra fields, the goals relation and
+// goals.<field>. password and unknown names are an error.
+func parseUserShow(values []string) (userShow, error) {
+	var s userShow
+	var bad []string
+	for _, name := range showNames(values) {
+		switch rel, field, dotted := strings.Cut(name, "."); {
+		case name == "email":
+			s.Email = true
+		case name == "full_name":
+			s.FullName = true
+		case name == "goals":
+			s.Goals = true
+		case userDefaultFields[name]:
+		case dotted && rel == "goals" && (goalDefaultFields[field] || field == "description"):
+			s.Goals = true
+			s.GoalDescription = s.GoalDescription || field == "description"
+		default:
+			bad = append(bad, name)
+		}
+	}
+	return s, showError(bad)
+}
+
+// parseGoalShow reads ?show= for a goal: description, the user relation and
+// user.<field>. user.password and unknown names are an error.
+func parseGoalShow(values []string) (goalShow, error) {
+	var s goalShow
+	var bad []string
+	for _, name := range showNames(values) {
+		switch rel, field, dotted := strings.Cut(name, "."); {
+		case name == "description":
+			s.Description = true
+		case name == "user":
+			s.User = true
+		case goalDefaultFields[name]:
+		case dotted && rel == "user" && (userDefaultFields[field] || field == "email" || field == "full_name"):
+			s.User = true
+			s.UserEmail = s.UserEmail || field == "email"
+			s.UserFullName = s.UserFullName || field == "full_name"
+		default:
+			bad = append(bad, name)
+		}
+	}
+	return s, showError(bad)
+}
+
+// appendUser writes the JSON object a client sees for u: the default fields,
+// the extras named in s, and goals when s asks for them. password_hash is
+// never written.
+func appendUser(b []byte, u *User, s userShow, goals []Goal) []byte {
+	b = append(b, `{"id":`...)
+	b = appendString(b, u.ID)
+	b = append(b, `,"username":`...)
+	b = appendString(b, u.Username)
+	if s.Email {
+		b = append(b, `,"email":`...)
+		b = appendNullString(b, u.Email)
+	}
+	if s.FullName {
+		b = append(b, `,"full_name":`...)
+		b = appendNullString(b, u.FullName)
+	}
+	b = append(b, `,"created_at":`...)
+	b = appendString(b, u.CreatedAt)
+	b = append(b, `,"modified_at":`...)
+	b = appendString(b, u.ModifiedAt)
+	if s.Goals {
+		b = append(b, `,"goals":[`...)
+		gs := goalShow{Description: s.GoalDescription}
+		for i := range goals {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendGoal(b, &goals[i], gs, nil)
+		}
+		b = append(b, ']')
+	}
+	return append(b, '}')
+}
+
+// appendGoal writes the JSON object a client sees for g, with its owner
+// embedded when s asks for it and owner is given.
+func appendGoal(b []byte, g *Goal, s goalShow, owner *User) []byte {
+	b = append(b, `{"id":`...)
+	b = appendString(b, g.ID)
+	b = append(b, `,"user_id":`...)
+	b = appendString(b, g.UserID)
+	b = append(b, `,"title":`...)
+	b = appendString(b, g.Title)
+	b = append(b, `,"period":`...)
+	b = appendString(b, g.Period)
+	b = append(b, `,"target_minutes":`...)
+	b = strconv.AppendInt(b, int64(g.TargetMinutes), 10)
+	if s.Description {
+		b = append(b, `,"description":`...)
+		b = appendNullString(b, g.Description)
+	}
+	b = append(b, `,"created_at":`...)
+	b = appendString(b, g.CreatedAt)
+	b = append(b, `,"modified_at":`...)
+	b = appendString(b, g.ModifiedAt)
+	if s.User && owner != nil {
+		b = append(b, `,"user":`...)
+		b = appendUser(b, owner, userShow{Email: s.UserEmail, FullName: s.UserFullName}, nil)
+	}
+	return append(b, '}')
+}
+
+// appendNullString writes s as a JSON string, or null when s is nil.
+func appendNullString(b []byte, s *string) []byte {
+	if s == nil {
+		return append(b, "null"...)
+	}
+	return appendString(b, *s)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString writes s as a JSON string, escaping what RFC 8259 requires
+// plus U+2028 and U+2029 (so the output is also safe inside JavaScript).
+// Invalid UTF-8 becomes U+FFFD, as encoding/json does.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

@@ -1,0 +1,491 @@
+// store.go: all SQL. Opening and migrating the database, and every query
+// and write of users and goals.
+package main
+
+import (
+	"context"
+	"database/sql"
+	_ "embed"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+//go:embed schema.sql
+var schemaSQL string
+
+func init() {
+	// sqlx does not know the modernc driver's name; its placeholders are "?".
+	sqlx.BindDriver("sqlite", sqlx.QUESTION)
+}
+
+// store owns the database: one writer connection fed by the group-commit
+// goroutine (writer.go) and a pool of read-only connections.
+type store struct {
+	writeDB *sqlx.DB
+	readDB  *sqlx.DB
+	now     func() time.Time
+
+	ops        chan *writeOp
+	stopping   chan struct{}
+	writerDone chan struct{}
+	closeOnce  sync.Once
+	closeErr   error
+
+	// reads counts statements run on the read pool; tests use it to prove
+	// that an embed costs one query, not one per row.
+	reads atomic.Int64
+	// afterCommit, when set, is called after each batch with its size.
+	afterCommit func(n int)
+}
+
+// storeOptions tune openStore; the zero value is the production setting.
+type storeOptions struct {
+	now       func() time.Time
+	readConns int
+}
+
+// sqlitePragmas are set on every connection through the DSN, so each pooled
+// connection gets them: WAL so readers never block the writer, FULL so an
+// acknowledged commit survives a power cut, foreign keys for the cascades.
+var sqlitePragmas = []string{"busy_timeout(10000)", "foreign_keys(1)", "journal_mode(WAL)", "synchronous(FULL)"}
+
+// dsn builds a modernc.org/sqlite DSN for path with the pragmas and extra
+// parameters.
+func dsn(path string, extra url.Values) string {
+	q := url.Values{"_pragma": sqlitePragmas}
+	for k, v := range extra {
+		q[k] = append(q[k], v...)
+	}
+	return "file:" + path + "?" + q.Encode()
+}
+
+// openStore opens (creating when missing) the database at path, applies the
+// schema migrations and starts the writer.
+func openStore(ctx context.Context, path string, opts storeOptions) (*store, error) {
+	if err := checkDBPath(path); err != nil {
+		return nil, err
+	}
+	writeDB, err := sqlx.Open("sqlite", dsn(path, url.Values{"_txlock": {"immediate"}}))
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	writeDB.SetMaxOpenConns(1)
+	writeDB.SetMaxIdleConns(1)
+	writeDB.SetConnMaxLifetime(0)
+	writeDB.SetConnMaxIdleTime(0)
+	if err := migrate(ctx, writeDB); err != nil {
+		writeDB.Close()
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	readDB, err := sqlx.Open("sqlite", dsn(path, url.Values{"_pragma": {"query_only(1)"}}))
+	if err != nil {
+		writeDB.Close()
+		return nil, fmt.Errorf("open database %s for reading: %w", path, err)
+	}
+	conns := opts.readConns
+	if conns <= 0 {
+		conns = 4
+	}
+	readDB.SetMaxOpenConns(conns)
+	readDB.SetMaxIdleConns(conns)
+	readDB.SetConnMaxIdleTime(0)
+	now := opts.now
+	if now == nil {
+		now = time.Now
+	}
+	s := &store{
+		writeDB: writeDB, readDB: readDB, now: now,
+		ops: make(chan *writeOp), stopping: make(chan struct{}), writerDone: make(chan struct{}),
+	}
+	go s.runWriter()
+	return s, nil
+}
+
+// checkDBPath gives a clear error for the two mistakes SQLite reports badly:
+// a missing folder, and a path that is a folder.
+func checkDBPath(path string) error {
+	dir := filepath.Dir(path)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return fmt.Errorf("database folder %s does not exist", dir)
+	}
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return fmt.Errorf("database path %s is a folder, not a file", path)
+	}
+	return nil
+}
+
+// Close stops taking writes, commits the ones queued, and closes the
+// database. It is safe to call more than once.
+func (s *store) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.stopping)
+		<-s.writerDone
+		s.closeErr = errors.Join(s.readDB.Close(), s.writeDB.Close())
+	})
+	return s.closeErr
+}
+
+// Ping runs a trivial query on the read pool.
+func (s *store) Ping(ctx context.Context) error {
+	var one int
+	if err := s.readDB.GetContext(ctx, &one, "SELECT 1"); err != nil {
+		return fmt.Errorf("ping database: %w", err)
+	}
+	return nil
+}
+
+// migration is one step of schema.sql.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+var migrationHeader = regexp.MustCompile(`(?m)^-- version (\d+): (.*)$`)
+
+// parseMigrations splits schema.sql into its numbered steps, which must run
+// 1, 2, 3… without gaps.
+func parseMigrations(src string) ([]migration, error) {
+	locs := migrationHeader.FindAllStringSubmatchIndex(src, -1)
+	steps := make([]migration, 0, len(locs))
+	for i, loc := range locs {
+		end := len(src)
+		if i+1 < len(locs) {
+			end = locs[i+1][0]
+		}
+		v, err := strconv.Atoi(src[loc[2]:loc[3]])
+		if err != nil || v != i+1 {
+			return nil, fmt.Errorf("schema.sql: step %d is numbered %q", i+1, src[loc[2]:loc[3]])
+		}
+		steps = append(steps, migration{version: v, name: src[loc[4]:loc[5]], sql: src[loc[1]:end]})
+	}
+	return steps, nil
+}
+
+// schemaVersion is the newest schema version this binary knows.
+func schemaVersion() int {
+	steps, _ := parseMigrations(schemaSQL)
+	return len(steps)
+}
+
+// migrate brings the database up to the newest schema in one transaction.
+// A database newer than this binary is refused rather than guessed at.
+func migrate(ctx context.Context, db *sqlx.DB) error {
+	return migrateTo(ctx, db, schemaVersion())
+}
+
+// migrateTo applies the steps of schema.sql up to version target.
+func migrateTo(ctx context.Context, db *sqlx.DB, target int) error {
+	steps, err := parseMigrations(schemaSQL)
+	if err != nil {
+		return err
+	}
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		return describeOpenError(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
+	var current int
+	if err := tx.GetContext(ctx, &current, "PRAGMA user_version"); err != nil {
+		return describeOpenError(err)
+	}
+	if current > len(steps) {
+		return fmt.Errorf("schema version %d is newer than this binary knows (%d): use a newer usersvc", current, len(steps))
+	}
+	for _, step := range steps[current:target] {
+		if _, err := tx.ExecContext(ctx, step.sql); err != nil {
+			return fmt.Errorf("migrate to version %d (%s): %w", step.version, step.name, err)
+		}
+		if _, err := tx.ExecContext(ctx, "PRAGMA user_version = "+strconv.Itoa(step.version)); err != nil {
+			return fmt.Errorf("set schema version %d: %w", step.version, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit migrations: %w", err)
+	}
+	return nil
+}
+
+// describeOpenError turns SQLite's first-contact failures into a sentence.
+func describeOpenError(err error) error {
+	switch sqliteCode(err) & 0xff {
+	case sqlite3.SQLITE_NOTADB:
+		return errors.New("file is not a SQLite database")
+	case sqlite3.SQLITE_CANTOPEN:
+		return fmt.Errorf("cannot open the file: %w", err)
+	case sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH:
+		return fmt.Errorf("cannot write the file: %w", err)
+	}
+	return fmt.Errorf("open: %w", err)
+}
+
+// sqliteCode is the extended SQLite result code inside err, or 0.
+func sqliteCode(err error) int {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code()
+	}
+	return 0
+}
+
+// classifyWriteError marks the failures that mean the database cannot take
+// writes now (read-only, full, I/O), so clients get 503 and reads go on.
+func classifyWriteError(err error) error {
+	if err == nil {
+		return nil
+	}
+	switch sqliteCode(err) & 0xff {
+	case sqlite3.SQLITE_READONLY, sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR,
+		sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_PERM:
+		if !errors.Is(err, errUnavailable) {
+			return fmt.Errorf("%w: %w", errUnavailable, err)
+		}
+	}
+	return err
+}
+
+// isUniqueViolation reports whether err is a UNIQUE constraint failure.
+func isUniqueViolation(err error) bool {
+	c := sqliteCode(err)
+	return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+}
+
+// selectRead runs a multi-row query on the read pool.
+func (s *store) selectRead(ctx context.Context, dest any, query string, args ...any) error {
+	s.reads.Add(1)
+	return s.readDB.SelectContext(ctx, dest, s.readDB.Rebind(query), args...)
+}
+
+// getRead runs a one-row query on the read pool; no row is sql.ErrNoRows.
+func (s *store) getRead(ctx context.Context, dest any, query string, args ...any) error {
+	s.reads.Add(1)
+	return s.readDB.GetContext(ctx, dest, s.readDB.Rebind(query), args...)
+}
+
+// listQuery is one page of a list: rows with id > After, at most Limit.
+type listQuery struct {
+	After string
+	Limit int
+}
+
+// ---- users ----
+
+const userColumns = "id, username, email, full_name, password_hash, version, created_at, modified_at"
+
+// GetUser returns the user with id, or errUserNotFound.
+func (s *store) GetUser(ctx context.Context, id string) (User, error) {
+	var u User
+	err := s.getRead(ctx, &u, "SELECT "+userColumns+" FROM users WHERE id = ?", id)
+	return u, notFound(err, errUserNotFound, "get user")
+}
+
+// GetUserByUsername returns the user whose username matches name without
+// regard to case, or errUserNotFound.
+func (s *store) GetUserByUsername(ctx context.Context, name string) (User, error) {
+	var u User
+	err := s.getRead(ctx, &u, "SELECT "+userColumns+" FROM users WHERE lower(username) = lower(?)", name)
+	return u, notFound(err, errUserNotFound, "get user by username")
+}
+
+// ListUsers returns one page of users in id order; with username, only the
+// one whose username matches it without regard to case.
+func (s *store) ListUsers(ctx context.Context, q listQuery, username *string) ([]User, error) {
+	users := []User{}
+	query := "SELECT " + userColumns + " FROM users WHERE id > ?"
+	args := []any{q.After}
+	if username != nil {
+		query += " AND lower(username) = lower(?)"
+		args = append(args, *username)
+	}
+	query += " ORDER BY id LIMIT ?"
+	args = append(args, q.Limit)
+	if err := s.selectRead(ctx, &users, query, args...); err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	return users, nil
+}
+
+// CreateUser inserts u, setting its timestamps and version. A taken username
+// or email is a *conflictError.
+func (s *store) CreateUser(ctx context.Context, u *User) error {
+	created := *u
+	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
+		created = *u
+		return insertUser(ctx, tx, &created, s.now())
+	})
+	if err != nil {
+		return err
+	}
+	*u = created
+	return nil
+}
+
+// insertUser inserts u inside tx at time now.
+func insertUser(ctx context.Context, tx *sqlx.Tx, u *User, now time.Time) error {
+	u.Version = 1
+	u.CreatedAt = formatTime(now)
+	u.ModifiedAt = u.CreatedAt
+	_, err := tx.NamedExecContext(ctx, `INSERT INTO users (`+userColumns+`)
+		VALUES (:id, :username, :email, :full_name, :password_hash, :version, :created_at, :modified_at)`, u)
+	if isUniqueViolation(err) {
+		return userConflict(ctx, tx, u)
+	}
+	if err != nil {
+		return fmt.Errorf("insert user: %w", err)
+	}
+	return nil
+}
+
+// UpdateUser applies in to the user with id after check (when given)
+// accepts its current version; it returns the updated user.
+func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, check func(version int64) error) (User, error) {
+	var out User
+	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
+		u, err := txGetUser(ctx, tx, "id = ?", id)
+		if err != nil {
+			return err
+		}
+		if check != nil {
+			if err := check(u.Version); err != nil {
+				return err
+			}
+		}
+		in.apply(&u)
+		if err := updateUser(ctx, tx, &u, s.now()); err != nil {
+			return err
+		}
+		out = u
+		return nil
+	})
+	return out, err
+}
+
+// PutUserByUsername creates the user called name when none exists
+// (without regard to case) and otherwise updates it. created says which.
+// Every write runs on the one writer, so concurrent calls create it once.
+func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInput, newUser func(in *userInput) (User, error)) (out User, created bool, err error) {
+	err = s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
+		created = false
+		u, err := txGetUser(ctx, tx, "lower(username) = lower(?)", name)
+		if errors.Is(err, errUserNotFound) {
+			nu, err := newUser(in)
+			if err != nil {
+				return err
+			}
+			if err := insertUser(ctx, tx, &nu, s.now()); err != nil {
+				return err
+			}
+			out, created = nu, true
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		in.apply(&u)
+		if err := updateUser(ctx, tx, &u, s.now()); err != nil {
+			return err
+		}
+		out = u
+		return nil
+	})
+	return out, created, err
+}
+
+// txGetUser reads one user inside a write transaction.
+func txGetUser(ctx context.Context, tx *sqlx.Tx, where string, arg any) (User, error) {
+	var u User
+	err := tx.GetContext(ctx, &u, "SELECT "+userColumns+" FROM users WHERE "+where, arg)
+	return u, notFound(err, errUserNotFound, "get user for update")
+}
+
+// updateUser writes every column of u, bumping its version and modified_at.
+func updateUser(ctx context.Context, tx *sqlx.Tx, u *User, now time.Time) error {
+	u.Version++
+	u.ModifiedAt = formatTime(now)
+	_, err := tx.NamedExecContext(ctx, `UPDATE users SET username = :username, email = :email,
+		full_name = :full_name, password_hash = :password_hash, version = :version,
+		modified_at = :modified_at WHERE id = :id`, u)
+	if isUniqueViolation(err) {
+		return userConflict(ctx, tx, u)
+	}
+	if err != nil {
+		return fmt.Errorf("update user: %w", err)
+	}
+	return nil
+}
+
+// userConflict finds which unique fields of u another user already holds.
+// It runs in the writer's transaction, so the answer cannot be stale.
+func userConflict(ctx context.Context, tx *sqlx.Tx, u *User) error {
+	var fields []string
+	var n int
+	if err := tx.GetContext(ctx, &n, "SELECT count(*) FROM users WHERE lower(username) = lower(?) AND id <> ?", u.Username, u.ID); err != nil {
+		return fmt.Errorf("find conflict: %w", err)
+	}
+	if n > 0 {
+		fields = append(fields, "username")
+	}
+	if u.Email != nil {
+		if err := tx.GetContext(ctx, &n, "SELECT count(*) FROM users WHERE lower(email) = lower(?) AND id <> ?", *u.Email, u.ID); err != nil {
+			return fmt.Errorf("find conflict: %w", err)
+		}
+		if n > 0 {
+			fields = append(fields, "email")
+		}
+	}
+	if len(fields) == 0 {
+		fields = []string{"id"}
+	}
+	return &conflictError{fields: fields}
+}
+
+// DeleteUser deletes the user with id, and its goals with it (ON DELETE
+// CASCADE), after check (when given) accepts its current version.
+func (s *store) DeleteUser(ctx context.Context, id string, check func(version int64) error) error {
+	return s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
+		u, err := txGetUser(ctx, tx, "id = ?", id)
+		if err != nil {
+			return err
+		}
+		if check != nil {
+			if err := check(u.Version); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM users WHERE id = ?", id); err != nil {
+			return fmt.Errorf("delete user: %w", err)
+		}
+		return nil
+	})
+}
+
+// notFound translates sql.ErrNoRows into the domain's not-found error and
+// wraps anything else with what was being done.
+func notFound(err, nf error, doing string) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, sql.ErrNoRows):
+		return nf
+	default:
+		return fmt.Errorf("%s: %w", doing, err)
+	}
+}
+
+// placeholders returns "?, ?, …" for n arguments.
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}
