@@ -1,24 +1,17 @@
-// handlers.go: the route table and the HTTP handlers of the users API, with
-// the one place that decodes request bodies and the one that writes errors.
+// handlers.go: the route table and the HTTP handlers of users and goals:
+// read path and query, decode, call the store, write.
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 )
-
-// maxBodyBytes caps request bodies; a larger one is answered 413.
-const maxBodyBytes = 1 << 20
 
 // server holds what the handlers share. It has no mutable state of its own.
 type server struct {
@@ -51,7 +44,13 @@ func (s *server) addRoutes(mux *http.ServeMux) {
 	// registration; one pattern takes both and dispatches.
 	mux.HandleFunc("GET /api/users/{id}/{sub}", s.handleUserSubpath)
 	mux.HandleFunc("PUT /api/users/by-username/{username}", s.handlePutUserByUsername)
+	mux.HandleFunc("POST /api/users/{id}/goals", s.handleCreateGoal)
 	mux.HandleFunc("POST /api/authenticate", s.handleAuthenticate)
+	mux.HandleFunc("GET /api/goals", s.handleListGoals)
+	mux.HandleFunc("GET /api/goals/{id}", s.handleGetGoal)
+	mux.HandleFunc("PUT /api/goals/{id}", s.handleUpdateGoal)
+	mux.HandleFunc("PATCH /api/goals/{id}", s.handleUpdateGoal)
+	mux.HandleFunc("DELETE /api/goals/{id}", s.handleDeleteGoal)
 }
 
 // handleHealth serves GET /healthz: 200 when the database answers.
@@ -64,6 +63,10 @@ func (s *server) handleHealth(w http.ResponseWriter, r *http.Request) {
 func (s *server) handleUserSubpath(w http.ResponseWriter, r *http.Request) {
 	if r.PathValue("id") == "by-username" {
 		s.handleGetUserByUsername(w, r, r.PathValue("sub"))
+		return
+	}
+	if r.PathValue("sub") == "goals" {
+		s.handleListUserGoals(w, r)
 		return
 	}
 	writeError(w, r, s.log, errRouteNotFound)
@@ -95,6 +98,24 @@ func (s *server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 		users = users[:q.Limit]
 		setNextLink(w, r, users[len(users)-1].ID, q.Limit)
 	}
+	s.writeUserList(w, r, users, show)
+}
+
+// writeUserList writes users as a bare JSON array, embedding the goals of
+// the whole page (fetched in one query) when show asks for them.
+func (s *server) writeUserList(w http.ResponseWriter, r *http.Request, users []User, show userShow) {
+	var goals map[string][]Goal
+	if show.Goals {
+		ids := make([]string, len(users))
+		for i := range users {
+			ids[i] = users[i].ID
+		}
+		var err error
+		if goals, err = s.store.GoalsOfUsers(r.Context(), ids); err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+	}
 	buf := getBuffer()
 	defer putBuffer(buf)
 	b := append(*buf, '[')
@@ -102,7 +123,7 @@ func (s *server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendUser(b, &users[i], show, nil)
+		b = appendUser(b, &users[i], show, goals[users[i].ID])
 	}
 	b = append(b, ']')
 	*buf = b
@@ -131,7 +152,7 @@ func (s *server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Location", "/api/users/"+u.ID)
-	s.writeUser(w, http.StatusCreated, &u, show)
+	s.writeUser(w, r, http.StatusCreated, &u, show)
 }
 
 // newUser builds a user from a validated create input, hashing the password
@@ -182,7 +203,7 @@ func (s *server) handleGetUser(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	s.writeUser(w, http.StatusOK, &u, show)
+	s.writeUser(w, r, http.StatusOK, &u, show)
 }
 
 // handleGetUserByUsername serves GET /api/users/by-username/{username}.
@@ -197,7 +218,7 @@ func (s *server) handleGetUserByUsername(w http.ResponseWriter, r *http.Request,
 		writeError(w, r, s.log, err)
 		return
 	}
-	s.writeUser(w, http.StatusOK, &u, show)
+	s.writeUser(w, r, http.StatusOK, &u, show)
 }
 
 // handleUpdateUser serves PUT and PATCH /api/users/{id}: both change only
@@ -227,7 +248,7 @@ func (s *server) handleUpdateUser(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	s.writeUser(w, http.StatusOK, &u, show)
+	s.writeUser(w, r, http.StatusOK, &u, show)
 }
 
 // handlePutUserByUsername serves PUT /api/users/by-username/{username}:
@@ -275,7 +296,7 @@ func (s *server) handlePutUserByUsername(w http.ResponseWriter, r *http.Request)
 		status = http.StatusCreated
 		w.Header().Set("Location", "/api/users/"+u.ID)
 	}
-	s.writeUser(w, status, &u, show)
+	s.writeUser(w, r, status, &u, show)
 }
 
 // validateUsername applies the username rules to a name from a path.
@@ -316,7 +337,7 @@ func (s *server) handleAuthenticate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	s.writeUser(w, http.StatusOK, &u, userShow{})
+	s.writeUser(w, r, http.StatusOK, &u, userShow{})
 }
 
 // checkPassword returns the user when username and password match, and
@@ -342,12 +363,22 @@ func (s *server) checkPassword(ctx context.Context, username, password string) (
 	return u, nil
 }
 
-// writeUser writes {"user": {...}} with status.
-func (s *server) writeUser(w http.ResponseWriter, status int, u *User, show userShow) {
+// writeUser writes {"user": {...}} with status, embedding the user's goals
+// when show asks for them.
+func (s *server) writeUser(w http.ResponseWriter, r *http.Request, status int, u *User, show userShow) {
+	var goals []Goal
+	if show.Goals {
+		byUser, err := s.store.GoalsOfUsers(r.Context(), []string{u.ID})
+		if err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+		goals = byUser[u.ID]
+	}
 	buf := getBuffer()
 	defer putBuffer(buf)
 	b := append(*buf, `{"user":`...)
-	b = appendUser(b, u, show, nil)
+	b = appendUser(b, u, show, goals)
 	b = append(b, '}')
 	*buf = b
 	writeJSON(w, status, b)
@@ -425,148 +456,214 @@ func setNextLink(w http.ResponseWriter, r *http.Request, last string, limit int)
 	w.Header().Set("Link", "<"+r.URL.Path+"?"+q.Encode()+`>; rel="next"`)
 }
 
-// Body decoding errors, each with the status it is answered with.
-var (
-	errRouteNotFound    = &statusError{status: 404, msg: "not found"}
-	errUnsupportedMedia = &statusError{status: 415, msg: "Content-Type must be application/json"}
-	errBodyTooLarge     = &statusError{status: 413, msg: "body is larger than 1 MiB"}
-	errEmptyBody        = &statusError{status: 400, msg: "body is empty: send a JSON object"}
-	errNotObject        = &statusError{status: 400, msg: "body must be a JSON object"}
-	errTrailingData     = &statusError{status: 400, msg: "body must hold a single JSON object, with nothing after it"}
-)
+// handleListUserGoals serves GET /api/users/{id}/goals: a page of one
+// user's goals; 404 when the user does not exist.
+func (s *server) handleListUserGoals(w http.ResponseWriter, r *http.Request) {
+	id, ok := parseID(r.PathValue("id"))
+	if !ok {
+		writeError(w, r, s.log, errUserNotFound)
+		return
+	}
+	exists, err := s.store.UserExists(r.Context(), id)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	if !exists {
+		writeError(w, r, s.log, errUserNotFound)
+		return
+	}
+	s.listGoals(w, r, &id)
+}
 
-// decodeJSONObject reads the request body as exactly one JSON object of at
-// most maxBodyBytes, mapping every failure to a clear client error.
-func decodeJSONObject(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, error) {
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/json" {
-		return nil, errUnsupportedMedia
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-	dec := json.NewDecoder(r.Body)
-	var obj map[string]json.RawMessage
-	if err := dec.Decode(&obj); err != nil {
-		return nil, bodyError(err)
-	}
-	if obj == nil {
-		return nil, errNotObject
-	}
-	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return nil, errBodyTooLarge
+// handleListGoals serves GET /api/goals, optionally ?user_id= filtered.
+func (s *server) handleListGoals(w http.ResponseWriter, r *http.Request) {
+	var userID *string
+	if r.URL.Query().Has("user_id") {
+		id, ok := parseID(r.URL.Query().Get("user_id"))
+		if !ok {
+			writeError(w, r, s.log, fieldErrors{"user_id": "must be a user id"})
+			return
 		}
-		return nil, errTrailingData
+		userID = &id
 	}
-	return obj, nil
+	s.listGoals(w, r, userID)
 }
 
-// bodyError describes why a body did not decode.
-func bodyError(err error) error {
-	var syntax *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooLarge):
-		return errBodyTooLarge
-	case errors.Is(err, io.EOF):
-		return errEmptyBody
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return &statusError{status: 400, msg: "malformed JSON: the body ends too early"}
-	case errors.As(err, &syntax):
-		return &statusError{status: 400, msg: fmt.Sprintf("malformed JSON at byte %d: %s", syntax.Offset, strings.TrimPrefix(syntax.Error(), "json: "))}
-	case errors.As(err, &typ):
-		return errNotObject
+// listGoals writes one page of goals (of userID when given) as a bare
+// array, with a Link to the next page.
+func (s *server) listGoals(w http.ResponseWriter, r *http.Request, userID *string) {
+	q, err := parseListQuery(r.URL.Query())
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
 	}
-	return &statusError{status: 400, msg: "cannot read the body"}
-}
-
-// writeJSON writes body, already marshalled, with status.
-func writeJSON(w http.ResponseWriter, status int, body []byte) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	w.Write(body) //nolint:errcheck // the client is gone; nothing to do
-}
-
-// writeError answers err in the contract's shape. Only 5xx are logged at
-// error level, with the cause; their body never carries it.
-func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	var (
-		fe fieldErrors
-		ce *conflictError
-		se *statusError
-	)
-	status, body := http.StatusInternalServerError, map[string]any{"error": "internal error"}
-	switch {
-	case errors.As(err, &fe):
-		status, body = http.StatusBadRequest, map[string]any{"errors": fe}
-	case errors.As(err, &ce):
-		taken := fieldErrors{}
-		for _, f := range ce.fields {
-			taken[f] = "is already taken"
+	show, err := parseGoalShow(r.URL.Query()["show"])
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	goals, err := s.store.ListGoals(r.Context(), listQuery{After: q.After, Limit: q.Limit + 1}, userID)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	if len(goals) > q.Limit {
+		goals = goals[:q.Limit]
+		setNextLink(w, r, goals[len(goals)-1].ID, q.Limit)
+	}
+	var owners map[string]User
+	if show.User {
+		ids := make([]string, 0, len(goals))
+		for i := range goals {
+			ids = append(ids, goals[i].UserID)
 		}
-		status, body = http.StatusConflict, map[string]any{"errors": taken}
-	case errors.As(err, &se):
-		status, body = se.status, map[string]any{"error": se.msg}
-	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
-		status, body = http.StatusServiceUnavailable, map[string]any{"error": "request cancelled or timed out"}
+		if owners, err = s.store.UsersByID(r.Context(), ids); err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
 	}
-	if status >= 500 {
-		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+	buf := getBuffer()
+	defer putBuffer(buf)
+	b := append(*buf, '[')
+	for i := range goals {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		var owner *User
+		if u, ok := owners[goals[i].UserID]; ok {
+			owner = &u
+		}
+		b = appendGoal(b, &goals[i], show, owner)
 	}
-	b, mErr := json.Marshal(body)
-	if mErr != nil {
-		b, status = []byte(`{"error":"internal error"}`), http.StatusInternalServerError
+	b = append(b, ']')
+	*buf = b
+	writeJSON(w, http.StatusOK, b)
+}
+
+// handleCreateGoal serves POST /api/users/{id}/goals.
+func (s *server) handleCreateGoal(w http.ResponseWriter, r *http.Request) {
+	userID, ok := parseID(r.PathValue("id"))
+	if !ok {
+		writeError(w, r, s.log, errUserNotFound)
+		return
 	}
+	show, err := parseGoalShow(r.URL.Query()["show"])
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	in, err := readGoalInput(w, r, true)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	id, err := newID()
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	g := Goal{ID: id, UserID: userID, Period: "day"}
+	in.apply(&g)
+	if err := s.store.CreateGoal(r.Context(), &g); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	w.Header().Set("Location", "/api/goals/"+g.ID)
+	s.writeGoal(w, r, http.StatusCreated, &g, show)
+}
+
+// handleGetGoal serves GET /api/goals/{id}.
+func (s *server) handleGetGoal(w http.ResponseWriter, r *http.Request) {
+	id, ok := parseID(r.PathValue("id"))
+	if !ok {
+		writeError(w, r, s.log, errGoalNotFound)
+		return
+	}
+	show, err := parseGoalShow(r.URL.Query()["show"])
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	g, err := s.store.GetGoal(r.Context(), id)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	s.writeGoal(w, r, http.StatusOK, &g, show)
+}
+
+// handleUpdateGoal serves PUT and PATCH /api/goals/{id}: both change only
+// the fields present; user_id in the body is ignored.
+func (s *server) handleUpdateGoal(w http.ResponseWriter, r *http.Request) {
+	id, ok := parseID(r.PathValue("id"))
+	if !ok {
+		writeError(w, r, s.log, errGoalNotFound)
+		return
+	}
+	show, err := parseGoalShow(r.URL.Query()["show"])
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	in, err := readGoalInput(w, r, false)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	g, err := s.store.UpdateGoal(r.Context(), id, &in, nil)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	s.writeGoal(w, r, http.StatusOK, &g, show)
+}
+
+// handleDeleteGoal serves DELETE /api/goals/{id}.
+func (s *server) handleDeleteGoal(w http.ResponseWriter, r *http.Request) {
+	id, ok := parseID(r.PathValue("id"))
+	if !ok {
+		writeError(w, r, s.log, errGoalNotFound)
+		return
+	}
+	if err := s.store.DeleteGoal(r.Context(), id, nil); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// writeGoal writes {"goal": {...}} with status, embedding its owner when
+// show asks for it.
+func (s *server) writeGoal(w http.ResponseWriter, r *http.Request, status int, g *Goal, show goalShow) {
+	var owner *User
+	if show.User {
+		u, err := s.store.GetUser(r.Context(), g.UserID)
+		if err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+		owner = &u
+	}
+	buf := getBuffer()
+	defer putBuffer(buf)
+	b := append(*buf, `{"goal":`...)
+	b = appendGoal(b, g, show, owner)
+	b = append(b, '}')
+	*buf = b
 	writeJSON(w, status, b)
 }
 
-// jsonRouteErrors answers the mux's own 404 and 405 (with Allow) as JSON;
-// matched routes are served as they are.
-func jsonRouteErrors(mux *http.ServeMux) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, pattern := mux.Handler(r); pattern != "" {
-			mux.ServeHTTP(w, r)
-			return
-		}
-		rec := &statusRecorder{header: http.Header{}}
-		mux.ServeHTTP(rec, r)
-		switch rec.status {
-		case http.StatusMethodNotAllowed:
-			w.Header().Set("Allow", rec.header.Get("Allow"))
-			writeJSON(w, rec.status, []byte(`{"error":"method not allowed"}`))
-		case http.StatusMovedPermanently, http.StatusPermanentRedirect:
-			loc := rec.header.Get("Location")
-			w.Header().Set("Location", loc)
-			b, _ := json.Marshal(map[string]string{"error": "moved to " + loc})
-			writeJSON(w, rec.status, b)
-		default:
-			writeJSON(w, http.StatusNotFound, []byte(`{"error":"not found"}`))
-		}
-	})
-}
-
-// statusRecorder captures the status and headers of the mux's built-in
-// error answers, discarding their plain-text bodies.
-type statusRecorder struct {
-	header http.Header
-	status int
-}
-
-func (r *statusRecorder) Header() http.Header         { return r.header }
-func (r *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
-func (r *statusRecorder) WriteHeader(status int)      { r.status = status }
-
-// bufferPool recycles response buffers so a hot list page does not allocate
-// its body every time.
-var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
-
-func getBuffer() *[]byte { b := bufferPool.Get().(*[]byte); *b = (*b)[:0]; return b }
-
-func putBuffer(b *[]byte) {
-	if cap(*b) <= 1<<20 {
-		bufferPool.Put(b)
+// readGoalInput decodes and validates a goal body; creating makes the
+// required fields required.
+func readGoalInput(w http.ResponseWriter, r *http.Request, creating bool) (goalInput, error) {
+	obj, err := decodeJSONObject(w, r)
+	if err != nil {
+		return goalInput{}, err
 	}
+	in, err := decodeGoalInput(obj)
+	if err != nil {
+		return in, err
+	}
+	return in, in.validate(creating)
 }

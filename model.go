@@ -201,41 +201,64 @@ var (
 	descriptionRules = []validation.Rule{
 		validation.RuneLength(0, 2000).Error("the length must be no more than 2000"),
 	}
-	periodRules        = []validation.Rule{validation.Required, validation.In("day", "week").Error("must be day or week")}
-	targetMinutesRules = []validation.Rule{
-		validation.Min(1).Error("must be between 1 and 10080"),
-		validation.Max(10080).Error("must be between 1 and 10080"),
-	}
+	periodRules = []validation.Rule{validation.Required, validation.In("day", "week").Error("must be day or week")}
+	// Min and Max skip zero values, so the range is checked by hand.
+	targetMinutesRules = []validation.Rule{validation.By(func(v any) error {
+		if n, _ := v.(int); n < 1 || n > 10080 {
+			return validation.NewError("validation_out_of_range", "must be between 1 and 10080")
+		}
+		return nil
+	})}
 
 	noControlChars = validation.NewStringRule(func(s string) bool {
 		return strings.IndexFunc(s, unicode.IsControl) < 0
 	}, "must not contain control characters")
 )
 
-// checkField validates one optional field. A required field must be present
-// on create and never null; an optional one may be null (which clears it).
-func checkField[T any](f optional[T], required, creating bool, rules []validation.Rule) error {
+// fieldRule says how a body field is checked: required fields must be
+// present on create; fields that are not nullable may never be null (null
+// clears a nullable one).
+type fieldRule struct {
+	required, nullable bool
+	rules              []validation.Rule
+}
+
+var (
+	usernameField = fieldRule{required: true, rules: usernameRules}
+	emailField    = fieldRule{nullable: true, rules: emailRules}
+	fullNameField = fieldRule{nullable: true, rules: fullNameRules}
+	passwordField = fieldRule{required: true, rules: passwordRules}
+
+	titleField         = fieldRule{required: true, rules: titleRules}
+	periodField        = fieldRule{rules: periodRules}
+	targetMinutesField = fieldRule{required: true, rules: targetMinutesRules}
+	descriptionField   = fieldRule{nullable: true, rules: descriptionRules}
+)
+
+// checkField validates one optional field against its rule; on update
+// (creating false) only a field that is present is checked.
+func checkField[T any](f optional[T], rule fieldRule, creating bool) error {
 	switch {
-	case !f.Set && required && creating:
+	case !f.Set && rule.required && creating:
 		return validation.NewError("validation_required", "cannot be blank")
 	case !f.Set:
 		return nil
-	case f.Null && required:
+	case f.Null && !rule.nullable:
 		return validation.NewError("validation_not_null", "cannot be null")
 	case f.Null:
 		return nil
 	}
-	return validation.Validate(f.Value, rules...)
+	return validation.Validate(f.Value, rule.rules...)
 }
 
 // validate checks every field at once. creating makes the required fields
 // required; on update only the fields present are checked.
 func (in *userInput) validate(creating bool) error {
 	return fromValidation(validation.Errors{
-		"username":  checkField(in.Username, true, creating, usernameRules),
-		"email":     checkField(in.Email, false, creating, emailRules),
-		"full_name": checkField(in.FullName, false, creating, fullNameRules),
-		"password":  checkField(in.Password, true, creating, passwordRules),
+		"username":  checkField(in.Username, usernameField, creating),
+		"email":     checkField(in.Email, emailField, creating),
+		"full_name": checkField(in.FullName, fullNameField, creating),
+		"password":  checkField(in.Password, passwordField, creating),
 	}.Filter())
 }
 
@@ -262,6 +285,73 @@ func nullable(f optional[string]) *string {
 	}
 	v := f.Value
 	return &v
+}
+
+// goalInput is the body of POST, PUT and PATCH on a goal. user_id comes
+// from the path and is read-only, like id and the timestamps.
+type goalInput struct {
+	Title         optional[string]
+	Period        optional[string]
+	TargetMinutes optional[int]
+	Description   optional[string]
+}
+
+// decodeGoalInput maps a decoded JSON object onto goalInput. Unknown fields
+// and wrong types are all reported at once.
+func decodeGoalInput(obj map[string]json.RawMessage) (goalInput, error) {
+	var in goalInput
+	errs := fieldErrors{}
+	for name, raw := range obj {
+		var msg string
+		switch name {
+		case "title":
+			msg = decodeField(raw, &in.Title, "a string")
+		case "period":
+			msg = decodeField(raw, &in.Period, "a string")
+		case "target_minutes":
+			msg = decodeField(raw, &in.TargetMinutes, "an integer")
+		case "description":
+			msg = decodeField(raw, &in.Description, "a string")
+		default:
+			if !readOnlyFields[name] && name != "user_id" {
+				msg = "unknown field"
+			}
+		}
+		if msg != "" {
+			errs[name] = msg
+		}
+	}
+	if len(errs) > 0 {
+		return in, errs
+	}
+	return in, nil
+}
+
+// validate checks every goal field at once; creating makes title and
+// target_minutes required.
+func (in *goalInput) validate(creating bool) error {
+	return fromValidation(validation.Errors{
+		"title":          checkField(in.Title, titleField, creating),
+		"period":         checkField(in.Period, periodField, creating),
+		"target_minutes": checkField(in.TargetMinutes, targetMinutesField, creating),
+		"description":    checkField(in.Description, descriptionField, creating),
+	}.Filter())
+}
+
+// apply copies the fields present in the input onto g.
+func (in *goalInput) apply(g *Goal) {
+	if in.Title.Set {
+		g.Title = in.Title.Value
+	}
+	if in.Period.Set {
+		g.Period = in.Period.Value
+	}
+	if in.TargetMinutes.Set {
+		g.TargetMinutes = in.TargetMinutes.Value
+	}
+	if in.Description.Set {
+		g.Description = nullable(in.Description)
+	}
 }
 
 // credentials is the body of POST /api/authenticate.

@@ -18,3 +18,17 @@ CREATE TABLE users (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX users_username_key ON users (lower(username));
 CREATE UNIQUE INDEX users_email_key ON users (lower(email));
+
+-- version 2: goals
+CREATE TABLE goals (
+    id             TEXT    NOT NULL PRIMARY KEY,
+    user_id        TEXT    NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    title          TEXT    NOT NULL,
+    period         TEXT    NOT NULL DEFAULT 'day' CHECK (period IN ('day', 'week')),
+    target_minutes INTEGER NOT NULL CHECK (target_minutes BETWEEN 1 AND 10080),
+    description    TEXT,
+    version        INTEGER NOT NULL DEFAULT 1,
+    created_at     TEXT    NOT NULL,
+    modified_at    TEXT    NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX goals_user_id ON goals (user_id, id);

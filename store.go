@@ -489,3 +489,167 @@ func notFound(err, nf error, doing string) error {
 func placeholders(n int) string {
 	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
 }
+
+// ---- goals ----
+
+const goalColumns = "id, user_id, title, period, target_minutes, description, version, created_at, modified_at"
+
+// GetGoal returns the goal with id, or errGoalNotFound.
+func (s *store) GetGoal(ctx context.Context, id string) (Goal, error) {
+	var g Goal
+	err := s.getRead(ctx, &g, "SELECT "+goalColumns+" FROM goals WHERE id = ?", id)
+	return g, notFound(err, errGoalNotFound, "get goal")
+}
+
+// ListGoals returns one page of goals in id order; with userID, only that
+// user's.
+func (s *store) ListGoals(ctx context.Context, q listQuery, userID *string) ([]Goal, error) {
+	goals := []Goal{}
+	query := "SELECT " + goalColumns + " FROM goals WHERE id > ?"
+	args := []any{q.After}
+	if userID != nil {
+		query += " AND user_id = ?"
+		args = append(args, *userID)
+	}
+	query += " ORDER BY id LIMIT ?"
+	args = append(args, q.Limit)
+	if err := s.selectRead(ctx, &goals, query, args...); err != nil {
+		return nil, fmt.Errorf("list goals: %w", err)
+	}
+	return goals, nil
+}
+
+// GoalsOfUsers returns the goals of every user in userIDs, in id order, in
+// one query, keyed by user id.
+func (s *store) GoalsOfUsers(ctx context.Context, userIDs []string) (map[string][]Goal, error) {
+	byUser := make(map[string][]Goal, len(userIDs))
+	if len(userIDs) == 0 {
+		return byUser, nil
+	}
+	var goals []Goal
+	query := "SELECT " + goalColumns + " FROM goals WHERE user_id IN (" + placeholders(len(userIDs)) + ") ORDER BY user_id, id"
+	if err := s.selectRead(ctx, &goals, query, anySlice(userIDs)...); err != nil {
+		return nil, fmt.Errorf("goals of users: %w", err)
+	}
+	for _, g := range goals {
+		byUser[g.UserID] = append(byUser[g.UserID], g)
+	}
+	return byUser, nil
+}
+
+// UsersByID returns the users with the given ids in one query, keyed by id.
+func (s *store) UsersByID(ctx context.Context, ids []string) (map[string]User, error) {
+	byID := make(map[string]User, len(ids))
+	if len(ids) == 0 {
+		return byID, nil
+	}
+	var users []User
+	query := "SELECT " + userColumns + " FROM users WHERE id IN (" + placeholders(len(ids)) + ")"
+	if err := s.selectRead(ctx, &users, query, anySlice(ids)...); err != nil {
+		return nil, fmt.Errorf("users by id: %w", err)
+	}
+	for _, u := range users {
+		byID[u.ID] = u
+	}
+	return byID, nil
+}
+
+// UserExists reports whether a user with id exists.
+func (s *store) UserExists(ctx context.Context, id string) (bool, error) {
+	var n int
+	if err := s.getRead(ctx, &n, "SELECT count(*) FROM users WHERE id = ?", id); err != nil {
+		return false, fmt.Errorf("user exists: %w", err)
+	}
+	return n > 0, nil
+}
+
+// CreateGoal inserts g for its user, setting timestamps and version; a
+// missing user is errUserNotFound.
+func (s *store) CreateGoal(ctx context.Context, g *Goal) error {
+	created := *g
+	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
+		created = *g
+		if _, err := txGetUser(ctx, tx, "id = ?", g.UserID); err != nil {
+			return err
+		}
+		created.Version = 1
+		created.CreatedAt = formatTime(s.now())
+		created.ModifiedAt = created.CreatedAt
+		_, err := tx.NamedExecContext(ctx, `INSERT INTO goals (`+goalColumns+`) VALUES (:id, :user_id,
+			:title, :period, :target_minutes, :description, :version, :created_at, :modified_at)`, &created)
+		if err != nil {
+			return fmt.Errorf("insert goal: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	*g = created
+	return nil
+}
+
+// UpdateGoal applies in to the goal with id after check (when given)
+// accepts its current version; it returns the updated goal.
+func (s *store) UpdateGoal(ctx context.Context, id string, in *goalInput, check func(version int64) error) (Goal, error) {
+	var out Goal
+	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
+		g, err := txGetGoal(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if check != nil {
+			if err := check(g.Version); err != nil {
+				return err
+			}
+		}
+		in.apply(&g)
+		g.Version++
+		g.ModifiedAt = formatTime(s.now())
+		_, err = tx.NamedExecContext(ctx, `UPDATE goals SET title = :title, period = :period,
+			target_minutes = :target_minutes, description = :description, version = :version,
+			modified_at = :modified_at WHERE id = :id`, &g)
+		if err != nil {
+			return fmt.Errorf("update goal: %w", err)
+		}
+		out = g
+		return nil
+	})
+	return out, err
+}
+
+// DeleteGoal deletes the goal with id after check (when given) accepts its
+// current version.
+func (s *store) DeleteGoal(ctx context.Context, id string, check func(version int64) error) error {
+	return s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
+		g, err := txGetGoal(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if check != nil {
+			if err := check(g.Version); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM goals WHERE id = ?", id); err != nil {
+			return fmt.Errorf("delete goal: %w", err)
+		}
+		return nil
+	})
+}
+
+// txGetGoal reads one goal inside a write transaction.
+func txGetGoal(ctx context.Context, tx *sqlx.Tx, id string) (Goal, error) {
+	var g Goal
+	err := tx.GetContext(ctx, &g, "SELECT "+goalColumns+" FROM goals WHERE id = ?", id)
+	return g, notFound(err, errGoalNotFound, "get goal for update")
+}
+
+// anySlice converts ids to query arguments.
+func anySlice(ids []string) []any {
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	return args
+}

@@ -1,0 +1,335 @@
+// goals_test.go: the goal resource, relations through show, cascade
+// delete, the one-query embed and the upgrade from the version-1 schema.
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// mustCreateGoal creates a goal for userID and returns its JSON object.
+func (ts *testServer) mustCreateGoal(t *testing.T, userID, body string) map[string]any {
+	t.Helper()
+	r := ts.do(t, "POST", "/api/users/"+userID+"/goals?show=description", body)
+	expect(t, "POST goal", r, http.StatusCreated)
+	return r.json(t)["goal"].(map[string]any)
+}
+
+func TestCreateAndGetGoal(t *testing.T) {
+	ts := newTestServer(t)
+	uid := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	r := ts.do(t, "POST", "/api/users/"+uid+"/goals", `{"title":"Read","target_minutes":30,"user_id":"ignored","id":"ignored"}`)
+	expect(t, "POST goal", r, http.StatusCreated)
+	if got, want := keysInOrder(t, mustRaw(t, r.body, "goal")), []string{"id", "user_id", "title", "period", "target_minutes", "created_at", "modified_at"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("goal keys = %v, want %v", got, want)
+	}
+	g := r.json(t)["goal"].(map[string]any)
+	if g["user_id"] != uid || g["period"] != "day" || g["target_minutes"] != 30.0 || g["title"] != "Read" {
+		t.Fatalf("created goal %s", r.body)
+	}
+	if r.header.Get("Location") != "/api/goals/"+g["id"].(string) {
+		t.Fatalf("Location = %q", r.header.Get("Location"))
+	}
+	r = ts.do(t, "GET", "/api/goals/"+g["id"].(string)+"?show=description", "")
+	expect(t, "GET goal", r, http.StatusOK)
+	if got := r.json(t)["goal"].(map[string]any); got["description"] != nil || len(got) != 8 {
+		t.Fatalf("GET goal show=description: %s", r.body)
+	}
+}
+
+func TestGoalFieldRules(t *testing.T) {
+	ts := newTestServer(t)
+	uid := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	cases := []struct {
+		field, value string
+		wantError    bool
+	}{
+		{"title", `""`, true},
+		{"title", `"a"`, false},
+		{"title", `"` + strings.Repeat("é", 200) + `"`, false},
+		{"title", `"` + strings.Repeat("a", 201) + `"`, true},
+		{"title", `null`, true},
+		{"title", `7`, true},
+		{"period", `"day"`, false},
+		{"period", `"week"`, false},
+		{"period", `"month"`, true},
+		{"period", `"Day"`, true},
+		{"period", `null`, true},
+		{"target_minutes", `0`, true},
+		{"target_minutes", `1`, false},
+		{"target_minutes", `10080`, false},
+		{"target_minutes", `10081`, true},
+		{"target_minutes", `-5`, true},
+		{"target_minutes", `1.5`, true},
+		{"target_minutes", `"30"`, true},
+		{"target_minutes", `null`, true},
+		{"target_minutes", `1e30`, true},
+		{"description", `"` + strings.Repeat("d", 2000) + `"`, false},
+		{"description", `"` + strings.Repeat("d", 2001) + `"`, true},
+		{"description", `null`, false},
+		{"nickname", `"x"`, true},
+	}
+	for _, c := range cases {
+		name := c.field + "=" + c.value
+		if len(name) > 40 {
+			name = name[:40]
+		}
+		t.Run(name, func(t *testing.T) {
+			fields := map[string]string{"title": `"Read"`, "target_minutes": "30"}
+			fields[c.field] = c.value
+			var parts []string
+			for k, v := range fields {
+				parts = append(parts, fmt.Sprintf("%q:%s", k, v))
+			}
+			body := "{" + strings.Join(parts, ",") + "}"
+			r := ts.do(t, "POST", "/api/users/"+uid+"/goals", body)
+			if !c.wantError {
+				expect(t, name, r, http.StatusCreated)
+				return
+			}
+			expect(t, name, r, http.StatusBadRequest)
+			if errs := errorsOf(t, r); errs[c.field] == nil || len(errs) != 1 {
+				t.Fatalf("errors = %v, want exactly %q", errs, c.field)
+			}
+		})
+	}
+	r := ts.do(t, "POST", "/api/users/"+uid+"/goals", `{}`)
+	expect(t, "empty goal", r, http.StatusBadRequest)
+	if errs := errorsOf(t, r); errs["title"] == nil || errs["target_minutes"] == nil {
+		t.Fatalf("want title and target_minutes required: %v", errs)
+	}
+}
+
+func TestUpdateAndDeleteGoal(t *testing.T) {
+	ts := newTestServer(t)
+	uid := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	other := ts.mustCreateUser(t, "max", "")["id"].(string)
+	g := ts.mustCreateGoal(t, uid, `{"title":"Read","target_minutes":30,"description":"books"}`)
+	gid := g["id"].(string)
+
+	r := ts.do(t, "PUT", "/api/goals/"+gid+"?show=description", `{"period":"week","user_id":"`+other+`"}`)
+	expect(t, "PUT goal", r, http.StatusOK)
+	got := r.json(t)["goal"].(map[string]any)
+	if got["period"] != "week" || got["title"] != "Read" || got["description"] != "books" || got["user_id"] != uid {
+		t.Fatalf("after PUT (user_id must be read-only): %s", r.body)
+	}
+	r = ts.do(t, "PATCH", "/api/goals/"+gid+"?show=description", `{"description":null,"target_minutes":10080}`)
+	expect(t, "PATCH goal", r, http.StatusOK)
+	if got := r.json(t)["goal"].(map[string]any); got["description"] != nil || got["target_minutes"] != 10080.0 {
+		t.Fatalf("after PATCH: %s", r.body)
+	}
+	expect(t, "PATCH invalid", ts.do(t, "PATCH", "/api/goals/"+gid, `{"target_minutes":0}`), http.StatusBadRequest)
+	expect(t, "DELETE goal", ts.do(t, "DELETE", "/api/goals/"+gid, ""), http.StatusNoContent)
+	missing := "01939f5e-0000-7000-8000-000000000000"
+	for _, c := range []struct{ method, path, body, want string }{
+		{"GET", "/api/goals/" + gid, "", "goal not found"},
+		{"DELETE", "/api/goals/" + gid, "", "goal not found"},
+		{"PUT", "/api/goals/" + gid, `{"title":"x"}`, "goal not found"},
+		{"PATCH", "/api/goals/bad", `{"title":"x"}`, "goal not found"},
+		{"POST", "/api/users/" + missing + "/goals", `{"title":"x","target_minutes":5}`, "user not found"},
+		{"POST", "/api/users/bad/goals", `{"title":"x","target_minutes":5}`, "user not found"},
+		{"GET", "/api/users/" + missing + "/goals", "", "user not found"},
+	} {
+		r := ts.do(t, c.method, c.path, c.body)
+		expect(t, c.method+" "+c.path, r, http.StatusNotFound)
+		if r.json(t)["error"] != c.want {
+			t.Fatalf("%s %s: %s, want %q", c.method, c.path, r.body, c.want)
+		}
+	}
+}
+
+func TestDeletingUserDeletesGoals(t *testing.T) {
+	ts := newTestServer(t)
+	uid := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	keep := ts.mustCreateUser(t, "max", "")["id"].(string)
+	g1 := ts.mustCreateGoal(t, uid, `{"title":"a","target_minutes":5}`)["id"].(string)
+	ts.mustCreateGoal(t, uid, `{"title":"b","target_minutes":5}`)
+	kept := ts.mustCreateGoal(t, keep, `{"title":"c","target_minutes":5}`)["id"].(string)
+	expect(t, "DELETE user", ts.do(t, "DELETE", "/api/users/"+uid, ""), http.StatusNoContent)
+	expect(t, "GET cascaded goal", ts.do(t, "GET", "/api/goals/"+g1, ""), http.StatusNotFound)
+	l := ts.do(t, "GET", "/api/goals", "").list(t)
+	if len(l) != 1 || l[0]["id"] != kept {
+		t.Fatalf("goals after cascade = %v, want only %s", l, kept)
+	}
+	var n int
+	if err := ts.store.readDB.Get(&n, "SELECT count(*) FROM goals WHERE user_id = ?", uid); err != nil || n != 0 {
+		t.Fatalf("%d orphan goals (%v)", n, err)
+	}
+}
+
+func TestListGoalsPagingAndFilter(t *testing.T) {
+	ts := newTestServer(t)
+	a := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	b := ts.mustCreateUser(t, "max", "")["id"].(string)
+	var want, wantA []string
+	for i := 0; i < 45; i++ {
+		owner := a
+		if i%3 == 0 {
+			owner = b
+		}
+		id := ts.mustCreateGoal(t, owner, fmt.Sprintf(`{"title":"g%d","target_minutes":%d}`, i, i+1))["id"].(string)
+		want = append(want, id)
+		if owner == a {
+			wantA = append(wantA, id)
+		}
+	}
+	collect := func(path string) []string {
+		var ids []string
+		for next := path; next != ""; {
+			r := ts.do(t, "GET", next, "")
+			expect(t, next, r, http.StatusOK)
+			for _, g := range r.list(t) {
+				ids = append(ids, g["id"].(string))
+			}
+			next = nextLink(t, r.header.Get("Link"))
+		}
+		return ids
+	}
+	if got := collect("/api/goals?limit=7"); !reflect.DeepEqual(got, want) {
+		t.Fatalf("all goals paged: %d, want %d in order", len(got), len(want))
+	}
+	if got := collect("/api/goals?limit=4&user_id=" + a); !reflect.DeepEqual(got, wantA) {
+		t.Fatalf("user_id filter paged: %d, want %d", len(got), len(wantA))
+	}
+	if got := collect("/api/users/" + a + "/goals?limit=5"); !reflect.DeepEqual(got, wantA) {
+		t.Fatalf("user's goals paged: %d, want %d", len(got), len(wantA))
+	}
+	r := ts.do(t, "GET", "/api/goals?user_id=01939f5e-0000-7000-8000-000000000000", "")
+	expect(t, "unknown user_id", r, http.StatusOK)
+	if string(r.body) != "[]" {
+		t.Fatalf("unknown user_id: %s, want []", r.body)
+	}
+	expect(t, "bad user_id", ts.do(t, "GET", "/api/goals?user_id=nope", ""), http.StatusBadRequest)
+	expect(t, "bad limit", ts.do(t, "GET", "/api/goals?limit=0", ""), http.StatusBadRequest)
+}
+
+func TestShowGoalsOnUsers(t *testing.T) {
+	ts := newTestServer(t)
+	uid := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	empty := ts.mustCreateUser(t, "max", "")["id"].(string)
+	g1 := ts.mustCreateGoal(t, uid, `{"title":"a","target_minutes":5,"description":"d1"}`)["id"].(string)
+	g2 := ts.mustCreateGoal(t, uid, `{"title":"b","target_minutes":6}`)["id"].(string)
+
+	r := ts.do(t, "GET", "/api/users/"+uid+"?show=goals", "")
+	expect(t, "show=goals", r, http.StatusOK)
+	goals := r.json(t)["user"].(map[string]any)["goals"].([]any)
+	if len(goals) != 2 || goals[0].(map[string]any)["id"] != g1 || goals[1].(map[string]any)["id"] != g2 {
+		t.Fatalf("embedded goals: %s", r.body)
+	}
+	if _, ok := goals[0].(map[string]any)["description"]; ok {
+		t.Fatalf("description shown without goals.description: %s", r.body)
+	}
+	r = ts.do(t, "GET", "/api/users/"+uid+"?show=goals.description", "")
+	expect(t, "show=goals.description", r, http.StatusOK)
+	goals = r.json(t)["user"].(map[string]any)["goals"].([]any)
+	if goals[0].(map[string]any)["description"] != "d1" || goals[1].(map[string]any)["description"] != nil {
+		t.Fatalf("goals.description: %s", r.body)
+	}
+	r = ts.do(t, "GET", "/api/users/"+empty+"?show=goals", "")
+	if !strings.Contains(string(r.body), `"goals":[]`) {
+		t.Fatalf("a user without goals must embed []: %s", r.body)
+	}
+	r = ts.do(t, "GET", "/api/users?show=goals,email", "")
+	expect(t, "list show=goals", r, http.StatusOK)
+	l := r.list(t)
+	if len(l[0]["goals"].([]any)) != 2 || len(l[1]["goals"].([]any)) != 0 || l[0]["email"] != nil {
+		t.Fatalf("list embed: %s", r.body)
+	}
+	if _, ok := l[0]["email"]; !ok {
+		t.Fatalf("list lost email: %s", r.body)
+	}
+	r = ts.do(t, "POST", "/api/users?show=goals", `{"username":"new1","password":"12345678"}`)
+	expect(t, "POST show=goals", r, http.StatusCreated)
+	if !strings.Contains(string(r.body), `"goals":[]`) {
+		t.Fatalf("POST with show=goals: %s", r.body)
+	}
+}
+
+func TestShowUserOnGoals(t *testing.T) {
+	ts := newTestServer(t)
+	uid := ts.mustCreateUser(t, "zoe", `,"email":"z@example.com"`)["id"].(string)
+	gid := ts.mustCreateGoal(t, uid, `{"title":"a","target_minutes":5}`)["id"].(string)
+	r := ts.do(t, "GET", "/api/goals/"+gid+"?show=user", "")
+	expect(t, "show=user", r, http.StatusOK)
+	owner := r.json(t)["goal"].(map[string]any)["user"].(map[string]any)
+	if owner["id"] != uid || owner["username"] != "zoe" || owner["email"] != nil || len(owner) != 4 {
+		t.Fatalf("embedded user: %s", r.body)
+	}
+	r = ts.do(t, "GET", "/api/goals?show=user.email", "")
+	expect(t, "list show=user.email", r, http.StatusOK)
+	if owner := r.list(t)[0]["user"].(map[string]any); owner["email"] != "z@example.com" {
+		t.Fatalf("user.email: %s", r.body)
+	}
+	for _, bad := range []string{"user.password", "goals", "user.nickname", "password", "user.goals"} {
+		r := ts.do(t, "GET", "/api/goals/"+gid+"?show="+bad, "")
+		expect(t, "show="+bad, r, http.StatusBadRequest)
+		if msg, _ := errorsOf(t, r)["show"].(string); !strings.Contains(msg, bad) {
+			t.Fatalf("show=%s: %s", bad, r.body)
+		}
+	}
+}
+
+func TestListEmbedIsOneQuery(t *testing.T) {
+	ts := newTestServer(t)
+	for i := 0; i < 30; i++ {
+		uid := ts.mustCreateUser(t, fmt.Sprintf("user%02d", i), "")["id"].(string)
+		ts.mustCreateGoal(t, uid, `{"title":"a","target_minutes":5}`)
+		ts.mustCreateGoal(t, uid, `{"title":"b","target_minutes":5}`)
+	}
+	count := func(path string) int64 {
+		before := ts.store.reads.Load()
+		r := ts.do(t, "GET", path, "")
+		expect(t, path, r, http.StatusOK)
+		return ts.store.reads.Load() - before
+	}
+	if n := count("/api/users?limit=30"); n != 1 {
+		t.Fatalf("list without embed ran %d queries, want 1", n)
+	}
+	if n := count("/api/users?limit=30&show=goals"); n != 2 {
+		t.Fatalf("list of 30 users with show=goals ran %d queries, want 2 (page + goals)", n)
+	}
+	if n := count("/api/goals?limit=60&show=user"); n != 2 {
+		t.Fatalf("list of 60 goals with show=user ran %d queries, want 2 (page + owners)", n)
+	}
+}
+
+func TestUpgradeFromVersion1Schema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v1.db")
+	db, err := sqlx.Open("sqlite", dsn(path, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := migrateTo(context.Background(), db, 1); err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.Exec(`INSERT INTO users (id, username, password_hash, created_at, modified_at)
+		VALUES ('01939f5e-0000-7000-8000-000000000001', 'old', '$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g', '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables int
+	db.Get(&tables, "SELECT count(*) FROM sqlite_master WHERE name = 'goals'")
+	db.Close()
+	if tables != 0 {
+		t.Fatal("the version-1 database already has goals")
+	}
+
+	ts := newTestServerWith(t, testConfig(), path)
+	var version int
+	if err := ts.store.readDB.Get(&version, "PRAGMA user_version"); err != nil || version != schemaVersion() || version < 2 {
+		t.Fatalf("user_version = %d (%v), want %d", version, err, schemaVersion())
+	}
+	r := ts.do(t, "GET", "/api/users/by-username/old?show=goals", "")
+	expect(t, "old user after upgrade", r, http.StatusOK)
+	if !strings.Contains(string(r.body), `"goals":[]`) {
+		t.Fatalf("old user: %s", r.body)
+	}
+	ts.mustCreateGoal(t, "01939f5e-0000-7000-8000-000000000001", `{"title":"new","target_minutes":5}`)
+}

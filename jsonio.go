@@ -1,0 +1,166 @@
+// jsonio.go: the one place that decodes request bodies and the one that
+// writes responses and errors, in the contract's JSON shapes.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// maxBodyBytes caps request bodies; a larger one is answered 413.
+const maxBodyBytes = 1 << 20
+
+// Body decoding errors, each with the status it is answered with.
+var (
+	errRouteNotFound    = &statusError{status: 404, msg: "not found"}
+	errUnsupportedMedia = &statusError{status: 415, msg: "Content-Type must be application/json"}
+	errBodyTooLarge     = &statusError{status: 413, msg: "body is larger than 1 MiB"}
+	errEmptyBody        = &statusError{status: 400, msg: "body is empty: send a JSON object"}
+	errNotObject        = &statusError{status: 400, msg: "body must be a JSON object"}
+	errTrailingData     = &statusError{status: 400, msg: "body must hold a single JSON object, with nothing after it"}
+)
+
+// decodeJSONObject reads the request body as exactly one JSON object of at
+// most maxBodyBytes, mapping every failure to a clear client error.
+func decodeJSONObject(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, error) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return nil, errUnsupportedMedia
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	dec := json.NewDecoder(r.Body)
+	var obj map[string]json.RawMessage
+	if err := dec.Decode(&obj); err != nil {
+		return nil, bodyError(err)
+	}
+	if obj == nil {
+		return nil, errNotObject
+	}
+	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, errBodyTooLarge
+		}
+		return nil, errTrailingData
+	}
+	return obj, nil
+}
+
+// bodyError describes why a body did not decode.
+func bodyError(err error) error {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return errBodyTooLarge
+	case errors.Is(err, io.EOF):
+		return errEmptyBody
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return &statusError{status: 400, msg: "malformed JSON: the body ends too early"}
+	case errors.As(err, &syntax):
+		return &statusError{status: 400, msg: fmt.Sprintf("malformed JSON at byte %d: %s", syntax.Offset, strings.TrimPrefix(syntax.Error(), "json: "))}
+	case errors.As(err, &typ):
+		return errNotObject
+	}
+	return &statusError{status: 400, msg: "cannot read the body"}
+}
+
+// writeJSON writes body, already marshalled, with status.
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	w.Write(body) //nolint:errcheck // the client is gone; nothing to do
+}
+
+// writeError answers err in the contract's shape. Only 5xx are logged at
+// error level, with the cause; their body never carries it.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	var (
+		fe fieldErrors
+		ce *conflictError
+		se *statusError
+	)
+	status, body := http.StatusInternalServerError, map[string]any{"error": "internal error"}
+	switch {
+	case errors.As(err, &fe):
+		status, body = http.StatusBadRequest, map[string]any{"errors": fe}
+	case errors.As(err, &ce):
+		taken := fieldErrors{}
+		for _, f := range ce.fields {
+			taken[f] = "is already taken"
+		}
+		status, body = http.StatusConflict, map[string]any{"errors": taken}
+	case errors.As(err, &se):
+		status, body = se.status, map[string]any{"error": se.msg}
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		status, body = http.StatusServiceUnavailable, map[string]any{"error": "request cancelled or timed out"}
+	}
+	if status >= 500 {
+		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+	}
+	b, mErr := json.Marshal(body)
+	if mErr != nil {
+		b, status = []byte(`{"error":"internal error"}`), http.StatusInternalServerError
+	}
+	writeJSON(w, status, b)
+}
+
+// jsonRouteErrors answers the mux's own 404 and 405 (with Allow) as JSON;
+// matched routes are served as they are.
+func jsonRouteErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		rec := &statusRecorder{header: http.Header{}}
+		mux.ServeHTTP(rec, r)
+		switch rec.status {
+		case http.StatusMethodNotAllowed:
+			w.Header().Set("Allow", rec.header.Get("Allow"))
+			writeJSON(w, rec.status, []byte(`{"error":"method not allowed"}`))
+		case http.StatusMovedPermanently, http.StatusPermanentRedirect:
+			loc := rec.header.Get("Location")
+			w.Header().Set("Location", loc)
+			b, _ := json.Marshal(map[string]string{"error": "moved to " + loc})
+			writeJSON(w, rec.status, b)
+		default:
+			writeJSON(w, http.StatusNotFound, []byte(`{"error":"not found"}`))
+		}
+	})
+}
+
+// statusRecorder captures the status and headers of the mux's built-in
+// error answers, discarding their plain-text bodies.
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (r *statusRecorder) Header() http.Header         { return r.header }
+func (r *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (r *statusRecorder) WriteHeader(status int)      { r.status = status }
+
+// bufferPool recycles response buffers so a hot list page does not allocate
+// its body every time.
+var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func getBuffer() *[]byte { b := bufferPool.Get().(*[]byte); *b = (*b)[:0]; return b }
+
+func putBuffer(b *[]byte) {
+	if cap(*b) <= 1<<20 {
+		bufferPool.Put(b)
+	}
+}
