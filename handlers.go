@@ -11,24 +11,46 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
-// server holds what the handlers share. It has no mutable state of its own.
+// server is the whole HTTP API: the routes, the middleware around them, and
+// what the handlers share.
 type server struct {
-	cfg    config
-	log    *slog.Logger
-	store  *store
-	hasher *passwordHasher
+	cfg     config
+	log     *slog.Logger
+	store   *store
+	hasher  *passwordHasher
+	limits  *clientLimits
+	lockout *loginLockout
+	handler http.Handler
 }
 
-// newServer returns the whole HTTP API as one handler.
-func newServer(cfg config, logger *slog.Logger, st *store) http.Handler {
-	s := &server{cfg: cfg, log: logger, store: st, hasher: newPasswordHasher(cfg.password)}
+// newServer builds the API on st.
+func newServer(cfg config, logger *slog.Logger, st *store) *server {
+	now := cfg.now
+	if now == nil {
+		now = time.Now
+	}
+	s := &server{
+		cfg: cfg, log: logger, store: st,
+		hasher:  newPasswordHasher(cfg.password),
+		limits:  newClientLimits(now, cfg.rateLimit, cfg.rateBurst, cfg.max404),
+		lockout: newLoginLockout(now, cfg.maxLoginFailures),
+	}
 	go s.hasher.warmUp(context.Background())
 	mux := http.NewServeMux()
 	s.addRoutes(mux)
-	return jsonRouteErrors(mux)
+	var h http.Handler = jsonRouteErrors(mux)
+	h = withBearerToken(cfg.token, cfg.metricsPublic, logger, h)
+	h = withClientLimits(s.limits, cfg.trustProxy, logger, h)
+	h = withSecurityHeaders(h)
+	s.handler = withRequestID(h)
+	return s
 }
+
+// ServeHTTP serves a request through the middleware and routes.
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 // addRoutes is the API surface, one route a line.
 func (s *server) addRoutes(mux *http.ServeMux) {
@@ -127,7 +149,7 @@ func (s *server) writeUserList(w http.ResponseWriter, r *http.Request, users []U
 	}
 	b = append(b, ']')
 	*buf = b
-	writeJSON(w, http.StatusOK, b)
+	writeCacheable(w, r, http.StatusOK, b, listETag(b))
 }
 
 // handleCreateUser serves POST /api/users.
@@ -243,7 +265,7 @@ func (s *server) handleUpdateUser(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	u, err := s.store.UpdateUser(r.Context(), id, &in, nil)
+	u, err := s.store.UpdateUser(r.Context(), id, &in, ifMatchCheck(r))
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -277,7 +299,11 @@ func (s *server) handlePutUserByUsername(w http.ResponseWriter, r *http.Request)
 		writeError(w, r, s.log, err)
 		return
 	}
-	u, created, err := s.store.PutUserByUsername(r.Context(), name, &in, func(in *userInput) (User, error) {
+	check := ifMatchCheck(r)
+	u, created, err := s.store.PutUserByUsername(r.Context(), name, &in, check, func(in *userInput) (User, error) {
+		if check != nil {
+			return User{}, errPreconditionFailed // If-Match names a version; there is none
+		}
 		if in.passwordHash == "" {
 			return User{}, fieldErrors{"password": "cannot be blank"}
 		}
@@ -312,16 +338,20 @@ func (s *server) handleDeleteUser(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, errUserNotFound)
 		return
 	}
-	if err := s.store.DeleteUser(r.Context(), id, nil); err != nil {
+	if err := s.store.DeleteUser(r.Context(), id, ifMatchCheck(r)); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
+var errLockedOut = &statusError{status: 429, msg: "too many failed attempts for this username: retry later"}
+
 // handleAuthenticate serves POST /api/authenticate. An unknown username and
-// a wrong password get the same 401 after the same argon2id work.
+// a wrong password get the same 401 after the same argon2id work; too many
+// failures for one username lock it for a while, right password or not.
 func (s *server) handleAuthenticate(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
 	obj, err := decodeJSONObject(w, r)
 	if err != nil {
 		writeError(w, r, s.log, err)
@@ -332,11 +362,19 @@ func (s *server) handleAuthenticate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
+	if locked, wait := s.lockout.locked(c.Username.Value); locked {
+		tooManyRequests(w, r, s.log, wait, errLockedOut)
+		return
+	}
 	u, err := s.checkPassword(r.Context(), c.Username.Value, c.Password.Value)
+	if errors.Is(err, errBadLogin) {
+		s.lockout.fail(c.Username.Value)
+	}
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
+	s.lockout.succeed(c.Username.Value)
 	s.writeUser(w, r, http.StatusOK, &u, userShow{})
 }
 
@@ -381,7 +419,7 @@ func (s *server) writeUser(w http.ResponseWriter, r *http.Request, status int, u
 	b = appendUser(b, u, show, goals)
 	b = append(b, '}')
 	*buf = b
-	writeJSON(w, status, b)
+	writeCacheable(w, r, status, b, resourceETag(u.Version, b))
 }
 
 // readUserInput decodes and validates a user body; creating makes the
@@ -538,7 +576,7 @@ func (s *server) listGoals(w http.ResponseWriter, r *http.Request, userID *strin
 	}
 	b = append(b, ']')
 	*buf = b
-	writeJSON(w, http.StatusOK, b)
+	writeCacheable(w, r, http.StatusOK, b, listETag(b))
 }
 
 // handleCreateGoal serves POST /api/users/{id}/goals.
@@ -611,7 +649,7 @@ func (s *server) handleUpdateGoal(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	g, err := s.store.UpdateGoal(r.Context(), id, &in, nil)
+	g, err := s.store.UpdateGoal(r.Context(), id, &in, ifMatchCheck(r))
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -626,7 +664,7 @@ func (s *server) handleDeleteGoal(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, errGoalNotFound)
 		return
 	}
-	if err := s.store.DeleteGoal(r.Context(), id, nil); err != nil {
+	if err := s.store.DeleteGoal(r.Context(), id, ifMatchCheck(r)); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
@@ -651,7 +689,7 @@ func (s *server) writeGoal(w http.ResponseWriter, r *http.Request, status int, g
 	b = appendGoal(b, g, show, owner)
 	b = append(b, '}')
 	*buf = b
-	writeJSON(w, status, b)
+	writeCacheable(w, r, status, b, resourceETag(g.Version, b))
 }
 
 // readGoalInput decodes and validates a goal body; creating makes the

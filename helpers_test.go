@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -22,6 +23,7 @@ var testPasswordParams = passwordParams{Memory: 64, Time: 1, Threads: 1, SaltLen
 // testServer is the real handler over HTTP on a temp-file database.
 type testServer struct {
 	*httptest.Server
+	api    *server
 	store  *store
 	dbPath string
 	cfg    config
@@ -47,14 +49,15 @@ func newTestServerWith(t *testing.T, cfg config, path string) *testServer {
 	}
 	cfg.dbPath = path
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := httptest.NewServer(newServer(cfg, logger, st))
+	api := newServer(cfg, logger, st)
+	srv := httptest.NewServer(api)
 	t.Cleanup(func() {
 		srv.Close()
 		if err := st.Close(); err != nil {
 			t.Errorf("close store: %v", err)
 		}
 	})
-	return &testServer{Server: srv, store: st, dbPath: path, cfg: cfg}
+	return &testServer{Server: srv, api: api, store: st, dbPath: path, cfg: cfg}
 }
 
 // response is what a test request got back.
@@ -184,4 +187,25 @@ func parseTime(t *testing.T, v any) time.Time {
 		t.Fatalf("timestamp %q is not %s: %v", s, timeFormat, err)
 	}
 	return tm
+}
+
+// fakeClock is a clock tests move by hand, so time windows are tested
+// without sleeping.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }

@@ -51,6 +51,19 @@ type config struct {
 	logFormat string
 	logLevel  string
 
+	tokenFile        string
+	token            string // from -token-file or USERSVC_TOKEN; "" means none
+	rateLimit        float64
+	rateBurst        int
+	max404           int
+	maxLoginFailures int
+	trustProxy       bool
+	metricsPublic    bool
+
+	// now is the clock of the limits' windows; nil means time.Now. Tests
+	// inject one to move time without sleeping.
+	now func() time.Time
+
 	// password sets the argon2id cost. It is not a flag: production always
 	// uses defaultPasswordParams; tests lower it to stay fast.
 	password passwordParams
@@ -73,6 +86,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&cfg.dbPath, "db", "usersvc.db", "database file, created with its schema when missing")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&cfg.tokenFile, "token-file", "", "file holding the bearer token every /api/ request must send (or set USERSVC_TOKEN)")
+	fs.Float64Var(&cfg.rateLimit, "rate-limit", 100, "requests per second per client address; 0 turns it off")
+	fs.IntVar(&cfg.rateBurst, "rate-burst", 200, "bucket size for -rate-limit")
+	fs.IntVar(&cfg.max404, "max-404", 100, "404 answers per client address per 10 minutes, then 429; 0 turns it off")
+	fs.IntVar(&cfg.maxLoginFailures, "max-login-failures", 5, "failed authenticates per username per 15 minutes, then 429; 0 turns it off")
+	fs.BoolVar(&cfg.trustProxy, "trust-proxy", false, "take the client address from X-Forwarded-For (only behind your own proxy)")
 	if err := applyEnv(fs, getenv); err != nil {
 		return cfg, nil, err
 	}
@@ -88,7 +107,56 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if _, err := parseLevel(cfg.logLevel); err != nil {
 		return cfg, nil, usageError{err.Error()}
 	}
+	if cfg.rateLimit < 0 || cfg.rateBurst < 1 && cfg.rateLimit > 0 || cfg.max404 < 0 || cfg.maxLoginFailures < 0 {
+		return cfg, nil, usageError{"-rate-limit, -max-404 and -max-login-failures must be 0 or more, and -rate-burst at least 1"}
+	}
+	token, err := loadToken(cfg.tokenFile, getenv("USERSVC_TOKEN"))
+	if err != nil {
+		return cfg, nil, err
+	}
+	cfg.token = token
 	return cfg, fs.Args(), nil
+}
+
+// loadToken reads the bearer token from file (its trailing newline is not
+// part of it), else takes envToken. A file that is empty is an error, so a
+// mistake cannot silently turn the token off.
+func loadToken(file, envToken string) (string, error) {
+	if file == "" {
+		return strings.TrimSpace(envToken), nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("read token file: %w", err)
+	}
+	token := strings.TrimRight(string(b), "\r\n")
+	if strings.TrimSpace(token) == "" {
+		return "", fmt.Errorf("token file %s is empty", file)
+	}
+	return token, nil
+}
+
+// checkExposure refuses to listen beyond loopback without a bearer token:
+// anyone who can reach the port could read and change every user.
+func checkExposure(cfg config) error {
+	if cfg.token != "" || isLoopback(cfg.addr) {
+		return nil
+	}
+	return fmt.Errorf("refusing to listen on %s without a bearer token: set USERSVC_TOKEN or -token-file, or listen on 127.0.0.1", cfg.addr)
+}
+
+// isLoopback reports whether addr's host is a loopback address or
+// "localhost". An empty host (":8080") means every interface.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // applyEnv sets each flag from its USERSVC_ variable when that is set, so
@@ -124,6 +192,7 @@ Flags (each also read from its environment variable; a flag wins):
 		}
 		fmt.Fprintf(w, "  -%s  %s%s\n      %s\n", f.Name, envName(f.Name), def, f.Usage)
 	})
+	fmt.Fprint(w, "  USERSVC_TOKEN\n      the bearer token itself, when there is no -token-file\n")
 }
 
 // parseLevel reads a -log-level value.
@@ -192,6 +261,9 @@ func versionString() string {
 // gracefully: no new connections, requests in flight finish, the database
 // closes.
 func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
+	if err := checkExposure(cfg); err != nil {
+		return err
+	}
 	st, err := openStore(ctx, cfg.dbPath, storeOptions{})
 	if err != nil {
 		return err

@@ -46,7 +46,7 @@ func envOf(pairs ...string) func(string) string {
 }
 
 // servingAddr finds the listen address in the start log line, text or JSON.
-var servingAddr = regexp.MustCompile(`msg"?[=:]"?serving"?[, ]+"?addr"?[=:]"?([0-9.:]+)`)
+var servingAddr = regexp.MustCompile(`msg"?[=:]"?serving"?[, ]+"?addr"?[=:]"?(\[?[0-9a-f.:]+\]?:\d+)`)
 
 // startRun runs the real program in the background and waits until
 // /healthz answers. It returns the base URL and a stop function that
@@ -66,7 +66,8 @@ func startRun(t *testing.T, args []string, getenv func(string) string) (string, 
 		default:
 		}
 		if m := servingAddr.FindStringSubmatch(stderr.String()); m != nil {
-			base := "http://" + m[1]
+			_, port, _ := net.SplitHostPort(m[1])
+			base := "http://127.0.0.1:" + port
 			if resp, err := http.Get(base + "/healthz"); err == nil {
 				resp.Body.Close()
 				if resp.StatusCode == 200 {

@@ -374,9 +374,10 @@ func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, check 
 }
 
 // PutUserByUsername creates the user called name when none exists
-// (without regard to case) and otherwise updates it. created says which.
+// (without regard to case) and otherwise updates it after check (when
+// given) accepts its version. created says which.
 // Every write runs on the one writer, so concurrent calls create it once.
-func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInput, newUser func(in *userInput) (User, error)) (out User, created bool, err error) {
+func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInput, check func(version int64) error, newUser func(in *userInput) (User, error)) (out User, created bool, err error) {
 	err = s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		created = false
 		u, err := txGetUser(ctx, tx, "lower(username) = lower(?)", name)
@@ -393,6 +394,11 @@ func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInpu
 		}
 		if err != nil {
 			return err
+		}
+		if check != nil {
+			if err := check(u.Version); err != nil {
+				return err
+			}
 		}
 		in.apply(&u)
 		if err := updateUser(ctx, tx, &u, s.now()); err != nil {

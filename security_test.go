@@ -1,0 +1,321 @@
+// security_test.go: the bearer token, loopback refusal, rate limit, 404 cap,
+// authenticate lockout, proxy trust, ETags, request ids and headers.
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestBearerToken(t *testing.T) {
+	cfg := testConfig()
+	cfg.token = "s3cret-token"
+	ts := newTestServerWith(t, cfg, filepath.Join(t.TempDir(), "t.db"))
+	for _, c := range []struct {
+		name, path, auth string
+		want             int
+	}{
+		{"missing", "/api/users", "", 401},
+		{"wrong", "/api/users", "Bearer nope", 401},
+		{"prefix of the token", "/api/users", "Bearer s3cret", 401},
+		{"wrong scheme", "/api/users", "Basic s3cret-token", 401},
+		{"in the query string", "/api/users?access_token=s3cret-token", "", 401},
+		{"unknown route still guarded", "/api/nope", "", 401},
+		{"right", "/api/users", "Bearer s3cret-token", 200},
+		{"scheme any case", "/api/users", "bearer s3cret-token", 200},
+		{"healthz is open", "/healthz", "", 200},
+	} {
+		r := ts.do(t, "GET", c.path, "", "Authorization", c.auth)
+		expect(t, c.name, r, c.want)
+		if c.want == 401 {
+			if !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer") || r.json(t)["error"] == nil {
+				t.Fatalf("%s: 401 without WWW-Authenticate: Bearer and a JSON error: %v %s", c.name, r.header, r.body)
+			}
+		}
+	}
+}
+
+func TestTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "token")
+	os.WriteFile(file, []byte("from-file\n"), 0o600)
+	cfg, _, err := parseConfig([]string{"-token-file", file}, envOf("USERSVC_TOKEN", "from-env"), &bytes.Buffer{})
+	if err != nil || cfg.token != "from-file" {
+		t.Fatalf("token = %q, %v; want from-file without its newline", cfg.token, err)
+	}
+	cfg, _, _ = parseConfig(nil, envOf("USERSVC_TOKEN", "from-env"), &bytes.Buffer{})
+	if cfg.token != "from-env" {
+		t.Fatalf("token = %q, want from-env", cfg.token)
+	}
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, []byte("\n"), 0o600)
+	if _, _, err := parseConfig([]string{"-token-file", empty}, envOf(), &bytes.Buffer{}); err == nil {
+		t.Fatal("an empty token file was accepted")
+	}
+}
+
+func TestRefusesNonLoopbackWithoutToken(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "x.db")
+	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0"} {
+		var stderr bytes.Buffer
+		err := run(context.Background(), []string{"usersvc", "-addr", addr, "-db", db}, envOf(), &bytes.Buffer{}, &stderr)
+		if err == nil || !strings.Contains(err.Error(), "USERSVC_TOKEN") || !strings.Contains(err.Error(), "-token-file") {
+			t.Fatalf("-addr %s without a token: err = %v, want a refusal that says how to set a token", addr, err)
+		}
+	}
+	if _, err := os.Stat(db); err == nil {
+		t.Fatal("the refusal came after opening the database")
+	}
+	// With a token it starts, and the token is never logged.
+	_, logs, stop := startRun(t, []string{"-addr", "0.0.0.0:0", "-db", db}, envOf("USERSVC_TOKEN", "tok-123456"))
+	stop()
+	if strings.Contains(logs.String(), "tok-123456") {
+		t.Fatalf("token in the log:\n%s", logs)
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	clock := newFakeClock()
+	cfg := testConfig()
+	cfg.now, cfg.rateLimit, cfg.rateBurst = clock.Now, 1, 3
+	ts := newTestServerWith(t, cfg, filepath.Join(t.TempDir(), "r.db"))
+	for i := 0; i < 3; i++ {
+		expect(t, "within burst", ts.do(t, "GET", "/api/users", ""), 200)
+	}
+	r := ts.do(t, "GET", "/api/users", "")
+	expect(t, "over the limit", r, 429)
+	if r.header.Get("Retry-After") != "1" || r.json(t)["error"] == nil {
+		t.Fatalf("429 without Retry-After: 1 and a JSON error: %v %s", r.header, r.body)
+	}
+	clock.Advance(time.Second)
+	expect(t, "after a second", ts.do(t, "GET", "/api/users", ""), 200)
+	expect(t, "and again over", ts.do(t, "GET", "/api/users", ""), 429)
+}
+
+func Test404Cap(t *testing.T) {
+	clock := newFakeClock()
+	cfg := testConfig()
+	cfg.now, cfg.max404 = clock.Now, 3
+	ts := newTestServerWith(t, cfg, filepath.Join(t.TempDir(), "n.db"))
+	for i := 0; i < 3; i++ {
+		expect(t, "404", ts.do(t, "GET", fmt.Sprintf("/api/users/01939f5e-0000-7000-8000-00000000000%d", i), ""), 404)
+	}
+	r := ts.do(t, "GET", "/api/users", "")
+	expect(t, "after the cap, even a good path", r, 429)
+	if ra, _ := strconv.Atoi(r.header.Get("Retry-After")); ra != 600 {
+		t.Fatalf("Retry-After = %q, want 600", r.header.Get("Retry-After"))
+	}
+	clock.Advance(9 * time.Minute)
+	r = ts.do(t, "GET", "/api/users", "")
+	expect(t, "still within the window", r, 429)
+	if ra, _ := strconv.Atoi(r.header.Get("Retry-After")); ra != 60 {
+		t.Fatalf("Retry-After = %q, want 60", r.header.Get("Retry-After"))
+	}
+	clock.Advance(time.Minute)
+	expect(t, "after the window", ts.do(t, "GET", "/api/users", ""), 200)
+	expect(t, "a new window counts afresh", ts.do(t, "GET", "/nope", ""), 404)
+	expect(t, "one 404 is not the cap", ts.do(t, "GET", "/api/users", ""), 200)
+}
+
+func TestAuthenticateLockout(t *testing.T) {
+	clock := newFakeClock()
+	cfg := testConfig()
+	cfg.now, cfg.maxLoginFailures = clock.Now, 3
+	ts := newTestServerWith(t, cfg, filepath.Join(t.TempDir(), "l.db"))
+	ts.mustCreateUser(t, "zoe", "")
+	ts.mustCreateUser(t, "max", "")
+	login := func(name, pw string) response {
+		return ts.do(t, "POST", "/api/authenticate", `{"username":"`+name+`","password":"`+pw+`"}`)
+	}
+	for _, name := range []string{"zoe", "ZOE", "Zoe"} {
+		expect(t, "wrong password", login(name, "wrong horse"), 401)
+	}
+	r := login("zoe", "correct horse")
+	expect(t, "right password while locked", r, 429)
+	if ra, _ := strconv.Atoi(r.header.Get("Retry-After")); ra != 900 {
+		t.Fatalf("Retry-After = %q, want 900", r.header.Get("Retry-After"))
+	}
+	expect(t, "another user is not locked", login("max", "correct horse"), 200)
+	expect(t, "and their success unlocks nobody else", login("zoe", "correct horse"), 429)
+	clock.Advance(15 * time.Minute)
+	expect(t, "after the window", login("zoe", "correct horse"), 200)
+	if cc := login("zoe", "correct horse").header.Get("Cache-Control"); cc != "no-store" {
+		t.Fatalf("authenticate Cache-Control = %q, want no-store", cc)
+	}
+}
+
+func TestForwardedForNeedsTrustProxy(t *testing.T) {
+	for _, trust := range []bool{false, true} {
+		cfg := testConfig()
+		cfg.now, cfg.rateLimit, cfg.rateBurst, cfg.trustProxy = newFakeClock().Now, 1, 1, trust
+		ts := newTestServerWith(t, cfg, filepath.Join(t.TempDir(), "p.db"))
+		first := ts.do(t, "GET", "/api/users", "", "X-Forwarded-For", "203.0.113.1")
+		second := ts.do(t, "GET", "/api/users", "", "X-Forwarded-For", "203.0.113.2")
+		expect(t, "first", first, 200)
+		if want := map[bool]int{false: 429, true: 200}[trust]; second.status != want {
+			t.Fatalf("trust-proxy=%v: a second X-Forwarded-For address got %d, want %d", trust, second.status, want)
+		}
+	}
+	req := func(xff string) *http.Request {
+		r, _ := http.NewRequest("GET", "/", nil)
+		r.RemoteAddr = "10.0.0.9:5555"
+		if xff != "" {
+			r.Header.Set("X-Forwarded-For", xff)
+		}
+		return r
+	}
+	for xff, want := range map[string]string{
+		"":                                  "10.0.0.9",
+		"198.51.100.7":                      "198.51.100.7",
+		"1.2.3.4, 198.51.100.7":             "198.51.100.7", // the left entry is the client's claim
+		"198.51.100.7, 10.0.0.2, 127.0.0.1": "198.51.100.7", // our own proxies are skipped
+		"garbage":                           "10.0.0.9",
+	} {
+		if got := clientAddr(req(xff), true); got != want {
+			t.Errorf("X-Forwarded-For %q: client = %s, want %s", xff, got, want)
+		}
+	}
+	if got := clientAddr(req("198.51.100.7"), false); got != "10.0.0.9" {
+		t.Errorf("without trust-proxy: client = %s, want the peer", got)
+	}
+}
+
+func TestIdleClientsAreEvicted(t *testing.T) {
+	clock := newFakeClock()
+	cfg := testConfig()
+	cfg.now, cfg.rateLimit, cfg.rateBurst, cfg.trustProxy = clock.Now, 100, 200, true
+	ts := newTestServerWith(t, cfg, filepath.Join(t.TempDir(), "e.db"))
+	for i := 0; i < 300; i++ {
+		ts.do(t, "GET", "/healthz", "", "X-Forwarded-For", fmt.Sprintf("203.0.%d.%d", i/250, i%250+1))
+	}
+	if n := ts.api.limits.size(); n != 300 {
+		t.Fatalf("table holds %d clients, want 300", n)
+	}
+	clock.Advance(clientIdleTime + sweepEvery + time.Second)
+	ts.do(t, "GET", "/healthz", "", "X-Forwarded-For", "198.51.100.1")
+	if n := ts.api.limits.size(); n != 1 {
+		t.Fatalf("after the idle time the table holds %d clients, want 1", n)
+	}
+}
+
+func TestConditionalGet(t *testing.T) {
+	ts := newTestServer(t)
+	uid := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	r := ts.do(t, "GET", "/api/users/"+uid, "")
+	etag := r.header.Get("ETag")
+	if !strings.HasPrefix(etag, `"`) || r.header.Get("Cache-Control") != "no-cache" {
+		t.Fatalf("ETag %q, Cache-Control %q", etag, r.header.Get("Cache-Control"))
+	}
+	r = ts.do(t, "GET", "/api/users/"+uid, "", "If-None-Match", etag)
+	if r.status != 304 || len(r.body) != 0 || r.header.Get("ETag") != etag {
+		t.Fatalf("If-None-Match: %d %q ETag %q, want 304, no body, same ETag", r.status, r.body, r.header.Get("ETag"))
+	}
+	expect(t, "other etag", ts.do(t, "GET", "/api/users/"+uid, "", "If-None-Match", `"0.x"`), 200)
+
+	list := ts.do(t, "GET", "/api/users?show=goals", "")
+	listTag := list.header.Get("ETag")
+	if r := ts.do(t, "GET", "/api/users?show=goals", "", "If-None-Match", listTag); r.status != 304 {
+		t.Fatalf("list If-None-Match: %d", r.status)
+	}
+	single := ts.do(t, "GET", "/api/users/"+uid+"?show=goals", "").header.Get("ETag")
+	// An embedded goal changes the user's and the list's ETags.
+	ts.mustCreateGoal(t, uid, `{"title":"a","target_minutes":5}`)
+	if r := ts.do(t, "GET", "/api/users?show=goals", "", "If-None-Match", listTag); r.status != 200 {
+		t.Fatalf("list after a goal was added: %d, want 200", r.status)
+	}
+	if r := ts.do(t, "GET", "/api/users/"+uid+"?show=goals", "", "If-None-Match", single); r.status != 200 {
+		t.Fatalf("user with goals after a goal was added: %d, want 200", r.status)
+	}
+	// A write is never answered from a stale validator.
+	expect(t, "PATCH", ts.do(t, "PATCH", "/api/users/"+uid, `{"full_name":"x"}`), 200)
+	if r := ts.do(t, "GET", "/api/users/"+uid, "", "If-None-Match", etag); r.status != 200 {
+		t.Fatalf("after PATCH the old ETag still got %d", r.status)
+	}
+}
+
+func TestIfMatch(t *testing.T) {
+	ts := newTestServer(t)
+	uid := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	etag := ts.do(t, "GET", "/api/users/"+uid+"?show=email", "").header.Get("ETag")
+	r := ts.do(t, "PATCH", "/api/users/"+uid, `{"full_name":"a"}`, "If-Match", etag)
+	expect(t, "PATCH with current If-Match", r, 200)
+	fresh := r.header.Get("ETag")
+	r = ts.do(t, "PUT", "/api/users/"+uid, `{"full_name":"b"}`, "If-Match", etag)
+	expect(t, "PUT with stale If-Match", r, 412)
+	if r.json(t)["error"] == nil {
+		t.Fatalf("412 body %s", r.body)
+	}
+	expect(t, "weak tag never matches", ts.do(t, "PATCH", "/api/users/"+uid, `{}`, "If-Match", "W/"+fresh), 412)
+	expect(t, "DELETE stale", ts.do(t, "DELETE", "/api/users/"+uid, "", "If-Match", etag), 412)
+	expect(t, "star", ts.do(t, "PATCH", "/api/users/"+uid, `{}`, "If-Match", "*"), 200)
+	gid := ts.mustCreateGoal(t, uid, `{"title":"a","target_minutes":5}`)["id"].(string)
+	gtag := ts.do(t, "GET", "/api/goals/"+gid, "").header.Get("ETag")
+	expect(t, "goal PATCH", ts.do(t, "PATCH", "/api/goals/"+gid, `{"title":"b"}`, "If-Match", gtag), 200)
+	expect(t, "goal stale", ts.do(t, "PATCH", "/api/goals/"+gid, `{"title":"c"}`, "If-Match", gtag), 412)
+	expect(t, "goal DELETE stale", ts.do(t, "DELETE", "/api/goals/"+gid, "", "If-Match", gtag), 412)
+	cur := ts.do(t, "GET", "/api/users/by-username/zoe", "").header.Get("ETag")
+	expect(t, "upsert stale", ts.do(t, "PUT", "/api/users/by-username/zoe", `{}`, "If-Match", etag), 412)
+	expect(t, "upsert current", ts.do(t, "PUT", "/api/users/by-username/zoe", `{}`, "If-Match", cur), 200)
+	expect(t, "upsert create with If-Match", ts.do(t, "PUT", "/api/users/by-username/newbie", `{"password":"12345678"}`, "If-Match", cur), 412)
+}
+
+func TestIfMatchRaceHasOneWinner(t *testing.T) {
+	ts := newTestServer(t)
+	uid := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	etag := ts.do(t, "GET", "/api/users/"+uid, "").header.Get("ETag")
+	const n = 20
+	var wg sync.WaitGroup
+	statuses := make(chan int, n)
+	start := make(chan struct{})
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			<-start
+			statuses <- ts.do(t, "PUT", "/api/users/"+uid, fmt.Sprintf(`{"full_name":"writer %d"}`, i), "If-Match", etag).status
+		}(i)
+	}
+	close(start)
+	wg.Wait()
+	close(statuses)
+	count := map[int]int{}
+	for s := range statuses {
+		count[s]++
+	}
+	if count[200] != 1 || count[412] != n-1 {
+		t.Fatalf("statuses = %v, want exactly one 200 and %d×412", count, n-1)
+	}
+}
+
+func TestRequestIDAndHeaders(t *testing.T) {
+	ts := newTestServer(t)
+	r := ts.do(t, "GET", "/api/users", "", "X-Request-ID", "abc-123_x.y")
+	if r.header.Get("X-Request-ID") != "abc-123_x.y" {
+		t.Fatalf("sane X-Request-ID not echoed: %q", r.header.Get("X-Request-ID"))
+	}
+	for _, bad := range []string{strings.Repeat("a", 129), "a b", "a\"b", "é"} {
+		r := ts.do(t, "GET", "/nope", "", "X-Request-ID", bad)
+		if got := r.header.Get("X-Request-ID"); got == bad || !saneRequestID(got) {
+			t.Fatalf("X-Request-ID %q answered %q, want a new sane id", bad, got)
+		}
+	}
+	a, b := ts.do(t, "GET", "/healthz", ""), ts.do(t, "GET", "/healthz", "")
+	if a.header.Get("X-Request-ID") == "" || a.header.Get("X-Request-ID") == b.header.Get("X-Request-ID") {
+		t.Fatal("requests without an id must each get a new one")
+	}
+	for _, path := range []string{"/healthz", "/api/users", "/nope"} {
+		r := ts.do(t, "GET", path, "")
+		if r.header.Get("X-Content-Type-Options") != "nosniff" || r.header.Get("Server") != "" {
+			t.Fatalf("%s: headers %v", path, r.header)
+		}
+	}
+}
