@@ -23,6 +23,7 @@ type server struct {
 	hasher  *passwordHasher
 	limits  *clientLimits
 	lockout *loginLockout
+	metrics *metrics
 	handler http.Handler
 }
 
@@ -37,6 +38,7 @@ func newServer(cfg config, logger *slog.Logger, st *store) *server {
 		hasher:  newPasswordHasher(cfg.password),
 		limits:  newClientLimits(now, cfg.rateLimit, cfg.rateBurst, cfg.max404),
 		lockout: newLoginLockout(now, cfg.maxLoginFailures),
+		metrics: newMetrics(st),
 	}
 	go s.hasher.warmUp(context.Background())
 	mux := http.NewServeMux()
@@ -44,6 +46,7 @@ func newServer(cfg config, logger *slog.Logger, st *store) *server {
 	var h http.Handler = jsonRouteErrors(mux)
 	h = withBearerToken(cfg.token, cfg.metricsPublic, logger, h)
 	h = withClientLimits(s.limits, cfg.trustProxy, logger, h)
+	h = withObservability(s.metrics, logger, cfg.trustProxy, h)
 	h = withSecurityHeaders(h)
 	s.handler = withRequestID(h)
 	return s
@@ -55,6 +58,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // addRoutes is the API surface, one route a line.
 func (s *server) addRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", s.handleHealth)
+	mux.Handle("GET /metrics", s.metrics.handler())
 	mux.HandleFunc("GET /api/users", s.handleListUsers)
 	mux.HandleFunc("POST /api/users", s.handleCreateUser)
 	mux.HandleFunc("GET /api/users/{id}", s.handleGetUser)
@@ -75,19 +79,30 @@ func (s *server) addRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /api/goals/{id}", s.handleDeleteGoal)
 }
 
-// handleHealth serves GET /healthz: 200 when the database answers.
+// handleHealth serves GET /healthz: 200 when a trivial query answers
+// within a second, else 503 with the reason.
 func (s *server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		s.log.WarnContext(r.Context(), "health check failed", "err", err, "request_id", requestID(r.Context()))
+		writeJSON(w, http.StatusServiceUnavailable, []byte(`{"status":"unavailable","error":"the database did not answer"}`))
+		return
+	}
 	writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
 }
 
 // handleUserSubpath serves GET /api/users/by-username/{username} and
 // GET /api/users/{id}/goals, which share one route pattern.
 func (s *server) handleUserSubpath(w http.ResponseWriter, r *http.Request) {
+	// Name the route actually served, for metrics and the access log.
 	if r.PathValue("id") == "by-username" {
+		r.Pattern = "GET /api/users/by-username/{username}"
 		s.handleGetUserByUsername(w, r, r.PathValue("sub"))
 		return
 	}
 	if r.PathValue("sub") == "goals" {
+		r.Pattern = "GET /api/users/{id}/goals"
 		s.handleListUserGoals(w, r)
 		return
 	}

@@ -43,12 +43,18 @@ func newTestServer(t *testing.T) *testServer {
 // newTestServerWith starts the API with cfg on the database at path.
 func newTestServerWith(t *testing.T, cfg config, path string) *testServer {
 	t.Helper()
+	return newTestServerLogged(t, cfg, path, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// newTestServerLogged starts the API with cfg on the database at path,
+// logging to logger.
+func newTestServerLogged(t *testing.T, cfg config, path string, logger *slog.Logger) *testServer {
+	t.Helper()
 	st, err := openStore(context.Background(), path, storeOptions{})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
 	cfg.dbPath = path
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	api := newServer(cfg, logger, st)
 	srv := httptest.NewServer(api)
 	t.Cleanup(func() {

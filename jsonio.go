@@ -108,7 +108,8 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		status, body = http.StatusServiceUnavailable, map[string]any{"error": "request cancelled or timed out"}
 	}
 	if status >= 500 {
-		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "route", routeLabel(r),
+			"status", status, "request_id", requestID(r.Context()), "err", err)
 	}
 	b, mErr := json.Marshal(body)
 	if mErr != nil {

@@ -92,6 +92,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&cfg.max404, "max-404", 100, "404 answers per client address per 10 minutes, then 429; 0 turns it off")
 	fs.IntVar(&cfg.maxLoginFailures, "max-login-failures", 5, "failed authenticates per username per 15 minutes, then 429; 0 turns it off")
 	fs.BoolVar(&cfg.trustProxy, "trust-proxy", false, "take the client address from X-Forwarded-For (only behind your own proxy)")
+	fs.BoolVar(&cfg.metricsPublic, "metrics-public", false, "serve /metrics without the bearer token")
 	if err := applyEnv(fs, getenv); err != nil {
 		return cfg, nil, err
 	}
@@ -225,6 +226,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		switch rest[0] {
 		case "version":
 			fmt.Fprintln(stdout, versionString())
+			return nil
+		case "backup":
+			if len(rest) != 2 {
+				return usageError{"usage: usersvc [-db FILE] backup COPY"}
+			}
+			if err := backupDatabase(ctx, cfg.dbPath, rest[1]); err != nil {
+				return fmt.Errorf("backup: %w", err)
+			}
+			fmt.Fprintf(stdout, "backup of %s written to %s\n", cfg.dbPath, rest[1])
 			return nil
 		default:
 			return usageError{fmt.Sprintf("unknown command %q (try -h)", rest[0])}

@@ -659,3 +659,57 @@ func anySlice(ids []string) []any {
 	}
 	return args
 }
+
+// backupDatabase writes a consistent copy of the database at src to dst
+// with VACUUM INTO, which reads one snapshot (safe while a server writes).
+// The copy is made beside dst and linked into place, so dst never holds a
+// partial copy and an existing dst is never overwritten.
+func backupDatabase(ctx context.Context, src, dst string) error {
+	if _, err := os.Stat(src); err != nil {
+		return fmt.Errorf("database %s: %w", src, err)
+	}
+	if _, err := os.Lstat(dst); err == nil {
+		return fmt.Errorf("%s already exists: refusing to overwrite it", dst)
+	}
+	tmp := dst + ".partial"
+	os.Remove(tmp) //nolint:errcheck // a leftover from a failed run, if any
+	defer os.Remove(tmp)
+	db, err := sqlx.Open("sqlite", dsn(src, url.Values{"mode": {"ro"}}))
+	if err != nil {
+		return fmt.Errorf("open %s: %w", src, err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "VACUUM INTO ?", tmp); err != nil {
+		return fmt.Errorf("copy %s: %w", src, describeOpenError(err))
+	}
+	if err := checkIntegrity(ctx, tmp); err != nil {
+		return err
+	}
+	if err := os.Link(tmp, dst); err != nil {
+		return fmt.Errorf("put the copy at %s: %w", dst, err)
+	}
+	return nil
+}
+
+// checkIntegrity runs PRAGMA integrity_check and foreign_key_check on the
+// database at path.
+func checkIntegrity(ctx context.Context, path string) error {
+	db, err := sqlx.Open("sqlite", "file:"+path+"?mode=ro")
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer db.Close()
+	var result string
+	if err := db.GetContext(ctx, &result, "PRAGMA integrity_check"); err != nil || result != "ok" {
+		return fmt.Errorf("integrity check of %s: %q %v", path, result, err)
+	}
+	rows, err := db.QueryContext(ctx, "PRAGMA foreign_key_check")
+	if err != nil {
+		return fmt.Errorf("foreign key check of %s: %w", path, err)
+	}
+	defer rows.Close()
+	if rows.Next() {
+		return fmt.Errorf("foreign key check of %s: a row points at nothing", path)
+	}
+	return rows.Err()
+}

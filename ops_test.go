@@ -1,0 +1,242 @@
+// ops_test.go: what an operator relies on: health, metrics, access logs
+// that never hold secrets, and backups under load.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestHealthz(t *testing.T) {
+	ts := newTestServer(t)
+	r := ts.do(t, "GET", "/healthz", "")
+	expect(t, "healthz", r, 200)
+	if string(r.body) != `{"status":"ok"}` {
+		t.Fatalf("healthz body %s", r.body)
+	}
+	ts.store.Close()
+	r = ts.do(t, "GET", "/healthz", "")
+	expect(t, "healthz with a closed database", r, 503)
+	if r.json(t)["status"] != "unavailable" || r.json(t)["error"] == nil {
+		t.Fatalf("503 body %s", r.body)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	ts := newTestServer(t)
+	a := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	b := ts.mustCreateUser(t, "max", "")["id"].(string)
+	ts.do(t, "GET", "/api/users/"+a, "")
+	ts.do(t, "GET", "/api/users/"+b, "")
+	ts.do(t, "GET", "/api/users/by-username/zoe", "")
+	ts.do(t, "GET", "/nope/"+a, "")
+	r := ts.do(t, "GET", "/metrics", "")
+	if r.status != 200 || !strings.HasPrefix(r.header.Get("Content-Type"), "text/plain") {
+		t.Fatalf("/metrics: %d %s", r.status, r.header.Get("Content-Type"))
+	}
+	text := string(r.body)
+	for _, want := range []string{
+		`http_requests_total{code="200",method="GET",route="GET /api/users/{id}"} 2`,
+		`http_requests_total{code="201",method="POST",route="POST /api/users"} 2`,
+		`http_requests_total{code="200",method="GET",route="GET /api/users/by-username/{username}"} 1`,
+		`http_requests_total{code="404",method="GET",route="unmatched"} 1`,
+		`http_request_duration_seconds_bucket{method="GET",route="GET /api/users/{id}",le="+Inf"} 2`,
+		`http_requests_in_flight 1`,
+		`go_sql_open_connections{db_name="reader"}`,
+		`go_sql_in_use_connections{db_name="writer"}`,
+		`go_sql_wait_count_total{db_name="reader"}`,
+		`go_sql_wait_duration_seconds_total{db_name="writer"}`,
+		`go_goroutines `,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(text, a) {
+		t.Error("/metrics holds a raw id: labels must be route patterns")
+	}
+}
+
+func TestMetricsToken(t *testing.T) {
+	for _, public := range []bool{false, true} {
+		cfg := testConfig()
+		cfg.token, cfg.metricsPublic = "tok", public
+		ts := newTestServerWith(t, cfg, filepath.Join(t.TempDir(), "m.db"))
+		want := map[bool]int{false: 401, true: 200}[public]
+		if r := ts.do(t, "GET", "/metrics", ""); r.status != want {
+			t.Fatalf("metrics-public=%v without token: %d, want %d", public, r.status, want)
+		}
+		if r := ts.do(t, "GET", "/metrics", "", "Authorization", "Bearer tok"); r.status != 200 {
+			t.Fatalf("metrics with token: %d", r.status)
+		}
+	}
+}
+
+// logLines decodes JSON log output into one map a line.
+func logLines(t *testing.T, b []byte) []map[string]any {
+	t.Helper()
+	var lines []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("log line is not JSON: %s", sc.Bytes())
+		}
+		lines = append(lines, m)
+	}
+	return lines
+}
+
+func TestAccessLogLine(t *testing.T) {
+	var buf syncBuffer
+	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ts := newTestServerLogged(t, testConfig(), filepath.Join(t.TempDir(), "a.db"), logger)
+	id := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	r := ts.do(t, "GET", "/api/users/"+id, "", "X-Request-ID", "trace-42")
+	var found map[string]any
+	for _, l := range logLines(t, []byte(buf.String())) {
+		if l["msg"] == "request" && l["request_id"] == "trace-42" {
+			found = l
+		}
+	}
+	if found == nil {
+		t.Fatalf("no access log line with request_id trace-42:\n%s", buf.String())
+	}
+	want := map[string]any{"method": "GET", "route": "GET /api/users/{id}", "status": 200.0, "bytes": float64(len(r.body)), "client": "127.0.0.1", "level": "INFO"}
+	for k, v := range want {
+		if found[k] != v {
+			t.Errorf("log %s = %v, want %v", k, found[k], v)
+		}
+	}
+	if d, ok := found["duration"].(float64); !ok || d <= 0 {
+		t.Errorf("log duration = %v, want > 0", found["duration"])
+	}
+	if found["time"] == nil {
+		t.Error("log line has no time")
+	}
+}
+
+func TestSecretsNeverLogged(t *testing.T) {
+	var buf syncBuffer
+	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg := testConfig()
+	cfg.token = "tok-very-secret-42"
+	cfg.maxLoginFailures = 2
+	ts := newTestServerLogged(t, cfg, filepath.Join(t.TempDir(), "s.db"), logger)
+	auth := []string{"Authorization", "Bearer " + cfg.token}
+	pw := "pw-never-in-logs-7"
+	r := ts.do(t, "POST", "/api/users", `{"username":"zoe","password":"`+pw+`"}`, auth...)
+	expect(t, "create", r, 201)
+	id := r.json(t)["user"].(map[string]any)["id"].(string)
+	ts.do(t, "PATCH", "/api/users/"+id, `{"password":"`+pw+`-2"}`, auth...)
+	ts.do(t, "PUT", "/api/users/by-username/max", `{"password":"`+pw+`-3"}`, auth...)
+	for _, p := range []string{pw + "-2", "wrong-" + pw, "wrong-" + pw, pw + "-2"} {
+		ts.do(t, "POST", "/api/authenticate", `{"username":"zoe","password":"`+p+`"}`, auth...)
+	}
+	ts.do(t, "GET", "/api/users", "", "Authorization", "Bearer wrong-"+cfg.token)
+	ts.do(t, "POST", "/api/users", `{"username":"x","password":"`+pw+`","bad":1`, auth...)
+	logs := buf.String()
+	if len(logLines(t, []byte(logs))) < 8 {
+		t.Fatalf("too few log lines to prove anything:\n%s", logs)
+	}
+	for _, secret := range []string{pw, cfg.token, "argon2id"} {
+		if strings.Contains(logs, secret) {
+			t.Fatalf("%q appears in the logs:\n%s", secret, logs)
+		}
+	}
+}
+
+func TestBackupUnderConcurrentWrites(t *testing.T) {
+	ts := newTestServer(t)
+	ctx := context.Background()
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var created atomic.Int64
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; !stop.Load(); i++ {
+				r := ts.do(t, "POST", "/api/users", fmt.Sprintf(`{"username":"w%d_%d","password":"12345678"}`, w, i))
+				if r.status != 201 {
+					t.Errorf("create during backup: %d %s", r.status, r.body)
+					return
+				}
+				created.Add(1)
+			}
+		}(w)
+	}
+	for created.Load() < 50 {
+		time.Sleep(time.Millisecond)
+	}
+	count := func() int {
+		var n int
+		if err := ts.store.readDB.Get(&n, "SELECT count(*) FROM users"); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := count()
+	dst := filepath.Join(t.TempDir(), "copy.db")
+	if err := backupDatabase(ctx, ts.dbPath, dst); err != nil {
+		t.Fatalf("backup: %v", err)
+	}
+	after := count()
+	stop.Store(true)
+	wg.Wait()
+
+	copyServer := newTestServerWith(t, testConfig(), dst)
+	var n int
+	for next := "/api/users?limit=1000"; next != ""; {
+		r := copyServer.do(t, "GET", next, "")
+		expect(t, "list the copy", r, 200)
+		n += len(r.list(t))
+		next = nextLink(t, r.header.Get("Link"))
+	}
+	t.Logf("committed before backup %d, in the copy %d, committed after %d", before, n, after)
+	if n < before || n > after {
+		t.Fatalf("copy holds %d users; want between %d (before) and %d (after)", n, before, after)
+	}
+	if err := checkIntegrity(ctx, dst); err != nil {
+		t.Fatal(err)
+	}
+	if err := backupDatabase(ctx, ts.dbPath, dst); err == nil || !strings.Contains(err.Error(), "refusing to overwrite") {
+		t.Fatalf("second backup to the same file: %v", err)
+	}
+	if _, err := os.Stat(dst + ".partial"); !os.IsNotExist(err) {
+		t.Fatal("a partial copy was left behind")
+	}
+}
+
+func TestBackupCommand(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "live.db")
+	_, _, stop := startRun(t, []string{"-addr", "127.0.0.1:0", "-db", db}, envOf())
+	defer stop()
+	var out bytes.Buffer
+	dst := filepath.Join(dir, "copy.db")
+	if err := run(context.Background(), []string{"usersvc", "-db", db, "backup", dst}, envOf(), &out, &out); err != nil {
+		t.Fatalf("backup: %v", err)
+	}
+	if err := run(context.Background(), []string{"usersvc", "-db", db, "backup", dst}, envOf(), &out, &out); err == nil {
+		t.Fatal("backup overwrote an existing file")
+	}
+	if err := run(context.Background(), []string{"usersvc", "-db", filepath.Join(dir, "missing.db"), "backup", filepath.Join(dir, "x.db")}, envOf(), &out, &out); err == nil {
+		t.Fatal("backup of a missing database succeeded")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "missing.db")); err == nil {
+		t.Fatal("backup created the database it was asked to copy")
+	}
+}
