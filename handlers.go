@@ -111,22 +111,23 @@ func (s *server) handleUserSubpath(w http.ResponseWriter, r *http.Request) {
 
 // handleListUsers serves GET /api/users: a page of users in id order.
 func (s *server) handleListUsers(w http.ResponseWriter, r *http.Request) {
-	q, err := parseListQuery(r.URL.Query())
+	query := r.URL.Query()
+	q, err := parseListQuery(query)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
-	show, err := parseUserShow(r.URL.Query()["show"])
+	show, err := parseUserShow(query["show"])
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
 	var username *string
-	if r.URL.Query().Has("username") {
-		name := r.URL.Query().Get("username")
+	if query.Has("username") {
+		name := query.Get("username")
 		username = &name
 	}
-	users, err := s.store.ListUsers(r.Context(), listQuery{After: q.After, Limit: q.Limit + 1}, username)
+	users, err := s.store.ListUsers(r.Context(), listQuery{After: q.After, Limit: q.Limit + 1}, username, show)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -235,7 +236,7 @@ func (s *server) handleGetUser(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	u, err := s.store.GetUser(r.Context(), id)
+	u, err := s.store.GetUser(r.Context(), id, show)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -250,7 +251,7 @@ func (s *server) handleGetUserByUsername(w http.ResponseWriter, r *http.Request,
 		writeError(w, r, s.log, err)
 		return
 	}
-	u, err := s.store.GetUserByUsername(r.Context(), name)
+	u, err := s.store.GetUserByUsername(r.Context(), name, show)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -396,7 +397,7 @@ func (s *server) handleAuthenticate(w http.ResponseWriter, r *http.Request) {
 // checkPassword returns the user when username and password match, and
 // errBadLogin when either is wrong.
 func (s *server) checkPassword(ctx context.Context, username, password string) (User, error) {
-	u, err := s.store.GetUserByUsername(ctx, username)
+	u, err := s.store.GetCredentials(ctx, username)
 	if errors.Is(err, errUserNotFound) {
 		if err := s.hasher.VerifyNobody(ctx, password); err != nil {
 			return User{}, err
@@ -571,7 +572,7 @@ func (s *server) listGoals(w http.ResponseWriter, r *http.Request, userID *strin
 		for i := range goals {
 			ids = append(ids, goals[i].UserID)
 		}
-		if owners, err = s.store.UsersByID(r.Context(), ids); err != nil {
+		if owners, err = s.store.UsersByID(r.Context(), ids, ownerShow(show)); err != nil {
 			writeError(w, r, s.log, err)
 			return
 		}
@@ -691,7 +692,7 @@ func (s *server) handleDeleteGoal(w http.ResponseWriter, r *http.Request) {
 func (s *server) writeGoal(w http.ResponseWriter, r *http.Request, status int, g *Goal, show goalShow) {
 	var owner *User
 	if show.User {
-		u, err := s.store.GetUser(r.Context(), g.UserID)
+		u, err := s.store.GetUser(r.Context(), g.UserID, ownerShow(show))
 		if err != nil {
 			writeError(w, r, s.log, err)
 			return
@@ -705,6 +706,11 @@ func (s *server) writeGoal(w http.ResponseWriter, r *http.Request, status int, g
 	b = append(b, '}')
 	*buf = b
 	writeCacheable(w, r, status, b, resourceETag(g.Version, b))
+}
+
+// ownerShow is what a goal's embedded owner shows.
+func ownerShow(show goalShow) userShow {
+	return userShow{Email: show.UserEmail, FullName: show.UserFullName}
 }
 
 // readGoalInput decodes and validates a goal body; creating makes the

@@ -75,11 +75,15 @@ func bodyError(err error) error {
 	return &statusError{status: 400, msg: "cannot read the body"}
 }
 
+// jsonContentType is shared by every response: net/http never changes a
+// header's value slice, and assigning it saves an allocation a request.
+var jsonContentType = []string{"application/json"}
+
 // writeJSON writes body, already marshalled, with status.
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h["Content-Type"] = jsonContentType
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(status)
 	w.Write(body) //nolint:errcheck // the client is gone; nothing to do
 }
@@ -118,41 +122,52 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	writeJSON(w, status, b)
 }
 
-// jsonRouteErrors answers the mux's own 404 and 405 (with Allow) as JSON;
-// matched routes are served as they are.
+// jsonRouteErrors answers the mux's own 404, 405 (keeping Allow) and
+// path-cleaning redirects as JSON. It recognises them by the request having
+// no pattern when the status is written, so routing happens once.
 func jsonRouteErrors(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, pattern := mux.Handler(r); pattern != "" {
-			mux.ServeHTTP(w, r)
-			return
-		}
-		rec := &statusRecorder{header: http.Header{}}
-		mux.ServeHTTP(rec, r)
-		switch rec.status {
-		case http.StatusMethodNotAllowed:
-			w.Header().Set("Allow", rec.header.Get("Allow"))
-			writeJSON(w, rec.status, []byte(`{"error":"method not allowed"}`))
-		case http.StatusMovedPermanently, http.StatusPermanentRedirect:
-			loc := rec.header.Get("Location")
-			w.Header().Set("Location", loc)
-			b, _ := json.Marshal(map[string]string{"error": "moved to " + loc})
-			writeJSON(w, rec.status, b)
-		default:
-			writeJSON(w, http.StatusNotFound, []byte(`{"error":"not found"}`))
-		}
+		mux.ServeHTTP(&routeErrorWriter{ResponseWriter: w, r: r}, r)
 	})
 }
 
-// statusRecorder captures the status and headers of the mux's built-in
-// error answers, discarding their plain-text bodies.
-type statusRecorder struct {
-	header http.Header
-	status int
+// routeErrorWriter replaces the plain-text body of the mux's own answers.
+type routeErrorWriter struct {
+	http.ResponseWriter
+	r        *http.Request
+	replaced bool
 }
 
-func (r *statusRecorder) Header() http.Header         { return r.header }
-func (r *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
-func (r *statusRecorder) WriteHeader(status int)      { r.status = status }
+func (w *routeErrorWriter) WriteHeader(status int) {
+	var body []byte
+	switch {
+	case status == http.StatusMovedPermanently || status == http.StatusPermanentRedirect:
+		body, _ = json.Marshal(map[string]string{"error": "moved to " + w.Header().Get("Location")})
+	case w.r.Pattern != "":
+		w.ResponseWriter.WriteHeader(status)
+		return
+	case status == http.StatusMethodNotAllowed:
+		body = []byte(`{"error":"method not allowed"}`)
+	case status == http.StatusNotFound:
+		body = []byte(`{"error":"not found"}`)
+	default:
+		w.ResponseWriter.WriteHeader(status)
+		return
+	}
+	w.replaced = true
+	w.Header().Del("Content-Type")
+	writeJSON(w.ResponseWriter, status, body)
+}
+
+func (w *routeErrorWriter) Write(b []byte) (int, error) {
+	if w.replaced {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *routeErrorWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // bufferPool recycles response buffers so a hot list page does not allocate
 // its body every time.

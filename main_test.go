@@ -112,7 +112,7 @@ func TestRunServesAndStopsGracefully(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if _, err := st.GetUserByUsername(context.Background(), "zoe"); err != nil {
+	if _, err := st.GetUserByUsername(context.Background(), "zoe", userShow{}); err != nil {
 		t.Fatalf("user lost after a graceful stop: %v", err)
 	}
 }

@@ -67,14 +67,23 @@ func withRequestID(next http.Handler) http.Handler {
 // clever with API responses, and Cache-Control: no-cache on the API so
 // clients revalidate (authenticate overrides it with no-store).
 func withSecurityHeaders(next http.Handler) http.Handler {
+	// The value slices are shared by every response; net/http never
+	// changes them, and a handler that needs another value replaces it.
+	var (
+		nosniff = []string{"nosniff"}
+		deny    = []string{"DENY"}
+		noRef   = []string{"no-referrer"}
+		csp     = []string{"default-src 'none'; frame-ancestors 'none'"}
+		noCache = []string{"no-cache"}
+	)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+		h["X-Content-Type-Options"] = nosniff
+		h["X-Frame-Options"] = deny
+		h["Referrer-Policy"] = noRef
+		h["Content-Security-Policy"] = csp
 		if strings.HasPrefix(r.URL.Path, "/api/") {
-			h.Set("Cache-Control", "no-cache")
+			h["Cache-Control"] = noCache
 		}
 		next.ServeHTTP(w, r)
 	})

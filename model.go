@@ -579,7 +579,7 @@ func appendGoal(b []byte, g *Goal, s goalShow, owner *User) []byte {
 	b = appendString(b, g.ModifiedAt)
 	if s.User && owner != nil {
 		b = append(b, `,"user":`...)
-		b = appendUser(b, owner, userShow{Email: s.UserEmail, FullName: s.UserFullName}, nil)
+		b = appendUser(b, owner, ownerShow(s), nil)
 	}
 	return append(b, '}')
 }

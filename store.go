@@ -44,6 +44,8 @@ type store struct {
 	closeOnce  sync.Once
 	closeErr   error
 
+	// stmts caches prepared read statements by query text.
+	stmts sync.Map
 	// reads counts statements run on the read pool; tests use it to prove
 	// that an embed costs one query, not one per row.
 	reads atomic.Int64
@@ -133,6 +135,7 @@ func (s *store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.stopping)
 		<-s.writerDone
+		s.stmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
 		s.closeErr = errors.Join(s.readDB.Close(), s.writeDB.Close())
 	})
 	return s.closeErr
@@ -263,16 +266,76 @@ func isUniqueViolation(err error) bool {
 	return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
 }
 
-// selectRead runs a multi-row query on the read pool.
-func (s *store) selectRead(ctx context.Context, dest any, query string, args ...any) error {
-	s.reads.Add(1)
-	return s.readDB.SelectContext(ctx, dest, s.readDB.Rebind(query), args...)
+// readStmt returns query prepared on the read pool, preparing it on first
+// use: parsing SQL on every request costs more than running it.
+func (s *store) readStmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	if st, ok := s.stmts.Load(query); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := s.readDB.PrepareContext(ctx, s.readDB.Rebind(query))
+	if err != nil {
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
+	if prev, loaded := s.stmts.LoadOrStore(query, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
 }
 
-// getRead runs a one-row query on the read pool; no row is sql.ErrNoRows.
-func (s *store) getRead(ctx context.Context, dest any, query string, args ...any) error {
+// queryRead runs a query on the read pool; prepared says whether to keep
+// its statement (only for query texts that do not vary with the data).
+func (s *store) queryRead(ctx context.Context, prepared bool, query string, args ...any) (*sql.Rows, error) {
 	s.reads.Add(1)
-	return s.readDB.GetContext(ctx, dest, s.readDB.Rebind(query), args...)
+	// Reads are bounded (a key lookup or at most maxLimit+1 rows), so they
+	// run to the end even if the client leaves: a cancellable context costs
+	// two watcher goroutines a query (database/sql's and the driver's).
+	ctx = context.WithoutCancel(ctx)
+	if !prepared {
+		return s.readDB.QueryContext(ctx, s.readDB.Rebind(query), args...)
+	}
+	st, err := s.readStmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+// queryUsers selects the columns ur names with the query tail ("FROM …
+// WHERE …") and scans every row.
+func (s *store) queryUsers(ctx context.Context, prepared bool, ur userRead, tail string, args ...any) ([]User, error) {
+	rows, err := s.queryRead(ctx, prepared, "SELECT "+ur.columns()+" "+tail, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	users := make([]User, 0, 8)
+	dest := make([]any, 0, 7)
+	for rows.Next() {
+		users = append(users, User{})
+		if err := rows.Scan(ur.dest(&users[len(users)-1], dest[:0])...); err != nil {
+			return nil, err
+		}
+	}
+	return users, rows.Err()
+}
+
+// queryGoals runs a query selecting goalColumns and scans every row.
+func (s *store) queryGoals(ctx context.Context, prepared bool, query string, args ...any) ([]Goal, error) {
+	rows, err := s.queryRead(ctx, prepared, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	goals := make([]Goal, 0, 8)
+	for rows.Next() {
+		goals = append(goals, Goal{})
+		g := &goals[len(goals)-1]
+		if err := rows.Scan(&g.ID, &g.UserID, &g.Title, &g.Period, &g.TargetMinutes, &g.Description, &g.Version, &g.CreatedAt, &g.ModifiedAt); err != nil {
+			return nil, err
+		}
+	}
+	return goals, rows.Err()
 }
 
 // listQuery is one page of a list: rows with id > After, at most Limit.
@@ -283,28 +346,87 @@ type listQuery struct {
 
 // ---- users ----
 
+// userColumns are every column, for writes and authenticate; other reads
+// select only what the response shows (userRead).
 const userColumns = "id, username, email, full_name, password_hash, version, created_at, modified_at"
 
-// GetUser returns the user with id, or errUserNotFound.
-func (s *store) GetUser(ctx context.Context, id string) (User, error) {
-	var u User
-	err := s.getRead(ctx, &u, "SELECT "+userColumns+" FROM users WHERE id = ?", id)
-	return u, notFound(err, errUserNotFound, "get user")
+// userRead says which user columns a read selects: the default fields,
+// the extras the response shows, and the row version when an ETag needs
+// it. Reading and scanning fewer columns is most of what a list page costs.
+type userRead struct {
+	show    userShow
+	version bool
+}
+
+// columns is the select list, in the order dest scans it.
+func (ur userRead) columns() string {
+	cols := "id, username"
+	if ur.show.Email {
+		cols += ", email"
+	}
+	if ur.show.FullName {
+		cols += ", full_name"
+	}
+	if ur.version {
+		cols += ", version"
+	}
+	return cols + ", created_at, modified_at"
+}
+
+// dest appends to buf the scan destinations in u for columns.
+func (ur userRead) dest(u *User, buf []any) []any {
+	buf = append(buf, &u.ID, &u.Username)
+	if ur.show.Email {
+		buf = append(buf, &u.Email)
+	}
+	if ur.show.FullName {
+		buf = append(buf, &u.FullName)
+	}
+	if ur.version {
+		buf = append(buf, &u.Version)
+	}
+	return append(buf, &u.CreatedAt, &u.ModifiedAt)
+}
+
+// GetUser returns the user with id, reading the extras show names, or
+// errUserNotFound.
+func (s *store) GetUser(ctx context.Context, id string, show userShow) (User, error) {
+	users, err := s.queryUsers(ctx, true, userRead{show: show, version: true}, "FROM users WHERE id = ?", id)
+	return oneUser(users, err, "get user")
 }
 
 // GetUserByUsername returns the user whose username matches name without
-// regard to case, or errUserNotFound.
-func (s *store) GetUserByUsername(ctx context.Context, name string) (User, error) {
-	var u User
-	err := s.getRead(ctx, &u, "SELECT "+userColumns+" FROM users WHERE lower(username) = lower(?)", name)
-	return u, notFound(err, errUserNotFound, "get user by username")
+// regard to case, reading the extras show names, or errUserNotFound.
+func (s *store) GetUserByUsername(ctx context.Context, name string, show userShow) (User, error) {
+	users, err := s.queryUsers(ctx, true, userRead{show: show, version: true}, "FROM users WHERE lower(username) = lower(?)", name)
+	return oneUser(users, err, "get user by username")
 }
 
-// ListUsers returns one page of users in id order; with username, only the
-// one whose username matches it without regard to case.
-func (s *store) ListUsers(ctx context.Context, q listQuery, username *string) ([]User, error) {
-	users := []User{}
-	query := "SELECT " + userColumns + " FROM users WHERE id > ?"
+// oneUser is the single row of a lookup, or errUserNotFound.
+func oneUser(users []User, err error, doing string) (User, error) {
+	if err != nil {
+		return User{}, fmt.Errorf("%s: %w", doing, err)
+	}
+	if len(users) == 0 {
+		return User{}, errUserNotFound
+	}
+	return users[0], nil
+}
+
+// GetCredentials returns the user called name (without regard to case)
+// with its password hash, for authenticate; or errUserNotFound.
+func (s *store) GetCredentials(ctx context.Context, name string) (User, error) {
+	var u User
+	s.reads.Add(1)
+	err := s.readDB.GetContext(ctx, &u, "SELECT "+userColumns+" FROM users WHERE lower(username) = lower(?)", name)
+	return u, notFound(err, errUserNotFound, "get credentials")
+}
+
+// ListUsers returns one page of users in id order, reading the extras show
+// names; with username, only the one whose username matches it without
+// regard to case.
+func (s *store) ListUsers(ctx context.Context, q listQuery, username *string, show userShow) ([]User, error) {
+	query := "FROM users WHERE id > ?"
 	args := []any{q.After}
 	if username != nil {
 		query += " AND lower(username) = lower(?)"
@@ -312,7 +434,9 @@ func (s *store) ListUsers(ctx context.Context, q listQuery, username *string) ([
 	}
 	query += " ORDER BY id LIMIT ?"
 	args = append(args, q.Limit)
-	if err := s.selectRead(ctx, &users, query, args...); err != nil {
+	// A list's ETag hashes the page, so the rows' versions are not read.
+	users, err := s.queryUsers(ctx, true, userRead{show: show}, query, args...)
+	if err != nil {
 		return nil, fmt.Errorf("list users: %w", err)
 	}
 	return users, nil
@@ -502,15 +626,19 @@ const goalColumns = "id, user_id, title, period, target_minutes, description, ve
 
 // GetGoal returns the goal with id, or errGoalNotFound.
 func (s *store) GetGoal(ctx context.Context, id string) (Goal, error) {
-	var g Goal
-	err := s.getRead(ctx, &g, "SELECT "+goalColumns+" FROM goals WHERE id = ?", id)
-	return g, notFound(err, errGoalNotFound, "get goal")
+	goals, err := s.queryGoals(ctx, true, "SELECT "+goalColumns+" FROM goals WHERE id = ?", id)
+	if err != nil {
+		return Goal{}, fmt.Errorf("get goal: %w", err)
+	}
+	if len(goals) == 0 {
+		return Goal{}, errGoalNotFound
+	}
+	return goals[0], nil
 }
 
 // ListGoals returns one page of goals in id order; with userID, only that
 // user's.
 func (s *store) ListGoals(ctx context.Context, q listQuery, userID *string) ([]Goal, error) {
-	goals := []Goal{}
 	query := "SELECT " + goalColumns + " FROM goals WHERE id > ?"
 	args := []any{q.After}
 	if userID != nil {
@@ -519,7 +647,8 @@ func (s *store) ListGoals(ctx context.Context, q listQuery, userID *string) ([]G
 	}
 	query += " ORDER BY id LIMIT ?"
 	args = append(args, q.Limit)
-	if err := s.selectRead(ctx, &goals, query, args...); err != nil {
+	goals, err := s.queryGoals(ctx, true, query, args...)
+	if err != nil {
 		return nil, fmt.Errorf("list goals: %w", err)
 	}
 	return goals, nil
@@ -532,9 +661,9 @@ func (s *store) GoalsOfUsers(ctx context.Context, userIDs []string) (map[string]
 	if len(userIDs) == 0 {
 		return byUser, nil
 	}
-	var goals []Goal
 	query := "SELECT " + goalColumns + " FROM goals WHERE user_id IN (" + placeholders(len(userIDs)) + ") ORDER BY user_id, id"
-	if err := s.selectRead(ctx, &goals, query, anySlice(userIDs)...); err != nil {
+	goals, err := s.queryGoals(ctx, len(userIDs) == 1, query, anySlice(userIDs)...)
+	if err != nil {
 		return nil, fmt.Errorf("goals of users: %w", err)
 	}
 	for _, g := range goals {
@@ -543,15 +672,16 @@ func (s *store) GoalsOfUsers(ctx context.Context, userIDs []string) (map[string]
 	return byUser, nil
 }
 
-// UsersByID returns the users with the given ids in one query, keyed by id.
-func (s *store) UsersByID(ctx context.Context, ids []string) (map[string]User, error) {
+// UsersByID returns the users with the given ids in one query, keyed by id,
+// reading the extras show names.
+func (s *store) UsersByID(ctx context.Context, ids []string, show userShow) (map[string]User, error) {
 	byID := make(map[string]User, len(ids))
 	if len(ids) == 0 {
 		return byID, nil
 	}
-	var users []User
-	query := "SELECT " + userColumns + " FROM users WHERE id IN (" + placeholders(len(ids)) + ")"
-	if err := s.selectRead(ctx, &users, query, anySlice(ids)...); err != nil {
+	query := "FROM users WHERE id IN (" + placeholders(len(ids)) + ")"
+	users, err := s.queryUsers(ctx, len(ids) == 1, userRead{show: show}, query, anySlice(ids)...)
+	if err != nil {
 		return nil, fmt.Errorf("users by id: %w", err)
 	}
 	for _, u := range users {
@@ -562,11 +692,11 @@ func (s *store) UsersByID(ctx context.Context, ids []string) (map[string]User, e
 
 // UserExists reports whether a user with id exists.
 func (s *store) UserExists(ctx context.Context, id string) (bool, error) {
-	var n int
-	if err := s.getRead(ctx, &n, "SELECT count(*) FROM users WHERE id = ?", id); err != nil {
+	users, err := s.queryUsers(ctx, true, userRead{}, "FROM users WHERE id = ?", id)
+	if err != nil {
 		return false, fmt.Errorf("user exists: %w", err)
 	}
-	return n > 0, nil
+	return len(users) > 0, nil
 }
 
 // CreateGoal inserts g for its user, setting timestamps and version; a

@@ -1,0 +1,556 @@
+// bench_test.go: benchmarks of the real server on a real loopback listener,
+// each reported as a ratio to a net/http ceiling measured in the same run.
+//
+//	go test -run '^$' -bench . -benchtime 3s
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+)
+
+// benchClients is how many clients drive each benchmark at once.
+const benchClients = 16
+
+// fixtureDir caches the large databases for the whole run; TestMain
+// removes it.
+var (
+	fixtureOnce sync.Once
+	fixtureRoot string
+	fixtureMu   sync.Mutex
+	fixtures    = map[int]string{}
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if fixtureRoot != "" {
+		os.RemoveAll(fixtureRoot)
+	}
+	os.Exit(code)
+}
+
+// usersFixture returns the path of a database holding n users, built once
+// per run with a direct bulk insert.
+func usersFixture(b *testing.B, n int) string {
+	b.Helper()
+	fixtureOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "usersvc-bench-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		fixtureRoot = dir
+	})
+	fixtureMu.Lock()
+	defer fixtureMu.Unlock()
+	if path, ok := fixtures[n]; ok {
+		return path
+	}
+	path := filepath.Join(fixtureRoot, fmt.Sprintf("users-%d.db", n))
+	start := time.Now()
+	if err := buildUsersDB(path, n); err != nil {
+		b.Fatalf("build fixture of %d users: %v", n, err)
+	}
+	b.Logf("built a fixture of %d users in %v", n, time.Since(start).Round(time.Millisecond))
+	fixtures[n] = path
+	return path
+}
+
+// buildUsersDB creates the schema at path and bulk-inserts n users with
+// time-ordered ids, in large transactions without fsync (a fixture, not
+// data anyone acknowledged).
+func buildUsersDB(path string, n int) error {
+	st, err := openStore(context.Background(), path, storeOptions{})
+	if err != nil {
+		return err
+	}
+	if err := st.Close(); err != nil {
+		return err
+	}
+	db, err := sqlx.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(OFF)")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	hash := "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+	ts := formatTime(time.Now())
+	const chunk = 50000
+	for start := 0; start < n; start += chunk {
+		tx, err := db.Begin()
+		if err != nil {
+			return err
+		}
+		stmt, err := tx.Prepare(`INSERT INTO users (` + userColumns + `) VALUES (?, ?, ?, ?, ?, 1, ?, ?)`)
+		if err != nil {
+			return err
+		}
+		for i := start; i < min(n, start+chunk); i++ {
+			id := uuid.Must(uuid.NewV7()).String()
+			name := fmt.Sprintf("user%07d", i)
+			if _, err := stmt.Exec(id, name, name+"@example.com", "User Number "+strconv.Itoa(i), hash, ts, ts); err != nil {
+				return err
+			}
+		}
+		stmt.Close()
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	_, err = db.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+	return err
+}
+
+// fixtureIDs returns every user id of the fixture at path, in id order.
+func fixtureIDs(b *testing.B, path string) []string {
+	b.Helper()
+	db, err := sqlx.Open("sqlite", "file:"+path+"?mode=ro")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	var ids []string
+	if err := db.Select(&ids, "SELECT id FROM users ORDER BY id"); err != nil {
+		b.Fatal(err)
+	}
+	return ids
+}
+
+// loopbackServer serves h on a real loopback listener, as production does.
+func loopbackServer(b *testing.B, h http.Handler) string {
+	b.Helper()
+	// As main does in production, less the memory limit: this process also
+	// holds the clients and the fixtures' ids, which a server does not.
+	debug.SetGCPercent(gcPercent)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10}
+	go srv.Serve(ln) //nolint:errcheck // ends with Close
+	b.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+// benchClient is a keep-alive client with room for every benchmark client.
+func benchClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		MaxIdleConns: 2 * benchClients, MaxIdleConnsPerHost: 2 * benchClients, DisableCompression: true,
+	}}
+}
+
+// benchAPI starts the real API (rate limits off, logs discarded) on the
+// database at path.
+func benchAPI(b *testing.B, path string) string {
+	b.Helper()
+	st, err := openStore(context.Background(), path, storeOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	cfg := testConfig()
+	cfg.password = defaultPasswordParams
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	return loopbackServer(b, newServer(cfg, logger, st))
+}
+
+// request is one benchmark request: method, URL and body.
+type request struct {
+	method, url, body string
+}
+
+// send performs req and checks its status, reading the whole body.
+func send(client *http.Client, req request, want int) error {
+	var body io.Reader
+	if req.body != "" {
+		body = strings.NewReader(req.body)
+	}
+	r, err := http.NewRequest(req.method, req.url, body)
+	if err != nil {
+		return err
+	}
+	if req.body != "" {
+		r.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := client.Do(r)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != want {
+		return fmt.Errorf("%s %s: status %d, want %d", req.method, req.url, resp.StatusCode, want)
+	}
+	return err
+}
+
+// runParallel drives next's requests with benchClients clients for b.N
+// requests in all and returns the requests per second.
+func runParallel(b *testing.B, next func(rng *rand.Rand) request, want int) float64 {
+	b.Helper()
+	client := benchClient()
+	b.SetParallelism((benchClients + 1) / max(1, runtimeProcs()))
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+		for pb.Next() {
+			if err := send(client, next(rng), want); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	rate := float64(b.N) / elapsed.Seconds()
+	b.ReportMetric(rate, "req/s")
+	return rate
+}
+
+// measureRate drives next's requests with benchClients clients for d and
+// returns the requests per second: the reference side of a ratio.
+func measureRate(b *testing.B, d time.Duration, next func(rng *rand.Rand) request, want int) float64 {
+	b.Helper()
+	client := benchClient()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	total := 0
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	for c := 0; c < benchClients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+			n := 0
+			for time.Now().Before(deadline) {
+				if err := send(client, next(rng), want); err != nil {
+					b.Error(err)
+					return
+				}
+				n++
+			}
+			mu.Lock()
+			total += n
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return float64(total) / time.Since(start).Seconds()
+}
+
+// ---- ceilings: the same server shape writing a prebuilt body ----
+
+// ceilingKind names the three response shapes the API benchmarks compare to.
+type ceilingKind string
+
+const (
+	ceilingOneUser  ceilingKind = "one user"
+	ceilingUserPage ceilingKind = "page of 100 users"
+	ceilingPatch    ceilingKind = "PATCH answer"
+)
+
+var (
+	ceilingMu    sync.Mutex
+	ceilingRates = map[ceilingKind]float64{}
+)
+
+// sampleUser is a user shaped like the fixtures', for bodies of the right
+// size.
+func sampleUser(i int) User {
+	name := fmt.Sprintf("user%07d", i)
+	full := "User Number " + strconv.Itoa(i)
+	email := name + "@example.com"
+	ts := formatTime(time.Now())
+	return User{ID: uuid.Must(uuid.NewV7()).String(), Username: name, Email: &email, FullName: &full, Version: 1, CreatedAt: ts, ModifiedAt: ts}
+}
+
+// ceilingBody is a prebuilt body of the size the real answer has.
+func ceilingBody(kind ceilingKind) []byte {
+	switch kind {
+	case ceilingUserPage:
+		b := []byte{'['}
+		for i := 0; i < 100; i++ {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			u := sampleUser(500000 + i)
+			b = appendUser(b, &u, userShow{}, nil)
+		}
+		return append(b, ']')
+	case ceilingPatch:
+		u := sampleUser(5000)
+		return append(appendUser([]byte(`{"user":`), &u, userShow{FullName: true}, nil), '}')
+	default:
+		u := sampleUser(50000)
+		return append(appendUser([]byte(`{"user":`), &u, userShow{}, nil), '}')
+	}
+}
+
+// ceilingServer serves the prebuilt body for kind on any path and method.
+func ceilingServer(b *testing.B, kind ceilingKind) string {
+	body := ceilingBody(kind)
+	return loopbackServer(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) //nolint:errcheck // drain like the real server
+		writeJSON(w, http.StatusOK, body)
+	}))
+}
+
+// ceilingRequest is the request the ceiling for kind is driven with.
+func ceilingRequest(base string, kind ceilingKind) func(*rand.Rand) request {
+	return func(*rand.Rand) request {
+		if kind == ceilingPatch {
+			return request{"PATCH", base + "/x", `{"full_name":"New Name 1234"}`}
+		}
+		return request{"GET", base + "/x", ""}
+	}
+}
+
+// benchCeiling is a BenchmarkCeiling…: it reports req/s and remembers it
+// for the ratios of this run.
+func benchCeiling(b *testing.B, kind ceilingKind) {
+	base := ceilingServer(b, kind)
+	rate := runParallel(b, ceilingRequest(base, kind), http.StatusOK)
+	ceilingMu.Lock()
+	ceilingRates[kind] = rate
+	ceilingMu.Unlock()
+}
+
+// ceilingRate is the ceiling for kind measured in this run: by its
+// BenchmarkCeiling… when that ran, else measured now for two seconds.
+func ceilingRate(b *testing.B, kind ceilingKind) float64 {
+	ceilingMu.Lock()
+	rate, ok := ceilingRates[kind]
+	ceilingMu.Unlock()
+	if ok {
+		return rate
+	}
+	base := ceilingServer(b, kind)
+	rate = measureRate(b, 2*time.Second, ceilingRequest(base, kind), http.StatusOK)
+	ceilingMu.Lock()
+	ceilingRates[kind] = rate
+	ceilingMu.Unlock()
+	return rate
+}
+
+func BenchmarkCeilingOneUser(b *testing.B)  { benchCeiling(b, ceilingOneUser) }
+func BenchmarkCeilingUserPage(b *testing.B) { benchCeiling(b, ceilingUserPage) }
+func BenchmarkCeilingPatch(b *testing.B)    { benchCeiling(b, ceilingPatch) }
+
+// ---- the API ----
+
+func BenchmarkGetUser(b *testing.B) {
+	path := usersFixture(b, 100_000)
+	ids := fixtureIDs(b, path)
+	base := benchAPI(b, path)
+	rate := runParallel(b, func(rng *rand.Rand) request {
+		return request{"GET", base + "/api/users/" + ids[rng.IntN(len(ids))], ""}
+	}, http.StatusOK)
+	b.ReportMetric(rate/ceilingRate(b, ceilingOneUser), "ratio")
+}
+
+func BenchmarkListUsers(b *testing.B) {
+	path := usersFixture(b, 100_000)
+	ids := fixtureIDs(b, path)
+	base := benchAPI(b, path)
+	last := len(ids) - 101 // every page is a full 100
+	rate := runParallel(b, func(rng *rand.Rand) request {
+		return request{"GET", base + "/api/users?limit=100&after=" + ids[rng.IntN(last)], ""}
+	}, http.StatusOK)
+	b.ReportMetric(rate/ceilingRate(b, ceilingUserPage), "ratio")
+}
+
+func BenchmarkListUsersDeep(b *testing.B) {
+	path := usersFixture(b, 1_000_000)
+	ids := fixtureIDs(b, path)
+	base := benchAPI(b, path)
+	deep := base + "/api/users?limit=100&after=" + ids[900_000-1]
+	rate := runParallel(b, func(*rand.Rand) request { return request{"GET", deep, ""} }, http.StatusOK)
+	first := measureRate(b, 2*time.Second, func(*rand.Rand) request {
+		return request{"GET", base + "/api/users?limit=100", ""}
+	}, http.StatusOK)
+	b.ReportMetric(rate/first, "ratio")
+}
+
+func BenchmarkPatchUser(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "patch.db")
+	if err := buildUsersDB(path, 10_000); err != nil {
+		b.Fatal(err)
+	}
+	ids := fixtureIDs(b, path)
+	base := benchAPI(b, path) // openStore: synchronous=FULL, as in production
+	rate := runParallel(b, func(rng *rand.Rand) request {
+		return request{"PATCH", base + "/api/users/" + ids[rng.IntN(len(ids))], `{"full_name":"New Name ` + strconv.Itoa(rng.IntN(10000)) + `"}`}
+	}, http.StatusOK)
+	b.ReportMetric(rate/ceilingRate(b, ceilingPatch), "ratio")
+}
+
+// ---- the real binary: memory, start-up ----
+
+var (
+	binaryOnce sync.Once
+	binaryPath string
+	binaryErr  error
+)
+
+// usersvcBinary builds the service once per run.
+func usersvcBinary(b *testing.B) string {
+	b.Helper()
+	binaryOnce.Do(func() {
+		usersFixture(b, 1) // makes fixtureRoot
+		binaryPath = filepath.Join(fixtureRoot, "usersvc")
+		out, err := exec.Command("go", "build", "-o", binaryPath, ".").CombinedOutput()
+		if err != nil {
+			binaryErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binaryErr != nil {
+		b.Fatal(binaryErr)
+	}
+	return binaryPath
+}
+
+var listenLine = regexp.MustCompile(`msg=serving addr=(\S+)`)
+
+// process is a running usersvc.
+type process struct {
+	cmd  *exec.Cmd
+	base string
+}
+
+// startBinary runs usersvc on db with limits off and returns once it has
+// printed its address.
+func startBinary(b *testing.B, db string, extra ...string) *process {
+	b.Helper()
+	args := append([]string{"-addr", "127.0.0.1:0", "-db", db, "-rate-limit", "0", "-max-404", "0", "-max-login-failures", "0"}, extra...)
+	cmd := exec.Command(usersvcBinary(b), args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		if m := listenLine.FindStringSubmatch(sc.Text()); m != nil {
+			go io.Copy(io.Discard, stderr) //nolint:errcheck // keep the pipe drained
+			p := &process{cmd: cmd, base: "http://" + m[1]}
+			b.Cleanup(p.stop)
+			return p
+		}
+	}
+	cmd.Process.Kill()
+	b.Fatalf("usersvc did not start")
+	return nil
+}
+
+// stop ends the process gracefully.
+func (p *process) stop() {
+	p.cmd.Process.Signal(os.Interrupt) //nolint:errcheck // it may be gone
+	p.cmd.Wait()                       //nolint:errcheck // exit status is not the point
+}
+
+// peakRSS is the process's high-water resident set (VmHWM), in MiB.
+func (p *process) peakRSS(b *testing.B) float64 {
+	b.Helper()
+	return p.status(b, "VmHWM")
+}
+
+// status reads one memory figure of /proc/PID/status, in MiB.
+func (p *process) status(b *testing.B, field string) float64 {
+	b.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			return float64(kb) / 1024
+		}
+	}
+	b.Fatalf("no %s in /proc status", field)
+	return 0
+}
+
+func BenchmarkAuthenticate(b *testing.B) {
+	db := filepath.Join(b.TempDir(), "auth.db")
+	p := startBinary(b, db)
+	client := benchClient()
+	if err := send(client, request{"POST", p.base + "/api/users", `{"username":"zoe","password":"correct horse"}`}, 201); err != nil {
+		b.Fatal(err)
+	}
+	b.SetParallelism(200 / max(1, runtimeProcs())) // 200 concurrent authenticates
+	client.Transport.(*http.Transport).MaxIdleConnsPerHost = 256
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := send(client, request{"POST", p.base + "/api/authenticate", `{"username":"zoe","password":"correct horse"}`}, 200); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(p.peakRSS(b), "peak-rss-MiB")
+}
+
+func BenchmarkServerRSS1M(b *testing.B) {
+	path := usersFixture(b, 1_000_000)
+	ids := fixtureIDs(b, path)
+	p := startBinary(b, path)
+	runParallel(b, func(rng *rand.Rand) request {
+		if rng.IntN(4) == 0 {
+			return request{"GET", p.base + "/api/users?limit=100&after=" + ids[rng.IntN(len(ids)-101)], ""}
+		}
+		return request{"GET", p.base + "/api/users/" + ids[rng.IntN(len(ids))], ""}
+	}, http.StatusOK)
+	b.ReportMetric(p.peakRSS(b), "peak-rss-MiB")
+	b.ReportMetric(p.status(b, "RssAnon"), "rss-anon-MiB")
+	b.ReportMetric(p.status(b, "RssFile"), "rss-file-MiB")
+}
+
+func BenchmarkStartup1M(b *testing.B) {
+	path := usersFixture(b, 1_000_000)
+	usersvcBinary(b)
+	client := benchClient()
+	var worst time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		p := startBinary(b, path)
+		for send(client, request{"GET", p.base + "/healthz", ""}, 200) != nil {
+			time.Sleep(200 * time.Microsecond)
+		}
+		elapsed := time.Since(start)
+		worst = max(worst, elapsed)
+		b.StopTimer()
+		p.stop()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(worst.Microseconds())/1000, "worst-ms-to-healthz")
+}
+
+// runtimeProcs is GOMAXPROCS, which RunParallel multiplies its parallelism
+// by.
+func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
