@@ -604,3 +604,42 @@ func TestRouteErrorsAreJSON(t *testing.T) {
 	}
 	expect(t, "GET /api/users/{id}/unknown", ts.do(t, "GET", "/api/users/01939f5e-0000-7000-8000-000000000000/nope", ""), http.StatusNotFound)
 }
+
+func TestReadsAfterAcknowledgedWritesAreFresh(t *testing.T) {
+	// Whatever caching the read path does (prepared statements, pooled
+	// buffers), a read that starts after a write was acknowledged must see
+	// it, even while other writes and reads race.
+	ts := newTestServer(t)
+	id := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for i := 0; i < 4; i++ { // background readers keep every pooled connection busy
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					ts.do(t, "GET", "/api/users/"+id+"?show=full_name", "")
+					ts.do(t, "GET", "/api/users?show=full_name", "")
+				}
+			}
+		}()
+	}
+	for i := 0; i < 100; i++ {
+		want := fmt.Sprintf("name %d", i)
+		expect(t, "PATCH", ts.do(t, "PATCH", "/api/users/"+id, `{"full_name":"`+want+`"}`), http.StatusOK)
+		one := ts.do(t, "GET", "/api/users/"+id+"?show=full_name", "")
+		if got := one.json(t)["user"].(map[string]any)["full_name"]; got != want {
+			t.Fatalf("GET after PATCH %d: full_name = %v, want %q", i, got, want)
+		}
+		list := ts.do(t, "GET", "/api/users?show=full_name", "")
+		if got := list.list(t)[0]["full_name"]; got != want {
+			t.Fatalf("list after PATCH %d: full_name = %v, want %q", i, got, want)
+		}
+	}
+	close(stop)
+	wg.Wait()
+}
