@@ -46,6 +46,9 @@ func TestMain(m *testing.M) {
 	if fixtureRoot != "" {
 		os.RemoveAll(fixtureRoot)
 	}
+	if testBinaryPath != "" {
+		os.RemoveAll(filepath.Dir(testBinaryPath))
+	}
 	os.Exit(code)
 }
 
@@ -414,29 +417,6 @@ func BenchmarkPatchUser(b *testing.B) {
 
 // ---- the real binary: memory, start-up ----
 
-var (
-	binaryOnce sync.Once
-	binaryPath string
-	binaryErr  error
-)
-
-// usersvcBinary builds the service once per run.
-func usersvcBinary(b *testing.B) string {
-	b.Helper()
-	binaryOnce.Do(func() {
-		usersFixture(b, 1) // makes fixtureRoot
-		binaryPath = filepath.Join(fixtureRoot, "usersvc")
-		out, err := exec.Command("go", "build", "-o", binaryPath, ".").CombinedOutput()
-		if err != nil {
-			binaryErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binaryErr != nil {
-		b.Fatal(binaryErr)
-	}
-	return binaryPath
-}
-
 var listenLine = regexp.MustCompile(`msg=serving addr=(\S+)`)
 
 // process is a running usersvc.
@@ -450,7 +430,7 @@ type process struct {
 func startBinary(b *testing.B, db string, extra ...string) *process {
 	b.Helper()
 	args := append([]string{"-addr", "127.0.0.1:0", "-db", db, "-rate-limit", "0", "-max-404", "0", "-max-login-failures", "0"}, extra...)
-	cmd := exec.Command(usersvcBinary(b), args...)
+	cmd := exec.Command(buildTestBinary(b), args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -583,7 +563,7 @@ func BenchmarkServerRSS1M(b *testing.B) {
 
 func BenchmarkStartup1M(b *testing.B) {
 	path := usersFixture(b, 1_000_000)
-	usersvcBinary(b)
+	buildTestBinary(b)
 	client := benchClient()
 	var worst time.Duration
 	b.ResetTimer()

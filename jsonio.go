@@ -141,7 +141,9 @@ type routeErrorWriter struct {
 func (w *routeErrorWriter) WriteHeader(status int) {
 	var body []byte
 	switch {
-	case status == http.StatusMovedPermanently || status == http.StatusPermanentRedirect:
+	case status == http.StatusMovedPermanently || status == http.StatusFound ||
+		status == http.StatusTemporaryRedirect || status == http.StatusPermanentRedirect:
+		// Only the mux redirects (to a cleaned path); no handler does.
 		body, _ = json.Marshal(map[string]string{"error": "moved to " + w.Header().Get("Location")})
 	case w.r.Pattern != "":
 		w.ResponseWriter.WriteHeader(status)

@@ -289,6 +289,33 @@ func versionString() string {
 	return fmt.Sprintf("usersvc %s (%s%s, %s)", version, revision, modified, info.GoVersion)
 }
 
+// httpTimeouts bound how long a client may take over each part of a
+// request, so a slow or stuck client cannot hold a connection forever.
+type httpTimeouts struct {
+	readHeader, read, write, idle time.Duration
+}
+
+// productionTimeouts leave room for a burst of argon2id hashes (each
+// request waits its turn) while cutting off clients that stall.
+var productionTimeouts = httpTimeouts{readHeader: 5 * time.Second, read: 30 * time.Second, write: 60 * time.Second, idle: 120 * time.Second}
+
+// maxHeaderBytes caps the request line and headers; more is a 431.
+const maxHeaderBytes = 64 << 10
+
+// newHTTPServer wraps h in an http.Server with every timeout and the header
+// size cap set.
+func newHTTPServer(h http.Handler, logger *slog.Logger, t httpTimeouts) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: t.readHeader,
+		ReadTimeout:       t.read,
+		WriteTimeout:      t.write,
+		IdleTimeout:       t.idle,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+}
+
 // serve opens the database, listens and serves until ctx ends, then stops
 // gracefully: no new connections, requests in flight finish, the database
 // closes.
@@ -305,16 +332,8 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
 	}
-	srv := &http.Server{
-		Handler:           newServer(cfg, logger, st),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-	}
+	srv := newHTTPServer(newServer(cfg, logger, st), logger, productionTimeouts)
+	srv.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	logger.Info("serving", "addr", ln.Addr().String(), "db", cfg.dbPath, "version", versionString())

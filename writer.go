@@ -127,7 +127,9 @@ func runSavepoint(ctx context.Context, tx *sqlx.Tx, fn func(context.Context, *sq
 	if _, err := tx.ExecContext(ctx, "SAVEPOINT op"); err != nil {
 		return nil, fmt.Errorf("savepoint: %w", err)
 	}
-	if fnErr = fn(ctx, tx); fnErr != nil {
+	if fnErr = classifyWriteError(fn(ctx, tx)); fnErr != nil {
+		// After some errors (a full disk, I/O) SQLite has already rolled
+		// back the whole transaction, and this fails: the batch ends.
 		if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT op"); err != nil {
 			return fnErr, fmt.Errorf("rollback to savepoint: %w", err)
 		}
@@ -135,5 +137,5 @@ func runSavepoint(ctx context.Context, tx *sqlx.Tx, fn func(context.Context, *sq
 	if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT op"); err != nil {
 		return fnErr, fmt.Errorf("release savepoint: %w", err)
 	}
-	return classifyWriteError(fnErr), nil
+	return fnErr, nil
 }

@@ -1,0 +1,230 @@
+// fuzz_test.go: fuzz targets for body decoding and validation, the show
+// parser, list query parsing, and the whole handler. Seeds live in
+// testdata/fuzz/; CI runs each target for a bounded time.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// decodeBody runs a body through decodeJSONObject as a request would.
+func decodeBody(body []byte) (map[string]json.RawMessage, error) {
+	req := httptest.NewRequest("POST", "/", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	return decodeJSONObject(httptest.NewRecorder(), req)
+}
+
+// checkClientError fails unless err is one of the errors answered as a
+// 4xx in the contract's shape.
+func checkClientError(t *testing.T, err error) {
+	t.Helper()
+	var fe fieldErrors
+	var se *statusError
+	switch {
+	case errors.As(err, &fe):
+		if len(fe) == 0 {
+			t.Fatal("empty fieldErrors")
+		}
+	case errors.As(err, &se):
+		if se.status < 400 || se.status > 499 {
+			t.Fatalf("status %d for a body", se.status)
+		}
+	default:
+		t.Fatalf("unexpected error type %T: %v", err, err)
+	}
+}
+
+func FuzzUserBody(f *testing.F) {
+	for _, s := range []string{
+		`{"username":"zoe","password":"correct horse","email":"z@example.com","full_name":"Zoe"}`,
+		`{"username":null,"email":null}`, `{"full_name":"\u2028\u0000é"}`, `{"id":"x","created_at":1}`,
+		`{"username":5}`, `[]`, `null`, `{"a":1} {}`, `{"username":"a\"b"}`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		obj, err := decodeBody(body)
+		if err != nil {
+			checkClientError(t, err)
+			return
+		}
+		in, err := decodeUserInput(obj)
+		if err != nil {
+			checkClientError(t, err)
+			return
+		}
+		for _, creating := range []bool{true, false} {
+			if err := in.validate(creating); err != nil {
+				checkClientError(t, err)
+				continue
+			}
+			u := User{ID: "01939f5e-0000-7000-8000-000000000000"}
+			in.apply(&u)
+			out := appendUser(nil, &u, userShow{Email: true, FullName: true}, nil)
+			var back map[string]any
+			if err := json.Unmarshal(out, &back); err != nil {
+				t.Fatalf("appendUser wrote invalid JSON %q: %v", out, err)
+			}
+			if u.FullName != nil && utf8.ValidString(*u.FullName) && back["full_name"] != *u.FullName {
+				t.Fatalf("full_name %q came back as %q", *u.FullName, back["full_name"])
+			}
+			if back["username"] != u.Username {
+				t.Fatalf("username %q came back as %v", u.Username, back["username"])
+			}
+		}
+	})
+}
+
+func FuzzGoalBody(f *testing.F) {
+	for _, s := range []string{
+		`{"title":"Read","target_minutes":30,"period":"week","description":"x"}`,
+		`{"target_minutes":1.5}`, `{"target_minutes":1e400}`, `{"period":null}`, `{"user_id":"x","title":""}`,
+		`{"target_minutes":-9223372036854775809}`, `{"title":"\ud800"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		obj, err := decodeBody(body)
+		if err != nil {
+			checkClientError(t, err)
+			return
+		}
+		in, err := decodeGoalInput(obj)
+		if err != nil {
+			checkClientError(t, err)
+			return
+		}
+		if err := in.validate(true); err != nil {
+			checkClientError(t, err)
+			return
+		}
+		g := Goal{ID: "01939f5e-0000-7000-8000-000000000000", Period: "day"}
+		in.apply(&g)
+		if g.TargetMinutes < 1 || g.TargetMinutes > 10080 || (g.Period != "day" && g.Period != "week") || utf8.RuneCountInString(g.Title) > 200 {
+			t.Fatalf("validation let through %+v", g)
+		}
+		if out := appendGoal(nil, &g, goalShow{Description: true}, nil); !json.Valid(out) {
+			t.Fatalf("appendGoal wrote invalid JSON %q", out)
+		}
+	})
+}
+
+func FuzzShow(f *testing.F) {
+	for _, s := range []string{"email,full_name", "goals.description", "user.email", "password", ",,", "goals.", ".", "a.b.c", strings.Repeat("x,", 50)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, show string) {
+		for _, err := range []error{second(parseUserShow([]string{show})), second(parseGoalShow([]string{show}))} {
+			if err == nil {
+				continue
+			}
+			var fe fieldErrors
+			if !errors.As(err, &fe) || fe["show"] == "" || len(fe) != 1 {
+				t.Fatalf("show %q: error %v, want {\"show\": …}", show, err)
+			}
+			if len(fe["show"]) > 40+10*len(show) {
+				t.Fatalf("show error longer than its input: %q", fe["show"])
+			}
+		}
+		if s, err := parseUserShow([]string{show}); err == nil && s.GoalDescription && !s.Goals {
+			t.Fatalf("goals.description without goals for %q", show)
+		}
+	})
+}
+
+// second returns the error of a (value, error) pair.
+func second[T any](_ T, err error) error { return err }
+
+func FuzzListQuery(f *testing.F) {
+	for _, s := range []string{"limit=10", "limit=0", "limit=1e2", "after=01939f5e-0000-7000-8000-000000000000", "limit=1000&after=x", "limit=%31%30", "limit=٣"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		q, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		p, err := parseListQuery(q)
+		if err != nil {
+			var fe fieldErrors
+			if !errors.As(err, &fe) {
+				t.Fatalf("%q: error %T", raw, err)
+			}
+			return
+		}
+		if p.Limit < 1 || p.Limit > maxLimit {
+			t.Fatalf("%q: limit %d accepted", raw, p.Limit)
+		}
+		if p.After != "" {
+			if _, ok := parseID(p.After); !ok {
+				t.Fatalf("%q: after %q accepted", raw, p.After)
+			}
+		}
+	})
+}
+
+func FuzzHandler(f *testing.F) {
+	dir := f.TempDir()
+	st, err := openStore(f.Context(), filepath.Join(dir, "fuzz.db"), storeOptions{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { st.Close() })
+	cfg := testConfig()
+	cfg.maxLoginFailures = 3
+	h := newServer(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), st)
+	seed := httptest.NewRecorder()
+	req := httptest.NewRequest("POST", "/api/users", strings.NewReader(`{"username":"zoe","password":"correct horse"}`))
+	req.Header.Set("Content-Type", "application/json")
+	h.ServeHTTP(seed, req)
+	for _, c := range []struct {
+		method byte
+		path   string
+		body   string
+	}{
+		{0, "/api/users?show=goals", ""}, {1, "/api/users", `{"username":"max","password":"12345678"}`},
+		{2, "/api/users/by-username/zoe", `{"full_name":"z"}`}, {3, "/api/users/x", `{}`},
+		{4, "/api/goals/01939f5e-0000-7000-8000-000000000000", ""}, {1, "/api/authenticate", `{"username":"zoe","password":"x"}`},
+		{0, "/api/../../etc/passwd", ""}, {5, "/healthz", ""}, {6, "/api/users?limit=1&after=", ""},
+	} {
+		f.Add(c.method, c.path, []byte(c.body), true)
+	}
+	methods := []string{"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "BREW"}
+	f.Fuzz(func(t *testing.T, m byte, target string, body []byte, asJSON bool) {
+		method := methods[int(m)%len(methods)]
+		if !strings.HasPrefix(target, "/") {
+			target = "/" + target
+		}
+		u, err := url.ParseRequestURI(target)
+		if err != nil {
+			return
+		}
+		req := &http.Request{Method: method, URL: u, RequestURI: target, Header: http.Header{}, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)), Host: "x", RemoteAddr: "192.0.2.1:1234"}
+		req = req.WithContext(t.Context())
+		if asJSON {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code >= 500 || rec.Code < 200 {
+			t.Fatalf("%s %q: status %d, body %s", method, target, rec.Code, rec.Body)
+		}
+		if u.Path == "/metrics" || rec.Code == 204 || rec.Code == 304 || method == "HEAD" {
+			return
+		}
+		if !json.Valid(rec.Body.Bytes()) || rec.Header().Get("Content-Type") != "application/json" {
+			t.Fatalf("%s %q: %d answer is not JSON: %q", method, target, rec.Code, rec.Body)
+		}
+	})
+}

@@ -1,0 +1,315 @@
+// robustness_test.go: mixed concurrent load, hostile inputs, start-up
+// faults, and a database that stops taking writes while serving.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestMixedLoad(t *testing.T) {
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	ts := newTestServerLogged(t, testConfig(), filepath.Join(t.TempDir(), "mixed.db"), logger)
+	ts.Client().Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+	var (
+		mu      sync.Mutex
+		created = map[string]bool{}
+		deleted = map[string]bool{}
+		bad     []string
+	)
+	fail := func(what string, r response) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(bad) < 20 {
+			bad = append(bad, fmt.Sprintf("%s: %d %s", what, r.status, r.body))
+		}
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	var wg sync.WaitGroup
+	for g := 0; g < 64; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), 7))
+			var mine []string
+			for i := 0; time.Now().Before(deadline); i++ {
+				var r response
+				switch op := rng.IntN(10); {
+				case op < 3 || len(mine) == 0:
+					r = ts.do(t, "POST", "/api/users", fmt.Sprintf(`{"username":"m%d_%d","password":"12345678"}`, g, i))
+					if r.status == 201 {
+						id := r.json(t)["user"].(map[string]any)["id"].(string)
+						mine = append(mine, id)
+						mu.Lock()
+						created[id] = true
+						mu.Unlock()
+					}
+				case op < 4:
+					r = ts.do(t, "PUT", fmt.Sprintf("/api/users/by-username/u%d_%d", g, rng.IntN(5)), `{"password":"12345678","full_name":"x"}`)
+					if r.status == 201 {
+						mu.Lock()
+						created[r.json(t)["user"].(map[string]any)["id"].(string)] = true
+						mu.Unlock()
+					}
+				case op < 6:
+					r = ts.do(t, "PATCH", "/api/users/"+mine[rng.IntN(len(mine))], fmt.Sprintf(`{"full_name":"n%d"}`, i))
+				case op < 7:
+					k := rng.IntN(len(mine))
+					r = ts.do(t, "DELETE", "/api/users/"+mine[k], "")
+					if r.status == 204 {
+						mu.Lock()
+						deleted[mine[k]] = true
+						mu.Unlock()
+						mine = append(mine[:k], mine[k+1:]...)
+					}
+				case op < 8:
+					r = ts.do(t, "GET", "/api/users?limit=50&show=goals", "")
+				default:
+					r = ts.do(t, "GET", "/api/users/"+mine[rng.IntN(len(mine))], "")
+				}
+				if r.status >= 500 || bytes.Contains(r.body, []byte("locked")) {
+					fail("request", r)
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	for _, b := range bad {
+		t.Error(b)
+	}
+	if strings.Contains(logs.String(), "locked") || strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("errors in the log:\n%s", logs.String())
+	}
+	found := map[string]bool{}
+	for next := "/api/users?limit=1000"; next != ""; {
+		r := ts.do(t, "GET", next, "")
+		for _, u := range r.list(t) {
+			found[u["id"].(string)] = true
+		}
+		next = nextLink(t, r.header.Get("Link"))
+	}
+	want := 0
+	for id := range created {
+		if !deleted[id] {
+			want++
+			if !found[id] {
+				t.Errorf("acknowledged user %s is missing", id)
+			}
+		}
+	}
+	if len(found) != want {
+		t.Fatalf("%d users listed, want %d (acknowledged creates %d minus deletes %d)", len(found), want, len(created), len(deleted))
+	}
+	t.Logf("mixed load: %d creates, %d deletes acknowledged; %d users remain", len(created), len(deleted), want)
+}
+
+// productionServer serves the API through newHTTPServer, as serve does,
+// with timeouts t.
+func productionServer(t *testing.T, tm httpTimeouts) (string, *testServer) {
+	t.Helper()
+	ts := newTestServer(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newHTTPServer(ts.api, slog.New(slog.NewTextHandler(io.Discard, nil)), tm)
+	go srv.Serve(ln) //nolint:errcheck // ends with Close
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String(), ts
+}
+
+// rawRequest writes raw to addr and returns the status line of the answer
+// (or the read error).
+func rawRequest(t *testing.T, addr, raw string) string {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, raw); err != nil {
+		return "write: " + err.Error()
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return "read: " + err.Error()
+	}
+	return strings.TrimSpace(line)
+}
+
+func TestHostileInputs(t *testing.T) {
+	addr, ts := productionServer(t, productionTimeouts)
+	base := "http://" + addr
+	get := func(path string, headers ...string) (int, []byte) {
+		req, _ := http.NewRequest("GET", base+path, nil)
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET: %v", err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	if status, _ := get("/api/users", "X-Big", strings.Repeat("a", 100<<10)); status != 431 {
+		t.Fatalf("100 KB header: %d, want 431", status)
+	}
+	if status, _ := get("/api/users/" + strings.Repeat("x", 100<<10)); status != 431 {
+		t.Fatalf("100 KB URL: %d, want 431", status)
+	}
+	if status, body := get("/api/users/" + strings.Repeat("x", 30<<10)); status != 404 || !bytes.HasPrefix(body, []byte("{")) {
+		t.Fatalf("30 KB URL: %d %s, want a JSON 404", status, body)
+	}
+	if status, body := get("/api/users?show=" + strings.Repeat("nope,", 10000)); status != 400 || len(body) > 500 {
+		t.Fatalf("10,000 bad show entries: %d, %d bytes; want a short 400", status, len(body))
+	}
+	if status, _ := get("/api/users?show=" + strings.Repeat("email,", 10000)); status != 200 {
+		t.Fatalf("10,000 good show entries: %d, want 200", status)
+	}
+	for _, nested := range []string{strings.Repeat("[", 100000), strings.Repeat(`{"a":`, 50000) + "1" + strings.Repeat("}", 50000)} {
+		r := ts.do(t, "POST", "/api/users", nested)
+		expect(t, "deeply nested JSON", r, 400)
+	}
+	r := ts.do(t, "POST", "/api/users", `{"username":"abc","password":"12345678","full_name":`+strings.Repeat(`"a"`, 1)+strings.Repeat(" ", 2<<20)+`}`)
+	expect(t, "2 MiB of whitespace", r, 413)
+	if status := rawRequest(t, addr, "GET /api/users HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n"); !strings.Contains(status, "400") {
+		t.Fatalf("negative Content-Length: %q", status)
+	}
+}
+
+func TestSlowClientsAreCutOff(t *testing.T) {
+	tm := httpTimeouts{readHeader: 200 * time.Millisecond, read: 500 * time.Millisecond, write: 500 * time.Millisecond, idle: time.Second}
+	addr, ts := productionServer(t, tm)
+	// A client trickling its headers is closed by the read-header timeout.
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	io.WriteString(conn, "GET /api/users HTTP/1.1\r\nHost: x\r\n")
+	closed := false
+	for i := 0; i < 50 && !closed; i++ {
+		_, err := io.WriteString(conn, "X-Slow: a\r\n")
+		if err != nil {
+			closed = true
+			break
+		}
+		conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		var buf [1]byte
+		if _, err := conn.Read(buf[:]); err != nil && !isTimeout(err) {
+			closed = true
+		}
+	}
+	if !closed || time.Since(start) > 3*time.Second {
+		t.Fatalf("a trickling client was not cut off (closed=%v after %v)", closed, time.Since(start))
+	}
+
+	// A client that never reads a large answer does not hold the server.
+	for i := 0; i < 300; i++ {
+		ts.mustCreateUser(t, fmt.Sprintf("big%03d", i), `,"full_name":"`+strings.Repeat("n", 190)+`"`)
+	}
+	stuck, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	for i := 0; i < 50; i++ {
+		io.WriteString(stuck, "GET /api/users?limit=1000&show=full_name HTTP/1.1\r\nHost: x\r\n\r\n")
+	}
+	time.Sleep(tm.write + 200*time.Millisecond)
+	resp, err := http.Get("http://" + addr + "/healthz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("server stuck behind a client that never reads: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}
+
+// isTimeout reports whether err is a deadline error.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func TestUnreadableDatabaseFile(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root reads any file; the permission check cannot fail")
+	}
+	path := filepath.Join(t.TempDir(), "locked.db")
+	st, err := openStore(context.Background(), path, storeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	os.Chmod(path, 0)
+	err = run(context.Background(), []string{"usersvc", "-addr", "127.0.0.1:0", "-db", path}, envOf(), io.Discard, io.Discard)
+	if err == nil || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("unreadable file: err = %v, want one line", err)
+	}
+}
+
+// setWriterPragma runs a PRAGMA on the writer's one connection (idle
+// between the test's requests), as a fault injection.
+func setWriterPragma(t *testing.T, st *store, pragma string) {
+	t.Helper()
+	if _, err := st.writeDB.Exec("PRAGMA " + pragma); err != nil {
+		t.Fatalf("PRAGMA %s: %v", pragma, err)
+	}
+}
+
+func TestWritesFailCleanlyWhenTheDatabaseCannotTakeThem(t *testing.T) {
+	for _, c := range []struct{ name, fault, undo, cause string }{
+		{"read-only", "query_only = 1", "query_only = 0", "readonly"},
+		{"full", "max_page_count = 1", "max_page_count = 1073741823", "full"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var logs syncBuffer
+			ts := newTestServerLogged(t, testConfig(), filepath.Join(t.TempDir(), "f.db"), slog.New(slog.NewTextHandler(&logs, nil)))
+			id := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+			for i := 0; i < 20; i++ { // enough rows that the next page is needed
+				ts.mustCreateUser(t, fmt.Sprintf("fill%02d", i), `,"full_name":"`+strings.Repeat("f", 190)+`"`)
+			}
+			setWriterPragma(t, ts.store, c.fault)
+			var r response
+			for i := 0; i < 200; i++ {
+				r = ts.do(t, "POST", "/api/users", fmt.Sprintf(`{"username":"more%03d","password":"12345678","full_name":"%s"}`, i, strings.Repeat("g", 190)))
+				if r.status != 201 {
+					break
+				}
+			}
+			if r.status != 503 {
+				t.Log(logs.String())
+			}
+			expect(t, "write to a "+c.name+" database", r, 503)
+			if r.json(t)["error"] == nil || strings.Contains(string(r.body), c.cause) {
+				t.Fatalf("503 body %s: want a JSON error without internal detail", r.body)
+			}
+			expect(t, "read while "+c.name, ts.do(t, "GET", "/api/users/"+id, ""), 200)
+			expect(t, "list while "+c.name, ts.do(t, "GET", "/api/users", ""), 200)
+			expect(t, "health while "+c.name, ts.do(t, "GET", "/healthz", ""), 200)
+			if !strings.Contains(strings.ToLower(logs.String()), c.cause) {
+				t.Fatalf("the cause %q is not in the log:\n%s", c.cause, logs.String())
+			}
+			setWriterPragma(t, ts.store, c.undo)
+			expect(t, "write after recovery", ts.do(t, "PATCH", "/api/users/"+id, `{"full_name":"back"}`), 200)
+		})
+	}
+}
