@@ -49,8 +49,6 @@ type store struct {
 	// reads counts statements run on the read pool; tests use it to prove
 	// that an embed costs one query, not one per row.
 	reads atomic.Int64
-	// afterCommit, when set, is called after each batch with its size.
-	afterCommit func(n int)
 }
 
 // storeOptions tune openStore; the zero value is the production setting.

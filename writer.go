@@ -90,9 +90,6 @@ func (s *store) commitBatch(batch []*writeOp) {
 		}
 		op.done <- results[i]
 	}
-	if s.afterCommit != nil {
-		s.afterCommit(len(batch))
-	}
 }
 
 // runBatch executes the batch; a returned error means nothing committed.
