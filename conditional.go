@@ -64,7 +64,7 @@ func noneMatch(r *http.Request, etag string) bool {
 // row version inside the write transaction, so checking and writing are one
 // step. It is nil when the request has no If-Match (or "*": the store
 // already answers 404 for a missing resource).
-func ifMatchCheck(r *http.Request) func(version int64) error {
+func ifMatchCheck(r *http.Request) precondition {
 	tags := entityTags(r, "If-Match")
 	if len(tags) == 0 {
 		return nil

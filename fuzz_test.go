@@ -155,7 +155,7 @@ func FuzzListQuery(f *testing.F) {
 		if err != nil {
 			return
 		}
-		p, err := parseListQuery(q)
+		p, err := parsePage(q)
 		if err != nil {
 			var fe fieldErrors
 			if !errors.As(err, &fe) {

@@ -1,5 +1,6 @@
-// handlers.go: the route table and the HTTP handlers of users and goals:
-// read path and query, decode, call the store, write.
+// handlers.go: the route table and the HTTP handlers of users and goals.
+// Every handler has one shape: read path and query, decode, call the store,
+// write; each failure is s.fail(w, r, err) and return.
 package main
 
 import (
@@ -7,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -79,6 +82,11 @@ func (s *server) addRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /api/goals/{id}", s.handleDeleteGoal)
 }
 
+// fail answers err in the contract's shape (see writeError).
+func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	writeError(w, r, s.log, err)
+}
+
 // handleHealth serves GET /healthz: 200 when a trivial query answers
 // within a second, else 503 with the reason.
 func (s *server) handleHealth(w http.ResponseWriter, r *http.Request) {
@@ -93,33 +101,49 @@ func (s *server) handleHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleUserSubpath serves GET /api/users/by-username/{username} and
-// GET /api/users/{id}/goals, which share one route pattern.
+// GET /api/users/{id}/goals, which share one route pattern. It names the
+// route actually served, for metrics and the access log.
 func (s *server) handleUserSubpath(w http.ResponseWriter, r *http.Request) {
-	// Name the route actually served, for metrics and the access log.
-	if r.PathValue("id") == "by-username" {
+	switch {
+	case r.PathValue("id") == "by-username":
 		r.Pattern = "GET /api/users/by-username/{username}"
 		s.handleGetUserByUsername(w, r, r.PathValue("sub"))
-		return
-	}
-	if r.PathValue("sub") == "goals" {
+	case r.PathValue("sub") == "goals":
 		r.Pattern = "GET /api/users/{id}/goals"
 		s.handleListUserGoals(w, r)
-		return
+	default:
+		s.fail(w, r, errRouteNotFound)
 	}
-	writeError(w, r, s.log, errRouteNotFound)
 }
 
-// handleListUsers serves GET /api/users: a page of users in id order.
+// ---- users ----
+
+// userRoute reads ?show= and the {id} of a user route; a malformed id is
+// a 404, like an unknown one.
+func userRoute(r *http.Request) (string, userShow, error) {
+	show, err := parseUserShow(r.URL.Query()["show"])
+	if err != nil {
+		return "", show, err
+	}
+	id, ok := parseID(r.PathValue("id"))
+	if !ok {
+		return "", show, errUserNotFound
+	}
+	return id, show, nil
+}
+
+// handleListUsers serves GET /api/users: a page of users in id order,
+// optionally only the one called ?username= (without regard to case).
 func (s *server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 	query := r.URL.Query()
-	q, err := parseListQuery(query)
+	pg, err := parsePage(query)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	show, err := parseUserShow(query["show"])
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	var username *string
@@ -127,80 +151,68 @@ func (s *server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 		name := query.Get("username")
 		username = &name
 	}
-	users, err := s.store.ListUsers(r.Context(), listQuery{After: q.After, Limit: q.Limit + 1}, username, show)
+	users, err := s.store.ListUsers(r.Context(), pg.plusOne(), username, show)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
-	if len(users) > q.Limit {
-		users = users[:q.Limit]
-		setNextLink(w, r, users[len(users)-1].ID, q.Limit)
+	if len(users) > pg.Limit {
+		users = users[:pg.Limit]
+		setNextLink(w, r, query, users[len(users)-1].ID, pg.Limit)
 	}
-	s.writeUserList(w, r, users, show)
-}
-
-// writeUserList writes users as a bare JSON array, embedding the goals of
-// the whole page (fetched in one query) when show asks for them.
-func (s *server) writeUserList(w http.ResponseWriter, r *http.Request, users []User, show userShow) {
 	var goals map[string][]Goal
 	if show.Goals {
-		ids := make([]string, len(users))
-		for i := range users {
-			ids[i] = users[i].ID
-		}
-		var err error
-		if goals, err = s.store.GoalsOfUsers(r.Context(), ids); err != nil {
-			writeError(w, r, s.log, err)
+		if goals, err = s.store.GoalsOfUsers(r.Context(), userIDs(users)); err != nil {
+			s.fail(w, r, err)
 			return
 		}
 	}
-	buf := getBuffer()
-	defer putBuffer(buf)
-	b := append(*buf, '[')
+	writeArray(w, r, len(users), func(b []byte, i int) []byte {
+		return appendUser(b, &users[i], show, goals[users[i].ID])
+	})
+}
+
+// userIDs lists the ids of users.
+func userIDs(users []User) []string {
+	ids := make([]string, len(users))
 	for i := range users {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendUser(b, &users[i], show, goals[users[i].ID])
+		ids[i] = users[i].ID
 	}
-	b = append(b, ']')
-	*buf = b
-	writeCacheable(w, r, http.StatusOK, b, listETag(b))
+	return ids
 }
 
 // handleCreateUser serves POST /api/users.
 func (s *server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
 	show, err := parseUserShow(r.URL.Query()["show"])
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	in, err := readUserInput(w, r, true)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
-	u, err := s.newUser(r.Context(), &in)
+	if err := s.hashPassword(r.Context(), &in); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	u, err := newUser(&in)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	if err := s.store.CreateUser(r.Context(), &u); err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	w.Header().Set("Location", "/api/users/"+u.ID)
 	s.writeUser(w, r, http.StatusCreated, &u, show)
 }
 
-// newUser builds a user from a validated create input, hashing the password
-// unless the caller already did.
-func (s *server) newUser(ctx context.Context, in *userInput) (User, error) {
-	if in.passwordHash == "" {
-		if err := s.hashPassword(ctx, in); err != nil {
-			return User{}, err
-		}
-	}
+// newUser builds a user with a new id from a validated create input whose
+// password is already hashed.
+func newUser(in *userInput) (User, error) {
 	id, err := newID()
 	if err != nil {
 		return User{}, err
@@ -211,7 +223,8 @@ func (s *server) newUser(ctx context.Context, in *userInput) (User, error) {
 }
 
 // hashPassword replaces the input's plain password by its hash, when one
-// was sent.
+// was sent. It runs before the write, never inside it: a hash takes tens
+// of milliseconds.
 func (s *server) hashPassword(ctx context.Context, in *userInput) error {
 	if !in.Password.Set || in.Password.Null {
 		return nil
@@ -226,19 +239,14 @@ func (s *server) hashPassword(ctx context.Context, in *userInput) error {
 
 // handleGetUser serves GET /api/users/{id}.
 func (s *server) handleGetUser(w http.ResponseWriter, r *http.Request) {
-	id, ok := parseID(r.PathValue("id"))
-	if !ok {
-		writeError(w, r, s.log, errUserNotFound)
-		return
-	}
-	show, err := parseUserShow(r.URL.Query()["show"])
+	id, show, err := userRoute(r)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	u, err := s.store.GetUser(r.Context(), id, show)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	s.writeUser(w, r, http.StatusOK, &u, show)
@@ -248,42 +256,37 @@ func (s *server) handleGetUser(w http.ResponseWriter, r *http.Request) {
 func (s *server) handleGetUserByUsername(w http.ResponseWriter, r *http.Request, name string) {
 	show, err := parseUserShow(r.URL.Query()["show"])
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	u, err := s.store.GetUserByUsername(r.Context(), name, show)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	s.writeUser(w, r, http.StatusOK, &u, show)
 }
 
 // handleUpdateUser serves PUT and PATCH /api/users/{id}: both change only
-// the fields present in the body.
+// the fields present in the body, after If-Match (when sent) matches.
 func (s *server) handleUpdateUser(w http.ResponseWriter, r *http.Request) {
-	id, ok := parseID(r.PathValue("id"))
-	if !ok {
-		writeError(w, r, s.log, errUserNotFound)
-		return
-	}
-	show, err := parseUserShow(r.URL.Query()["show"])
+	id, show, err := userRoute(r)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	in, err := readUserInput(w, r, false)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	if err := s.hashPassword(r.Context(), &in); err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	u, err := s.store.UpdateUser(r.Context(), id, &in, ifMatchCheck(r))
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	s.writeUser(w, r, http.StatusOK, &u, show)
@@ -294,43 +297,33 @@ func (s *server) handleUpdateUser(w http.ResponseWriter, r *http.Request) {
 func (s *server) handlePutUserByUsername(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("username")
 	if err := validateUsername(name); err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	show, err := parseUserShow(r.URL.Query()["show"])
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	in, err := readUserInput(w, r, false)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	if in.Username.Set && !strings.EqualFold(in.Username.Value, name) {
-		writeError(w, r, s.log, fieldErrors{"username": "must match the username in the path"})
+		s.fail(w, r, fieldErrors{"username": "must match the username in the path"})
 		return
 	}
 	if err := s.hashPassword(r.Context(), &in); err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	check := ifMatchCheck(r)
-	u, created, err := s.store.PutUserByUsername(r.Context(), name, &in, check, func(in *userInput) (User, error) {
-		if check != nil {
-			return User{}, errPreconditionFailed // If-Match names a version; there is none
-		}
-		if in.passwordHash == "" {
-			return User{}, fieldErrors{"password": "cannot be blank"}
-		}
-		create := *in
-		if !create.Username.Set {
-			create.Username = optional[string]{Set: true, Value: name}
-		}
-		return s.newUser(r.Context(), &create)
+	u, created, err := s.store.PutUserByUsername(r.Context(), name, &in, check, func() (User, error) {
+		return userToCreate(name, in, check != nil)
 	})
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	status := http.StatusOK
@@ -339,6 +332,22 @@ func (s *server) handlePutUserByUsername(w http.ResponseWriter, r *http.Request)
 		w.Header().Set("Location", "/api/users/"+u.ID)
 	}
 	s.writeUser(w, r, status, &u, show)
+}
+
+// userToCreate is the user an upsert creates when name is free: the body
+// must then hold a password, and an If-Match (which names a version that
+// cannot exist) fails.
+func userToCreate(name string, in userInput, ifMatch bool) (User, error) {
+	if ifMatch {
+		return User{}, errPreconditionFailed
+	}
+	if in.passwordHash == "" {
+		return User{}, fieldErrors{"password": "cannot be blank"}
+	}
+	if !in.Username.Set {
+		in.Username = optional[string]{Set: true, Value: name}
+	}
+	return newUser(&in)
 }
 
 // validateUsername applies the username rules to a name from a path.
@@ -351,11 +360,11 @@ func validateUsername(name string) error {
 func (s *server) handleDeleteUser(w http.ResponseWriter, r *http.Request) {
 	id, ok := parseID(r.PathValue("id"))
 	if !ok {
-		writeError(w, r, s.log, errUserNotFound)
+		s.fail(w, r, errUserNotFound)
 		return
 	}
 	if err := s.store.DeleteUser(r.Context(), id, ifMatchCheck(r)); err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -370,27 +379,25 @@ func (s *server) handleAuthenticate(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	obj, err := decodeJSONObject(w, r)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	c, err := decodeCredentials(obj)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
-	if locked, wait := s.lockout.locked(c.Username.Value); locked {
+	done, wait, ok := s.lockout.begin(c.Username.Value)
+	if !ok {
 		tooManyRequests(w, r, s.log, wait, errLockedOut)
 		return
 	}
 	u, err := s.checkPassword(r.Context(), c.Username.Value, c.Password.Value)
-	if errors.Is(err, errBadLogin) {
-		s.lockout.fail(c.Username.Value)
-	}
+	done(err == nil, errors.Is(err, errBadLogin))
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
-	s.lockout.succeed(c.Username.Value)
 	s.writeUser(w, r, http.StatusOK, &u, userShow{})
 }
 
@@ -417,25 +424,19 @@ func (s *server) checkPassword(ctx context.Context, username, password string) (
 	return u, nil
 }
 
-// writeUser writes {"user": {...}} with status, embedding the user's goals
-// when show asks for them.
+// writeUser writes {"user": {...}} with status and its ETag, embedding the
+// user's goals when show asks for them.
 func (s *server) writeUser(w http.ResponseWriter, r *http.Request, status int, u *User, show userShow) {
 	var goals []Goal
 	if show.Goals {
 		byUser, err := s.store.GoalsOfUsers(r.Context(), []string{u.ID})
 		if err != nil {
-			writeError(w, r, s.log, err)
+			s.fail(w, r, err)
 			return
 		}
 		goals = byUser[u.ID]
 	}
-	buf := getBuffer()
-	defer putBuffer(buf)
-	b := append(*buf, `{"user":`...)
-	b = appendUser(b, u, show, goals)
-	b = append(b, '}')
-	*buf = b
-	writeCacheable(w, r, status, b, resourceETag(u.Version, b))
+	writeObject(w, r, status, `{"user":`, u.Version, func(b []byte) []byte { return appendUser(b, u, show, goals) })
 }
 
 // readUserInput decodes and validates a user body; creating makes the
@@ -452,62 +453,20 @@ func readUserInput(w http.ResponseWriter, r *http.Request, creating bool) (userI
 	return in, in.validate(creating)
 }
 
-// pageQuery is the parsed ?limit= and ?after= of a list.
-type pageQuery struct {
-	Limit int
-	After string
-}
+// ---- goals ----
 
-const (
-	defaultLimit = 100
-	maxLimit     = 1000
-)
-
-// parseListQuery reads ?limit= (a plain decimal 1–1000, default 100) and
-// ?after= (an id).
-func parseListQuery(q url.Values) (pageQuery, error) {
-	p := pageQuery{Limit: defaultLimit}
-	errs := fieldErrors{}
-	if q.Has("limit") {
-		n, err := parseLimit(q.Get("limit"))
-		if err != nil {
-			errs["limit"] = err.Error()
-		}
-		p.Limit = n
+// goalRoute reads ?show= and the {id} of a goal route; a malformed id is
+// a 404, like an unknown one.
+func goalRoute(r *http.Request) (string, goalShow, error) {
+	show, err := parseGoalShow(r.URL.Query()["show"])
+	if err != nil {
+		return "", show, err
 	}
-	if q.Has("after") {
-		id, ok := parseID(q.Get("after"))
-		if !ok {
-			errs["after"] = "must be an id from a previous page"
-		}
-		p.After = id
+	id, ok := parseID(r.PathValue("id"))
+	if !ok {
+		return "", show, errGoalNotFound
 	}
-	if len(errs) > 0 {
-		return p, errs
-	}
-	return p, nil
-}
-
-// parseLimit accepts only plain decimal digits between 1 and maxLimit.
-func parseLimit(s string) (int, error) {
-	errLimit := fmt.Errorf("must be an integer between 1 and %d", maxLimit)
-	if s == "" || len(s) > 4 || strings.TrimLeft(s, "0123456789") != "" {
-		return 0, errLimit
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 || n > maxLimit {
-		return 0, errLimit
-	}
-	return n, nil
-}
-
-// setNextLink adds Link: <…?after=last&limit=n>; rel="next", keeping the
-// request's other query parameters.
-func setNextLink(w http.ResponseWriter, r *http.Request, last string, limit int) {
-	q := r.URL.Query()
-	q.Set("after", last)
-	q.Set("limit", strconv.Itoa(limit))
-	w.Header().Set("Link", "<"+r.URL.Path+"?"+q.Encode()+`>; rel="next"`)
+	return id, show, nil
 }
 
 // handleListUserGoals serves GET /api/users/{id}/goals: a page of one
@@ -515,16 +474,16 @@ func setNextLink(w http.ResponseWriter, r *http.Request, last string, limit int)
 func (s *server) handleListUserGoals(w http.ResponseWriter, r *http.Request) {
 	id, ok := parseID(r.PathValue("id"))
 	if !ok {
-		writeError(w, r, s.log, errUserNotFound)
+		s.fail(w, r, errUserNotFound)
 		return
 	}
 	exists, err := s.store.UserExists(r.Context(), id)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	if !exists {
-		writeError(w, r, s.log, errUserNotFound)
+		s.fail(w, r, errUserNotFound)
 		return
 	}
 	s.listGoals(w, r, &id)
@@ -536,7 +495,7 @@ func (s *server) handleListGoals(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Has("user_id") {
 		id, ok := parseID(r.URL.Query().Get("user_id"))
 		if !ok {
-			writeError(w, r, s.log, fieldErrors{"user_id": "must be a user id"})
+			s.fail(w, r, fieldErrors{"user_id": "must be a user id"})
 			return
 		}
 		userID = &id
@@ -545,82 +504,85 @@ func (s *server) handleListGoals(w http.ResponseWriter, r *http.Request) {
 }
 
 // listGoals writes one page of goals (of userID when given) as a bare
-// array, with a Link to the next page.
+// array, with a Link to the next page and owners embedded when asked.
 func (s *server) listGoals(w http.ResponseWriter, r *http.Request, userID *string) {
-	q, err := parseListQuery(r.URL.Query())
+	query := r.URL.Query()
+	pg, err := parsePage(query)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
-	show, err := parseGoalShow(r.URL.Query()["show"])
+	show, err := parseGoalShow(query["show"])
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
-	goals, err := s.store.ListGoals(r.Context(), listQuery{After: q.After, Limit: q.Limit + 1}, userID)
+	goals, err := s.store.ListGoals(r.Context(), pg.plusOne(), userID)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
-	if len(goals) > q.Limit {
-		goals = goals[:q.Limit]
-		setNextLink(w, r, goals[len(goals)-1].ID, q.Limit)
+	if len(goals) > pg.Limit {
+		goals = goals[:pg.Limit]
+		setNextLink(w, r, query, goals[len(goals)-1].ID, pg.Limit)
 	}
 	var owners map[string]User
 	if show.User {
-		ids := make([]string, 0, len(goals))
-		for i := range goals {
-			ids = append(ids, goals[i].UserID)
-		}
-		if owners, err = s.store.UsersByID(r.Context(), ids, ownerShow(show)); err != nil {
-			writeError(w, r, s.log, err)
+		if owners, err = s.store.UsersByID(r.Context(), ownerIDs(goals), ownerShow(show)); err != nil {
+			s.fail(w, r, err)
 			return
 		}
 	}
-	buf := getBuffer()
-	defer putBuffer(buf)
-	b := append(*buf, '[')
-	for i := range goals {
-		if i > 0 {
-			b = append(b, ',')
-		}
+	writeArray(w, r, len(goals), func(b []byte, i int) []byte {
 		var owner *User
 		if u, ok := owners[goals[i].UserID]; ok {
 			owner = &u
 		}
-		b = appendGoal(b, &goals[i], show, owner)
+		return appendGoal(b, &goals[i], show, owner)
+	})
+}
+
+// ownerIDs lists the distinct owners of goals.
+func ownerIDs(goals []Goal) []string {
+	ids := make([]string, 0, len(goals))
+	for i := range goals {
+		ids = append(ids, goals[i].UserID)
 	}
-	b = append(b, ']')
-	*buf = b
-	writeCacheable(w, r, http.StatusOK, b, listETag(b))
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
+
+// ownerShow is what a goal's embedded owner shows.
+func ownerShow(show goalShow) userShow {
+	return userShow{Email: show.UserEmail, FullName: show.UserFullName}
 }
 
 // handleCreateGoal serves POST /api/users/{id}/goals.
 func (s *server) handleCreateGoal(w http.ResponseWriter, r *http.Request) {
-	userID, ok := parseID(r.PathValue("id"))
-	if !ok {
-		writeError(w, r, s.log, errUserNotFound)
-		return
-	}
 	show, err := parseGoalShow(r.URL.Query()["show"])
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
+		return
+	}
+	userID, ok := parseID(r.PathValue("id"))
+	if !ok {
+		s.fail(w, r, errUserNotFound)
 		return
 	}
 	in, err := readGoalInput(w, r, true)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	id, err := newID()
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	g := Goal{ID: id, UserID: userID, Period: "day"}
 	in.apply(&g)
 	if err := s.store.CreateGoal(r.Context(), &g); err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	w.Header().Set("Location", "/api/goals/"+g.ID)
@@ -629,19 +591,14 @@ func (s *server) handleCreateGoal(w http.ResponseWriter, r *http.Request) {
 
 // handleGetGoal serves GET /api/goals/{id}.
 func (s *server) handleGetGoal(w http.ResponseWriter, r *http.Request) {
-	id, ok := parseID(r.PathValue("id"))
-	if !ok {
-		writeError(w, r, s.log, errGoalNotFound)
-		return
-	}
-	show, err := parseGoalShow(r.URL.Query()["show"])
+	id, show, err := goalRoute(r)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	g, err := s.store.GetGoal(r.Context(), id)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	s.writeGoal(w, r, http.StatusOK, &g, show)
@@ -650,24 +607,19 @@ func (s *server) handleGetGoal(w http.ResponseWriter, r *http.Request) {
 // handleUpdateGoal serves PUT and PATCH /api/goals/{id}: both change only
 // the fields present; user_id in the body is ignored.
 func (s *server) handleUpdateGoal(w http.ResponseWriter, r *http.Request) {
-	id, ok := parseID(r.PathValue("id"))
-	if !ok {
-		writeError(w, r, s.log, errGoalNotFound)
-		return
-	}
-	show, err := parseGoalShow(r.URL.Query()["show"])
+	id, show, err := goalRoute(r)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	in, err := readGoalInput(w, r, false)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	g, err := s.store.UpdateGoal(r.Context(), id, &in, ifMatchCheck(r))
 	if err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	s.writeGoal(w, r, http.StatusOK, &g, show)
@@ -677,40 +629,29 @@ func (s *server) handleUpdateGoal(w http.ResponseWriter, r *http.Request) {
 func (s *server) handleDeleteGoal(w http.ResponseWriter, r *http.Request) {
 	id, ok := parseID(r.PathValue("id"))
 	if !ok {
-		writeError(w, r, s.log, errGoalNotFound)
+		s.fail(w, r, errGoalNotFound)
 		return
 	}
 	if err := s.store.DeleteGoal(r.Context(), id, ifMatchCheck(r)); err != nil {
-		writeError(w, r, s.log, err)
+		s.fail(w, r, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// writeGoal writes {"goal": {...}} with status, embedding its owner when
-// show asks for it.
+// writeGoal writes {"goal": {...}} with status and its ETag, embedding its
+// owner when show asks for it.
 func (s *server) writeGoal(w http.ResponseWriter, r *http.Request, status int, g *Goal, show goalShow) {
 	var owner *User
 	if show.User {
 		u, err := s.store.GetUser(r.Context(), g.UserID, ownerShow(show))
 		if err != nil {
-			writeError(w, r, s.log, err)
+			s.fail(w, r, err)
 			return
 		}
 		owner = &u
 	}
-	buf := getBuffer()
-	defer putBuffer(buf)
-	b := append(*buf, `{"goal":`...)
-	b = appendGoal(b, g, show, owner)
-	b = append(b, '}')
-	*buf = b
-	writeCacheable(w, r, status, b, resourceETag(g.Version, b))
-}
-
-// ownerShow is what a goal's embedded owner shows.
-func ownerShow(show goalShow) userShow {
-	return userShow{Email: show.UserEmail, FullName: show.UserFullName}
+	writeObject(w, r, status, `{"goal":`, g.Version, func(b []byte) []byte { return appendGoal(b, g, show, owner) })
 }
 
 // readGoalInput decodes and validates a goal body; creating makes the
@@ -725,4 +666,59 @@ func readGoalInput(w http.ResponseWriter, r *http.Request, creating bool) (goalI
 		return in, err
 	}
 	return in, in.validate(creating)
+}
+
+// ---- paging ----
+
+const (
+	defaultLimit = 100
+	maxLimit     = 1000
+)
+
+// parsePage reads ?limit= (a plain decimal 1–1000, default 100) and
+// ?after= (an id from a previous page).
+func parsePage(q url.Values) (page, error) {
+	pg := page{Limit: defaultLimit}
+	errs := fieldErrors{}
+	if q.Has("limit") {
+		n, err := parseLimit(q.Get("limit"))
+		if err != nil {
+			errs["limit"] = err.Error()
+		}
+		pg.Limit = n
+	}
+	if q.Has("after") {
+		id, ok := parseID(q.Get("after"))
+		if !ok {
+			errs["after"] = "must be an id from a previous page"
+		}
+		pg.After = id
+	}
+	if len(errs) > 0 {
+		return pg, errs
+	}
+	return pg, nil
+}
+
+// parseLimit accepts only plain decimal digits, between 1 and maxLimit.
+func parseLimit(s string) (int, error) {
+	errLimit := fmt.Errorf("must be an integer between 1 and %d", maxLimit)
+	digits := strings.TrimLeft(s, "0")
+	if s == "" || len(digits) > 4 || strings.TrimLeft(digits, "0123456789") != "" {
+		return 0, errLimit
+	}
+	n, err := strconv.Atoi(digits)
+	if err != nil || n < 1 || n > maxLimit {
+		return 0, errLimit
+	}
+	return n, nil
+}
+
+// setNextLink adds Link: <…?after=last&limit=n>; rel="next", keeping the
+// request's other query parameters.
+func setNextLink(w http.ResponseWriter, r *http.Request, query url.Values, last string, limit int) {
+	q := maps.Clone(query)
+	q.Set("after", last)
+	q.Set("limit", strconv.Itoa(limit))
+	w.Header().Set("Link", "<"+r.URL.Path+"?"+q.Encode()+`>; rel="next"`)
 }

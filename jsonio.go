@@ -79,6 +79,34 @@ func bodyError(err error) error {
 // header's value slice, and assigning it saves an allocation a request.
 var jsonContentType = []string{"application/json"}
 
+// writeObject writes prefix (`{"user":`), the object appendObj writes, and
+// "}", with status and the resource's ETag.
+func writeObject(w http.ResponseWriter, r *http.Request, status int, prefix string, version int64, appendObj func([]byte) []byte) {
+	buf := getBuffer()
+	defer putBuffer(buf)
+	b := appendObj(append(*buf, prefix...))
+	b = append(b, '}')
+	*buf = b
+	writeCacheable(w, r, status, b, resourceETag(version, b))
+}
+
+// writeArray writes a bare JSON array of n items, each written by
+// appendItem, with the page's ETag.
+func writeArray(w http.ResponseWriter, r *http.Request, n int, appendItem func(b []byte, i int) []byte) {
+	buf := getBuffer()
+	defer putBuffer(buf)
+	b := append(*buf, '[')
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendItem(b, i)
+	}
+	b = append(b, ']')
+	*buf = b
+	writeCacheable(w, r, http.StatusOK, b, listETag(b))
+}
+
 // writeJSON writes body, already marshalled, with status.
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()

@@ -123,69 +123,76 @@ func (l *clientLimits) size() int {
 
 // loginLockout counts failed authenticates per username (without regard to
 // case) in a fixed window; at max the username is locked until the window
-// ends, whatever password is sent.
+// ends, whatever password is sent. Attempts still being checked count too,
+// so a burst of concurrent guesses cannot slip past the limit.
 type loginLockout struct {
 	now func() time.Time
 	max int // 0: off
 
 	mu        sync.Mutex
-	failures  map[string]*loginFailures
+	names     map[string]*loginAttempts
 	lastSweep time.Time
 }
 
-// loginFailures is one username's failures in the current window.
-type loginFailures struct {
-	start time.Time
-	n     int
+// loginAttempts is one username's failures in the current window and its
+// attempts in flight.
+type loginAttempts struct {
+	start    time.Time
+	failures int
+	inFlight int
 }
 
 func newLoginLockout(now func() time.Time, max int) *loginLockout {
-	return &loginLockout{now: now, max: max, failures: map[string]*loginFailures{}}
+	return &loginLockout{now: now, max: max, names: map[string]*loginAttempts{}}
 }
 
-// locked reports whether username is locked out, and for how long.
-func (l *loginLockout) locked(username string) (bool, time.Duration) {
+// begin reserves an attempt for username. When the username is locked it
+// returns ok false and how long to wait; otherwise the caller must call
+// done with the outcome (an internal error is neither success nor failure).
+func (l *loginLockout) begin(username string) (done func(success, failed bool), wait time.Duration, ok bool) {
 	if l.max <= 0 {
-		return false, 0
+		return func(bool, bool) {}, 0, true
 	}
+	key := strings.ToLower(username)
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.sweep(now)
-	f, ok := l.failures[strings.ToLower(username)]
-	if !ok || f.n < l.max {
-		return false, 0
+	a, found := l.names[key]
+	if !found {
+		a = &loginAttempts{start: now}
+		l.names[key] = a
 	}
-	until := f.start.Add(windowLogin)
-	if !now.Before(until) {
-		return false, 0
+	if now.Sub(a.start) >= windowLogin {
+		a.start, a.failures = now, 0
 	}
-	return true, until.Sub(now)
+	if a.failures+a.inFlight >= l.max {
+		if a.failures >= l.max {
+			wait = a.start.Add(windowLogin).Sub(now)
+		}
+		return nil, max(wait, time.Second), false
+	}
+	a.inFlight++
+	return func(success, failed bool) { l.finish(key, a, success, failed) }, 0, true
 }
 
-// fail records a failed authenticate for username.
-func (l *loginLockout) fail(username string) {
-	if l.max <= 0 {
-		return
-	}
-	now := l.now()
-	key := strings.ToLower(username)
+// finish records the outcome of an attempt begun on a.
+func (l *loginLockout) finish(key string, a *loginAttempts, success, failed bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	f, ok := l.failures[key]
-	if !ok || now.Sub(f.start) >= windowLogin {
-		f = &loginFailures{start: now}
-		l.failures[key] = f
+	a.inFlight--
+	switch {
+	case failed:
+		if a.failures == 0 {
+			a.start = l.now() // the window starts at the first failure
+		}
+		a.failures++
+	case success:
+		a.failures = 0
 	}
-	f.n++
-}
-
-// succeed clears username's failures; it is only reached when the username
-// is not locked, and touches no other username.
-func (l *loginLockout) succeed(username string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.failures, strings.ToLower(username))
+	if a.failures == 0 && a.inFlight == 0 && l.names[key] == a {
+		delete(l.names, key)
+	}
 }
 
 // sweep drops windows that have ended; l.mu must be held.
@@ -194,9 +201,9 @@ func (l *loginLockout) sweep(now time.Time) {
 		return
 	}
 	l.lastSweep = now
-	for k, f := range l.failures {
-		if now.Sub(f.start) >= windowLogin {
-			delete(l.failures, k)
+	for k, a := range l.names {
+		if a.inFlight == 0 && now.Sub(a.start) >= windowLogin {
+			delete(l.names, k)
 		}
 	}
 }

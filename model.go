@@ -142,35 +142,47 @@ type userInput struct {
 // and are ignored.
 var readOnlyFields = map[string]bool{"id": true, "created_at": true, "modified_at": true}
 
-// decodeUserInput maps a decoded JSON object onto userInput. Unknown fields
-// and wrong types are all reported at once.
-func decodeUserInput(obj map[string]json.RawMessage) (userInput, error) {
-	var in userInput
+// bodyFields maps the field names a body may hold to the decoder that
+// fills each one; a decoder returns a problem message, or "".
+type bodyFields map[string]func(raw json.RawMessage) string
+
+// field decodes into dst, naming the JSON type it wants in its message.
+func field[T any](dst *optional[T], want string) func(json.RawMessage) string {
+	return func(raw json.RawMessage) string { return decodeField(raw, dst, want) }
+}
+
+// decodeFields runs the decoder of every field in obj. Names in ignored
+// are skipped (read-only fields a client may send back); any other name is
+// an unknown field. Every problem is reported at once.
+func decodeFields(obj map[string]json.RawMessage, fields bodyFields, ignored map[string]bool) error {
 	errs := fieldErrors{}
 	for name, raw := range obj {
-		var msg string
-		switch name {
-		case "username":
-			msg = decodeField(raw, &in.Username, "a string")
-		case "email":
-			msg = decodeField(raw, &in.Email, "a string")
-		case "full_name":
-			msg = decodeField(raw, &in.FullName, "a string")
-		case "password":
-			msg = decodeField(raw, &in.Password, "a string")
-		default:
-			if !readOnlyFields[name] {
-				msg = "unknown field"
+		decode, known := fields[name]
+		switch {
+		case known:
+			if msg := decode(raw); msg != "" {
+				errs[name] = msg
 			}
-		}
-		if msg != "" {
-			errs[name] = msg
+		case !ignored[name]:
+			errs[name] = "unknown field"
 		}
 	}
 	if len(errs) > 0 {
-		return in, errs
+		return errs
 	}
-	return in, nil
+	return nil
+}
+
+// decodeUserInput maps a decoded JSON object onto userInput.
+func decodeUserInput(obj map[string]json.RawMessage) (userInput, error) {
+	var in userInput
+	err := decodeFields(obj, bodyFields{
+		"username":  field(&in.Username, "a string"),
+		"email":     field(&in.Email, "a string"),
+		"full_name": field(&in.FullName, "a string"),
+		"password":  field(&in.Password, "a string"),
+	}, readOnlyFields)
+	return in, err
 }
 
 var (
@@ -296,35 +308,20 @@ type goalInput struct {
 	Description   optional[string]
 }
 
-// decodeGoalInput maps a decoded JSON object onto goalInput. Unknown fields
-// and wrong types are all reported at once.
+// goalReadOnlyFields are the read-only fields of a goal: user_id comes
+// from the path when the goal is created and never changes.
+var goalReadOnlyFields = map[string]bool{"id": true, "created_at": true, "modified_at": true, "user_id": true}
+
+// decodeGoalInput maps a decoded JSON object onto goalInput.
 func decodeGoalInput(obj map[string]json.RawMessage) (goalInput, error) {
 	var in goalInput
-	errs := fieldErrors{}
-	for name, raw := range obj {
-		var msg string
-		switch name {
-		case "title":
-			msg = decodeField(raw, &in.Title, "a string")
-		case "period":
-			msg = decodeField(raw, &in.Period, "a string")
-		case "target_minutes":
-			msg = decodeField(raw, &in.TargetMinutes, "an integer")
-		case "description":
-			msg = decodeField(raw, &in.Description, "a string")
-		default:
-			if !readOnlyFields[name] && name != "user_id" {
-				msg = "unknown field"
-			}
-		}
-		if msg != "" {
-			errs[name] = msg
-		}
-	}
-	if len(errs) > 0 {
-		return in, errs
-	}
-	return in, nil
+	err := decodeFields(obj, bodyFields{
+		"title":          field(&in.Title, "a string"),
+		"period":         field(&in.Period, "a string"),
+		"target_minutes": field(&in.TargetMinutes, "an integer"),
+		"description":    field(&in.Description, "a string"),
+	}, goalReadOnlyFields)
+	return in, err
 }
 
 // validate checks every goal field at once; creating makes title and
@@ -360,31 +357,21 @@ type credentials struct {
 	Password optional[string]
 }
 
-// decodeCredentials maps a decoded JSON object onto credentials; both fields
-// are required strings and nothing else is allowed.
+// decodeCredentials maps a decoded JSON object onto credentials; both
+// fields are required strings and nothing else is allowed.
 func decodeCredentials(obj map[string]json.RawMessage) (credentials, error) {
 	var c credentials
-	errs := fieldErrors{}
-	for name, raw := range obj {
-		var msg string
-		switch name {
-		case "username":
-			msg = decodeField(raw, &c.Username, "a string")
-		case "password":
-			msg = decodeField(raw, &c.Password, "a string")
-		default:
-			msg = "unknown field"
-		}
-		if msg != "" {
-			errs[name] = msg
-		}
+	err := decodeFields(obj, bodyFields{
+		"username": field(&c.Username, "a string"),
+		"password": field(&c.Password, "a string"),
+	}, nil)
+	errs, _ := err.(fieldErrors)
+	if errs == nil {
+		errs = fieldErrors{}
 	}
-	for _, f := range []struct {
-		name string
-		v    optional[string]
-	}{{"username", c.Username}, {"password", c.Password}} {
-		if _, bad := errs[f.name]; !bad && (!f.v.Set || f.v.Null || f.v.Value == "") {
-			errs[f.name] = "cannot be blank"
+	for name, f := range map[string]optional[string]{"username": c.Username, "password": c.Password} {
+		if _, bad := errs[name]; !bad && (!f.Set || f.Null || f.Value == "") {
+			errs[name] = "cannot be blank"
 		}
 	}
 	if len(errs) > 0 {

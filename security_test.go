@@ -319,3 +319,32 @@ func TestRequestIDAndHeaders(t *testing.T) {
 		}
 	}
 }
+
+func TestConcurrentGuessesStayWithinTheLockout(t *testing.T) {
+	cfg := testConfig()
+	cfg.now, cfg.maxLoginFailures = newFakeClock().Now, 3
+	ts := newTestServerWith(t, cfg, filepath.Join(t.TempDir(), "g.db"))
+	ts.mustCreateUser(t, "zoe", "")
+	const n = 20
+	statuses := make(chan int, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			<-start
+			statuses <- ts.do(t, "POST", "/api/authenticate", fmt.Sprintf(`{"username":"zoe","password":"guess %d"}`, i)).status
+		}(i)
+	}
+	close(start)
+	wg.Wait()
+	close(statuses)
+	count := map[int]int{}
+	for s := range statuses {
+		count[s]++
+	}
+	if count[401] > 3 || count[401]+count[429] != n {
+		t.Fatalf("statuses = %v: at most 3 guesses may be checked, the rest refused", count)
+	}
+}

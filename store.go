@@ -336,11 +336,28 @@ func (s *store) queryGoals(ctx context.Context, prepared bool, query string, arg
 	return goals, rows.Err()
 }
 
-// listQuery is one page of a list: rows with id > After, at most Limit.
-type listQuery struct {
+// precondition checks a row's current version inside the write
+// transaction (If-Match); nil accepts any version.
+type precondition func(version int64) error
+
+// check runs p on version, accepting anything when p is nil.
+func (p precondition) check(version int64) error {
+	if p == nil {
+		return nil
+	}
+	return p(version)
+}
+
+// page is one page of a list: rows with id > After (all when ""), at most
+// Limit of them.
+type page struct {
 	After string
 	Limit int
 }
+
+// plusOne asks for one row more than the page holds, to learn whether a
+// next page exists.
+func (p page) plusOne() page { return page{After: p.After, Limit: p.Limit + 1} }
 
 // ---- users ----
 
@@ -423,7 +440,7 @@ func (s *store) GetCredentials(ctx context.Context, name string) (User, error) {
 // ListUsers returns one page of users in id order, reading the extras show
 // names; with username, only the one whose username matches it without
 // regard to case.
-func (s *store) ListUsers(ctx context.Context, q listQuery, username *string, show userShow) ([]User, error) {
+func (s *store) ListUsers(ctx context.Context, q page, username *string, show userShow) ([]User, error) {
 	query := "FROM users WHERE id > ?"
 	args := []any{q.After}
 	if username != nil {
@@ -471,22 +488,16 @@ func insertUser(ctx context.Context, tx *sqlx.Tx, u *User, now time.Time) error 
 	return nil
 }
 
-// UpdateUser applies in to the user with id after check (when given)
-// accepts its current version; it returns the updated user.
-func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, check func(version int64) error) (User, error) {
+// UpdateUser applies in to the user with id once pre accepts its current
+// version; it returns the updated user.
+func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre precondition) (User, error) {
 	var out User
 	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		u, err := txGetUser(ctx, tx, "id = ?", id)
 		if err != nil {
 			return err
 		}
-		if check != nil {
-			if err := check(u.Version); err != nil {
-				return err
-			}
-		}
-		in.apply(&u)
-		if err := updateUser(ctx, tx, &u, s.now()); err != nil {
+		if err := applyToUser(ctx, tx, &u, in, pre, s.now()); err != nil {
 			return err
 		}
 		out = u
@@ -495,16 +506,25 @@ func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, check 
 	return out, err
 }
 
+// applyToUser writes in onto u inside tx, once pre accepts u's version.
+func applyToUser(ctx context.Context, tx *sqlx.Tx, u *User, in *userInput, pre precondition, now time.Time) error {
+	if err := pre.check(u.Version); err != nil {
+		return err
+	}
+	in.apply(u)
+	return updateUser(ctx, tx, u, now)
+}
+
 // PutUserByUsername creates the user called name when none exists
-// (without regard to case) and otherwise updates it after check (when
+// (without regard to case) and otherwise updates it once pre (when
 // given) accepts its version. created says which.
 // Every write runs on the one writer, so concurrent calls create it once.
-func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInput, check func(version int64) error, newUser func(in *userInput) (User, error)) (out User, created bool, err error) {
+func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInput, pre precondition, toCreate func() (User, error)) (out User, created bool, err error) {
 	err = s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		created = false
 		u, err := txGetUser(ctx, tx, "lower(username) = lower(?)", name)
 		if errors.Is(err, errUserNotFound) {
-			nu, err := newUser(in)
+			nu, err := toCreate()
 			if err != nil {
 				return err
 			}
@@ -517,13 +537,7 @@ func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInpu
 		if err != nil {
 			return err
 		}
-		if check != nil {
-			if err := check(u.Version); err != nil {
-				return err
-			}
-		}
-		in.apply(&u)
-		if err := updateUser(ctx, tx, &u, s.now()); err != nil {
+		if err := applyToUser(ctx, tx, &u, in, pre, s.now()); err != nil {
 			return err
 		}
 		out = u
@@ -581,17 +595,15 @@ func userConflict(ctx context.Context, tx *sqlx.Tx, u *User) error {
 }
 
 // DeleteUser deletes the user with id, and its goals with it (ON DELETE
-// CASCADE), after check (when given) accepts its current version.
-func (s *store) DeleteUser(ctx context.Context, id string, check func(version int64) error) error {
+// CASCADE), once pre accepts its current version.
+func (s *store) DeleteUser(ctx context.Context, id string, pre precondition) error {
 	return s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		u, err := txGetUser(ctx, tx, "id = ?", id)
 		if err != nil {
 			return err
 		}
-		if check != nil {
-			if err := check(u.Version); err != nil {
-				return err
-			}
+		if err := pre.check(u.Version); err != nil {
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, "DELETE FROM users WHERE id = ?", id); err != nil {
 			return fmt.Errorf("delete user: %w", err)
@@ -636,7 +648,7 @@ func (s *store) GetGoal(ctx context.Context, id string) (Goal, error) {
 
 // ListGoals returns one page of goals in id order; with userID, only that
 // user's.
-func (s *store) ListGoals(ctx context.Context, q listQuery, userID *string) ([]Goal, error) {
+func (s *store) ListGoals(ctx context.Context, q page, userID *string) ([]Goal, error) {
 	query := "SELECT " + goalColumns + " FROM goals WHERE id > ?"
 	args := []any{q.After}
 	if userID != nil {
@@ -723,19 +735,17 @@ func (s *store) CreateGoal(ctx context.Context, g *Goal) error {
 	return nil
 }
 
-// UpdateGoal applies in to the goal with id after check (when given)
+// UpdateGoal applies in to the goal with id once pre (when given)
 // accepts its current version; it returns the updated goal.
-func (s *store) UpdateGoal(ctx context.Context, id string, in *goalInput, check func(version int64) error) (Goal, error) {
+func (s *store) UpdateGoal(ctx context.Context, id string, in *goalInput, pre precondition) (Goal, error) {
 	var out Goal
 	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		g, err := txGetGoal(ctx, tx, id)
 		if err != nil {
 			return err
 		}
-		if check != nil {
-			if err := check(g.Version); err != nil {
-				return err
-			}
+		if err := pre.check(g.Version); err != nil {
+			return err
 		}
 		in.apply(&g)
 		g.Version++
@@ -752,18 +762,16 @@ func (s *store) UpdateGoal(ctx context.Context, id string, in *goalInput, check 
 	return out, err
 }
 
-// DeleteGoal deletes the goal with id after check (when given) accepts its
+// DeleteGoal deletes the goal with id once pre (when given) accepts its
 // current version.
-func (s *store) DeleteGoal(ctx context.Context, id string, check func(version int64) error) error {
+func (s *store) DeleteGoal(ctx context.Context, id string, pre precondition) error {
 	return s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		g, err := txGetGoal(ctx, tx, id)
 		if err != nil {
 			return err
 		}
-		if check != nil {
-			if err := check(g.Version); err != nil {
-				return err
-			}
+		if err := pre.check(g.Version); err != nil {
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, "DELETE FROM goals WHERE id = ?", id); err != nil {
 			return fmt.Errorf("delete goal: %w", err)
