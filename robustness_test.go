@@ -14,9 +14,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -250,19 +252,39 @@ func isTimeout(err error) bool {
 }
 
 func TestUnreadableDatabaseFile(t *testing.T) {
-	if os.Geteuid() == 0 {
-		t.Skip("root reads any file; the permission check cannot fail")
-	}
-	path := filepath.Join(t.TempDir(), "locked.db")
+	// Root reads any file, so as root the binary is run as nobody instead.
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	os.Chmod(filepath.Dir(dir), 0o755)
+	path := filepath.Join(dir, "locked.db")
 	st, err := openStore(context.Background(), path, storeOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	st.Close()
-	os.Chmod(path, 0)
-	err = run(context.Background(), []string{"usersvc", "-addr", "127.0.0.1:0", "-db", path}, envOf(), io.Discard, io.Discard)
-	if err == nil || strings.Contains(err.Error(), "\n") {
-		t.Fatalf("unreadable file: err = %v, want one line", err)
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() != 0 {
+		os.Chmod(path, 0)
+		err := run(context.Background(), []string{"usersvc", "-addr", "127.0.0.1:0", "-db", path}, envOf(), io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "permission denied") || strings.Contains(err.Error(), "\n") {
+			t.Fatalf("unreadable file: err = %v, want one line saying permission denied", err)
+		}
+		return
+	}
+	bin := buildTestBinary(t)
+	os.Chmod(filepath.Dir(bin), 0o755)
+	cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-db", path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("unreadable file: %v, want exit status 1; output %s", err, out)
+	}
+	msg := strings.TrimSpace(string(out))
+	if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "permission denied") || strings.Contains(msg, "panic") {
+		t.Fatalf("unreadable file: output %q, want one line saying permission denied", msg)
 	}
 }
 

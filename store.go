@@ -114,17 +114,28 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 	return s, nil
 }
 
-// checkDBPath gives a clear error for the two mistakes SQLite reports badly:
-// a missing folder, and a path that is a folder.
+// checkDBPath gives a clear error for the mistakes SQLite reports badly: a
+// missing folder, a path that is a folder, a file we may not read and write.
 func checkDBPath(path string) error {
 	dir := filepath.Dir(path)
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+	switch st, err := os.Stat(dir); {
+	case errors.Is(err, os.ErrNotExist) || err == nil && !st.IsDir():
 		return fmt.Errorf("database folder %s does not exist", dir)
+	case err != nil:
+		return fmt.Errorf("cannot reach the database folder: %w", err)
 	}
-	if st, err := os.Stat(path); err == nil && st.IsDir() {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil // missing: it will be created
+	}
+	if st.IsDir() {
 		return fmt.Errorf("database path %s is a folder, not a file", path)
 	}
-	return nil
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("cannot read and write the database file: %w", err)
+	}
+	return f.Close()
 }
 
 // Close stops taking writes, commits the ones queued, and closes the
