@@ -89,7 +89,7 @@ func buildUsersDB(path string, n int) error {
 	if err := st.Close(); err != nil {
 		return err
 	}
-	db, err := sqlx.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(OFF)")
+	db, err := sqlx.Open("sqlite", uriPath(path)+"?_pragma=journal_mode(WAL)&_pragma=synchronous(OFF)")
 	if err != nil {
 		return err
 	}
@@ -125,7 +125,7 @@ func buildUsersDB(path string, n int) error {
 // fixtureIDs returns every user id of the fixture at path, in id order.
 func fixtureIDs(b *testing.B, path string) []string {
 	b.Helper()
-	db, err := sqlx.Open("sqlite", "file:"+path+"?mode=ro")
+	db, err := sqlx.Open("sqlite", uriPath(path)+"?mode=ro")
 	if err != nil {
 		b.Fatal(err)
 	}

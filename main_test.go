@@ -223,3 +223,19 @@ func TestRunStartupErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestDatabasePathWithURICharacters(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "odd %41 #dir?")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "users?%20#.db")
+	ts := newTestServerWith(t, testConfig(), path)
+	ts.mustCreateUser(t, "zoe", "")
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the database is not at the path asked for: %v", err)
+	}
+	if err := backupDatabase(context.Background(), path, filepath.Join(dir, "copy?.db")); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -69,7 +69,13 @@ func dsn(path string, extra url.Values) string {
 	for k, v := range extra {
 		q[k] = append(q[k], v...)
 	}
-	return "file:" + path + "?" + q.Encode()
+	return uriPath(path) + "?" + q.Encode()
+}
+
+// uriPath is path as a SQLite file: URI, escaping the characters a URI
+// gives meaning to ("%", "?" and "#"), so any file name opens that file.
+func uriPath(path string) string {
+	return "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
 }
 
 // openStore opens (creating when missing) the database at path, applies the
@@ -841,7 +847,7 @@ func backupDatabase(ctx context.Context, src, dst string) error {
 // checkIntegrity runs PRAGMA integrity_check and foreign_key_check on the
 // database at path.
 func checkIntegrity(ctx context.Context, path string) error {
-	db, err := sqlx.Open("sqlite", "file:"+path+"?mode=ro")
+	db, err := sqlx.Open("sqlite", uriPath(path)+"?mode=ro")
 	if err != nil {
 		return fmt.Errorf("open %s: %w", path, err)
 	}
