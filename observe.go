@@ -63,6 +63,17 @@ func routeLabel(r *http.Request) string {
 	return r.Pattern
 }
 
+// methodLabel is the request method for metrics, with anything outside the
+// standard methods as "OTHER", so made-up methods cannot grow the label set.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+		http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return method
+	}
+	return "OTHER"
+}
+
 // withObservability counts, times and logs every request: one access log
 // line with method, route, status, bytes, duration, client address and
 // request id. Bodies, passwords and tokens are never logged.
@@ -79,8 +90,9 @@ func withObservability(m *metrics, log *slog.Logger, trustProxy bool, next http.
 			status = http.StatusOK
 		}
 		route := routeLabel(r)
-		m.requests.WithLabelValues(r.Method, route, strconv.Itoa(status)).Inc()
-		m.duration.WithLabelValues(r.Method, route).Observe(elapsed.Seconds())
+		method := methodLabel(r.Method)
+		m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
+		m.duration.WithLabelValues(method, route).Observe(elapsed.Seconds())
 		log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 			slog.String("method", r.Method),
 			slog.String("route", route),

@@ -41,6 +41,9 @@ func TestMetrics(t *testing.T) {
 	ts.do(t, "GET", "/api/users/"+b, "")
 	ts.do(t, "GET", "/api/users/by-username/zoe", "")
 	ts.do(t, "GET", "/nope/"+a, "")
+	for _, m := range []string{"BREW", "XYZZY"} {
+		ts.do(t, m, "/api/users", "")
+	}
 	r := ts.do(t, "GET", "/metrics", "")
 	if r.status != 200 || !strings.HasPrefix(r.header.Get("Content-Type"), "text/plain") {
 		t.Fatalf("/metrics: %d %s", r.status, r.header.Get("Content-Type"))
@@ -51,6 +54,7 @@ func TestMetrics(t *testing.T) {
 		`http_requests_total{code="201",method="POST",route="POST /api/users"} 2`,
 		`http_requests_total{code="200",method="GET",route="GET /api/users/by-username/{username}"} 1`,
 		`http_requests_total{code="404",method="GET",route="unmatched"} 1`,
+		`http_requests_total{code="405",method="OTHER",route="unmatched"} 2`,
 		`http_request_duration_seconds_bucket{method="GET",route="GET /api/users/{id}",le="+Inf"} 2`,
 		`http_requests_in_flight 1`,
 		`go_sql_open_connections{db_name="reader"}`,
@@ -63,8 +67,8 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
-	if strings.Contains(text, a) {
-		t.Error("/metrics holds a raw id: labels must be route patterns")
+	if strings.Contains(text, a) || strings.Contains(text, "BREW") {
+		t.Error("/metrics holds a raw id or method: labels must be bounded")
 	}
 }
 
