@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -642,4 +643,27 @@ func TestReadsAfterAcknowledgedWritesAreFresh(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+}
+
+func TestTimestampsAreUTCMillisecondsFromTheClock(t *testing.T) {
+	zone := time.FixedZone("UTC+2", 2*60*60)
+	now := time.Date(2026, 11, 25, 13, 42, 41, 123456789, zone)
+	st, err := openStore(t.Context(), filepath.Join(t.TempDir(), "clock.db"), storeOptions{now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	u := User{ID: "01939f5e-0000-7000-8000-000000000001", Username: "zoe", PasswordHash: "x"}
+	if err := st.CreateUser(t.Context(), &u); err != nil {
+		t.Fatal(err)
+	}
+	if u.CreatedAt != "2026-11-25T11:42:41.123Z" || u.ModifiedAt != u.CreatedAt || u.Version != 1 {
+		t.Fatalf("created_at %q, modified_at %q, version %d", u.CreatedAt, u.ModifiedAt, u.Version)
+	}
+	now = now.Add(30 * time.Millisecond)
+	in := userInput{FullName: optional[string]{Set: true, Value: "Zoe"}}
+	got, err := st.UpdateUser(t.Context(), u.ID, &in, nil)
+	if err != nil || got.ModifiedAt != "2026-11-25T11:42:41.153Z" || got.CreatedAt != u.CreatedAt || got.Version != 2 {
+		t.Fatalf("after update: %+v, %v", got, err)
+	}
 }

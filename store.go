@@ -53,9 +53,13 @@ type store struct {
 
 // storeOptions tune openStore; the zero value is the production setting.
 type storeOptions struct {
-	now       func() time.Time
-	readConns int
+	now func() time.Time // the clock of created_at and modified_at; nil is time.Now
 }
+
+// readConns is the size of the read pool: enough for reads to overlap on
+// 2 cores while one waits on the disk. Each holds its own SQLite page cache
+// (about 2 MiB), which counts against the 64 MiB RSS budget.
+const readConns = 4
 
 // sqlitePragmas are set on every connection through the DSN, so each pooled
 // connection gets them: WAL so readers never block the writer, FULL so an
@@ -101,12 +105,8 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 		writeDB.Close()
 		return nil, fmt.Errorf("open database %s for reading: %w", path, err)
 	}
-	conns := opts.readConns
-	if conns <= 0 {
-		conns = 4
-	}
-	readDB.SetMaxOpenConns(conns)
-	readDB.SetMaxIdleConns(conns)
+	readDB.SetMaxOpenConns(readConns)
+	readDB.SetMaxIdleConns(readConns)
 	readDB.SetConnMaxIdleTime(0)
 	now := opts.now
 	if now == nil {
