@@ -5,7 +5,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -361,10 +360,15 @@ func BenchmarkCeilingPatch(b *testing.B)    { benchCeiling(b, ceilingPatch) }
 
 // ---- the API ----
 
+// fixtureAPI serves the API on the fixture of n users and returns its ids.
+func fixtureAPI(b *testing.B, n int) (base string, ids []string) {
+	b.Helper()
+	path := usersFixture(b, n)
+	return benchAPI(b, path), fixtureIDs(b, path)
+}
+
 func BenchmarkGetUser(b *testing.B) {
-	path := usersFixture(b, 100_000)
-	ids := fixtureIDs(b, path)
-	base := benchAPI(b, path)
+	base, ids := fixtureAPI(b, 100_000)
 	rate := runParallel(b, func(rng *rand.Rand) request {
 		return request{"GET", base + "/api/users/" + ids[rng.IntN(len(ids))], ""}
 	}, http.StatusOK)
@@ -372,9 +376,7 @@ func BenchmarkGetUser(b *testing.B) {
 }
 
 func BenchmarkListUsers(b *testing.B) {
-	path := usersFixture(b, 100_000)
-	ids := fixtureIDs(b, path)
-	base := benchAPI(b, path)
+	base, ids := fixtureAPI(b, 100_000)
 	last := len(ids) - 101 // every page is a full 100
 	rate := runParallel(b, func(rng *rand.Rand) request {
 		return request{"GET", base + "/api/users?limit=100&after=" + ids[rng.IntN(last)], ""}
@@ -386,9 +388,7 @@ func BenchmarkListUsers(b *testing.B) {
 // ratio compares that page with the first one, both measured the same way
 // and interleaved, so drift on a shared machine falls on both alike.
 func BenchmarkListUsersDeep(b *testing.B) {
-	path := usersFixture(b, 1_000_000)
-	ids := fixtureIDs(b, path)
-	base := benchAPI(b, path)
+	base, ids := fixtureAPI(b, 1_000_000)
 	deep := func(*rand.Rand) request {
 		return request{"GET", base + "/api/users?limit=100&after=" + ids[900_000-1], ""}
 	}
@@ -417,39 +417,19 @@ func BenchmarkPatchUser(b *testing.B) {
 
 // ---- the real binary: memory, start-up ----
 
-var listenLine = regexp.MustCompile(`msg=serving addr=(\S+)`)
-
 // process is a running usersvc.
 type process struct {
 	cmd  *exec.Cmd
 	base string
 }
 
-// startBinary runs usersvc on db with limits off and returns once it has
-// printed its address.
-func startBinary(b *testing.B, db string, extra ...string) *process {
+// startBinary runs usersvc on db with limits off and returns once it serves.
+func startBinary(b *testing.B, db string) *process {
 	b.Helper()
-	args := append([]string{"-addr", "127.0.0.1:0", "-db", db, "-rate-limit", "0", "-max-404", "0", "-max-login-failures", "0"}, extra...)
-	cmd := exec.Command(buildTestBinary(b), args...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	sc := bufio.NewScanner(stderr)
-	for sc.Scan() {
-		if m := listenLine.FindStringSubmatch(sc.Text()); m != nil {
-			go io.Copy(io.Discard, stderr) //nolint:errcheck // keep the pipe drained
-			p := &process{cmd: cmd, base: "http://" + m[1]}
-			b.Cleanup(p.stop)
-			return p
-		}
-	}
-	cmd.Process.Kill()
-	b.Fatalf("usersvc did not start")
-	return nil
+	cmd, base := startProcess(b, buildTestBinary(b), "-addr", "127.0.0.1:0", "-db", db, "-rate-limit", "0", "-max-404", "0", "-max-login-failures", "0")
+	p := &process{cmd: cmd, base: base}
+	b.Cleanup(p.stop)
+	return p
 }
 
 // stop ends the process gracefully.

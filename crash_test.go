@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,8 +48,6 @@ func buildTestBinary(t testing.TB) string {
 	return testBinaryPath
 }
 
-var startedAddr = regexp.MustCompile(`msg=serving addr=(\S+)`)
-
 // startProcess runs the binary with args and returns it with its base URL
 // once it serves.
 func startProcess(t testing.TB, bin string, args ...string) (*exec.Cmd, string) {
@@ -65,7 +62,7 @@ func startProcess(t testing.TB, bin string, args ...string) (*exec.Cmd, string) 
 	}
 	sc := bufio.NewScanner(stderr)
 	for sc.Scan() {
-		if m := startedAddr.FindStringSubmatch(sc.Text()); m != nil {
+		if m := servingAddr.FindStringSubmatch(sc.Text()); m != nil {
 			go io.Copy(io.Discard, stderr) //nolint:errcheck // keep the pipe drained
 			return cmd, "http://" + m[1]
 		}

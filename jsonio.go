@@ -185,7 +185,6 @@ func (w *routeErrorWriter) WriteHeader(status int) {
 		return
 	}
 	w.replaced = true
-	w.Header().Del("Content-Type")
 	writeJSON(w.ResponseWriter, status, body)
 }
 

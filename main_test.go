@@ -170,11 +170,16 @@ func TestRunVersionAndHelp(t *testing.T) {
 			t.Fatalf("-h output lacks %q:\n%s", want, errOut.String())
 		}
 	}
-	for _, args := range [][]string{{"-nope"}, {"-log-format", "xml"}, {"frobnicate"}, {"-log-level", "loud"}} {
+	for _, args := range [][]string{{"-nope"}, {"-log-format", "xml"}, {"frobnicate"}, {"-log-level", "loud"},
+		{"-rate-limit", "-1"}, {"-max-404", "-5"}, {"-rate-burst", "0"}, {"backup"}} {
 		err := run(context.Background(), append([]string{"usersvc"}, args...), envOf(), &out, &errOut)
 		if err == nil || exitCode(err) != 2 {
 			t.Fatalf("%v: err = %v, want a usage error", args, err)
 		}
+	}
+	err = run(context.Background(), []string{"usersvc"}, envOf("USERSVC_RATE_LIMIT", "fast"), &out, &errOut)
+	if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "USERSVC_RATE_LIMIT") {
+		t.Fatalf("a bad USERSVC_RATE_LIMIT: err = %v, want a usage error naming it", err)
 	}
 }
 

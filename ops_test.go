@@ -7,8 +7,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -242,5 +244,21 @@ func TestBackupCommand(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "missing.db")); err == nil {
 		t.Fatal("backup created the database it was asked to copy")
+	}
+}
+
+func TestCancelledRequestIsNotAnInternalError(t *testing.T) {
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/api/users", nil)
+	writeError(rec, req, logger, fmt.Errorf("list users: %w", context.Canceled))
+	if rec.Code != 503 || !json.Valid(rec.Body.Bytes()) || strings.Contains(rec.Body.String(), "internal") {
+		t.Fatalf("cancelled: %d %s, want a JSON 503 that is not an internal error", rec.Code, rec.Body)
+	}
+	rec = httptest.NewRecorder()
+	writeError(rec, req, logger, errors.New("disk on fire at /var/lib/x"))
+	if rec.Code != 500 || rec.Body.String() != `{"error":"internal error"}` || !strings.Contains(logs.String(), "disk on fire") {
+		t.Fatalf("unexpected: %d %s; log %s", rec.Code, rec.Body, logs.String())
 	}
 }

@@ -148,6 +148,13 @@ func TestAuthenticateLockout(t *testing.T) {
 	expect(t, "and their success unlocks nobody else", login("zoe", "correct horse"), 429)
 	clock.Advance(15 * time.Minute)
 	expect(t, "after the window", login("zoe", "correct horse"), 200)
+	// A success clears the user's own failures: two more misses do not lock.
+	expect(t, "miss", login("zoe", "wrong horse"), 401)
+	expect(t, "miss", login("zoe", "wrong horse"), 401)
+	expect(t, "success after two misses", login("zoe", "correct horse"), 200)
+	expect(t, "miss", login("zoe", "wrong horse"), 401)
+	expect(t, "miss", login("zoe", "wrong horse"), 401)
+	expect(t, "two misses after a success do not lock", login("zoe", "correct horse"), 200)
 	if cc := login("zoe", "correct horse").header.Get("Cache-Control"); cc != "no-store" {
 		t.Fatalf("authenticate Cache-Control = %q, want no-store", cc)
 	}
