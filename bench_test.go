@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -40,15 +39,14 @@ var (
 	fixtures    = map[int]string{}
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
+// cleanupFixtures removes the fixtures and the test binary a run built.
+func cleanupFixtures() {
 	if fixtureRoot != "" {
 		os.RemoveAll(fixtureRoot)
 	}
 	if testBinaryPath != "" {
 		os.RemoveAll(filepath.Dir(testBinaryPath))
 	}
-	os.Exit(code)
 }
 
 // usersFixture returns the path of a database holding n users, built once
@@ -101,14 +99,16 @@ func buildUsersDB(path string, n int) error {
 		if err != nil {
 			return err
 		}
-		stmt, err := tx.Prepare(`INSERT INTO users (` + userColumns + `) VALUES (?, ?, ?, ?, ?, 1, ?, ?)`)
+		stmt, err := tx.Prepare(`INSERT INTO users (id, username, username_key, email, email_key, full_name,
+			password_hash, version, created_at, modified_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)`)
 		if err != nil {
 			return err
 		}
 		for i := start; i < min(n, start+chunk); i++ {
 			id := uuid.Must(uuid.NewV7()).String()
 			name := fmt.Sprintf("user%07d", i)
-			if _, err := stmt.Exec(id, name, name+"@example.com", "User Number "+strconv.Itoa(i), hash, ts, ts); err != nil {
+			email := name + "@example.com"
+			if _, err := stmt.Exec(id, name, name, email, email, "User Number "+strconv.Itoa(i), hash, ts, ts); err != nil {
 				return err
 			}
 		}
@@ -170,7 +170,7 @@ func benchAPI(b *testing.B, path string) string {
 	b.Cleanup(func() { st.Close() })
 	cfg := testConfig()
 	cfg.password = defaultPasswordParams
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := quietLogger()
 	return loopbackServer(b, newServer(cfg, logger, st))
 }
 

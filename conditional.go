@@ -1,39 +1,63 @@
 // conditional.go: ETags and conditional requests (RFC 9110): If-None-Match
-// answers 304, If-Match guards writes against lost updates.
+// answers 304, If-Match (and If-None-Match on writes) guards writes against
+// lost updates.
 package main
 
 import (
-	"hash/maphash"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/cespare/xxhash/v2"
 )
 
-var errPreconditionFailed = &statusError{status: 412, msg: "the resource changed since you read it (If-Match does not match its ETag): read it again"}
+// An ETag is a fixed hash (xxhash64), never a per-process seed, so every
+// instance and every restart gives the same tag for the same answer, and
+// If-None-Match and If-Match work whichever instance a client reaches.
+// Validators must change with the content, not resist an attacker; a page
+// of 100 users is hashed on every request, so the hash must be fast.
 
-// resourceETag is the strong ETag of one user or goal: its row version, then
-// a hash of this representation (which also covers embedded relations and
-// the fields shown). If-Match compares only the version part, so an ETag
-// read with any ?show= guards a write of that resource.
-func resourceETag(version int64, body []byte) string {
-	return `"` + strconv.FormatInt(version, 10) + "." + bodyHash(body) + `"`
+// resourceTag names one version of one resource: a hash of its kind, id
+// and row version. It starts every ETag of that resource, whatever ?show=
+// asked for, and is what If-Match compares.
+func resourceTag(kind, id string, version int64) string {
+	var b [64]byte
+	buf := append(b[:0], kind...)
+	buf = append(buf, 0)
+	buf = append(buf, id...)
+	buf = append(buf, 0)
+	buf = strconv.AppendInt(buf, version, 10)
+	return hex16(xxhash.Sum64(buf))
 }
 
-// listETag is the strong ETag of a list page: a hash of the page as sent,
-// so it changes when any row on the page, or anything embedded, changes.
-func listETag(body []byte) string {
-	return `"` + bodyHash(body) + `"`
+// resourceETag is the strong ETag of one representation of a resource:
+// its resourceTag, then a hash of the body (which covers the fields shown
+// and embedded relations).
+func resourceETag(kind, id string, version int64, body []byte) string {
+	return `"` + resourceTag(kind, id, version) + "-" + hex16(xxhash.Sum64(body)) + `"`
 }
 
-// etagSeed keys bodyHash. It is chosen at start, so ETags change across
-// restarts: a client then revalidates once more, and nothing is stale.
-var etagSeed = maphash.MakeSeed()
+// listETag is the strong ETag of a list page: a hash of the page as sent
+// and of its Link header, so it changes when any row on the page, anything
+// embedded, or whether and where a next page starts changes.
+func listETag(body []byte, link string) string {
+	d := xxhash.New()
+	d.Write(body)       //nolint:errcheck // a hash never fails
+	d.Write([]byte{0})  //nolint:errcheck
+	d.WriteString(link) //nolint:errcheck
+	return `"` + hex16(d.Sum64()) + `"`
+}
 
-// bodyHash is a fast 64-bit hash of a body in hex: validators need to
-// change with the content, not to resist an attacker, and a page of 100
-// users is hashed on every request.
-func bodyHash(body []byte) string {
-	return strconv.FormatUint(maphash.Bytes(etagSeed, body), 16)
+// hex16 is v as 16 lowercase hex digits.
+func hex16(v uint64) string {
+	const digits = "0123456789abcdef"
+	var b [16]byte
+	for i := 15; i >= 0; i-- {
+		b[i] = digits[v&0xf]
+		v >>= 4
+	}
+	return string(b[:])
 }
 
 // entityTags splits an If-Match or If-None-Match value into its tags.
@@ -60,34 +84,69 @@ func noneMatch(r *http.Request, etag string) bool {
 	return false
 }
 
-// ifMatchCheck turns If-Match into a check the store runs on the current
-// row version inside the write transaction, so checking and writing are one
-// step. It is nil when the request has no If-Match (or "*": the store
-// already answers 404 for a missing resource).
-func ifMatchCheck(r *http.Request) precondition {
-	tags := entityTags(r, "If-Match")
-	if len(tags) == 0 {
+// precondition is what a write's If-Match and If-None-Match ask of the
+// resource; the store checks it on the current row inside the write
+// transaction, so checking and writing are one step. A nil precondition
+// asks nothing.
+type precondition struct {
+	kind        string
+	ifMatch     []string // tags sent in If-Match; nil when none
+	ifNoneMatch []string // tags sent in If-None-Match; nil when none
+}
+
+// writePrecondition reads a write's conditional headers for a resource of
+// kind ("user" or "goal"); nil when it sent none.
+func writePrecondition(r *http.Request, kind string) *precondition {
+	p := &precondition{kind: kind, ifMatch: entityTags(r, "If-Match"), ifNoneMatch: entityTags(r, "If-None-Match")}
+	if p.ifMatch == nil && p.ifNoneMatch == nil {
 		return nil
 	}
-	for _, t := range tags {
-		if t == "*" {
-			return nil
-		}
+	return p
+}
+
+// check accepts the resource id at version when If-Match names one of its
+// ETags (with any ?show=) or is "*", and If-None-Match names none of them
+// and is not "*"; otherwise the answer is 412.
+func (p *precondition) check(id string, version int64) error {
+	if p == nil {
+		return nil
 	}
-	return func(version int64) error {
-		want := strconv.FormatInt(version, 10)
-		for _, t := range tags {
-			// Weak tags never match If-Match (strong comparison).
-			if !strings.HasPrefix(t, `"`) || !strings.HasSuffix(t, `"`) || len(t) < 2 {
-				continue
-			}
-			v, _, _ := strings.Cut(t[1:len(t)-1], ".")
-			if v == want {
-				return nil
-			}
+	prefix := `"` + resourceTag(p.kind, id, version) + "-"
+	if p.ifMatch != nil && !anyTagMatches(p.ifMatch, prefix, false) {
+		return errPreconditionFailed
+	}
+	if anyTagMatches(p.ifNoneMatch, prefix, true) {
+		if slices.Contains(p.ifNoneMatch, "*") {
+			return errAlreadyExists
 		}
 		return errPreconditionFailed
 	}
+	return nil
+}
+
+// allowsCreate is nil when the resource may be created: If-Match (even
+// "*") names a current representation, which a resource about to be
+// created does not have.
+func (p *precondition) allowsCreate() error {
+	if p != nil && p.ifMatch != nil {
+		return errPreconditionFailed
+	}
+	return nil
+}
+
+// anyTagMatches reports whether a tag is "*" or an ETag starting with
+// prefix. weak allows W/ tags (If-None-Match compares weakly; If-Match
+// strongly, so a weak tag never matches there).
+func anyTagMatches(tags []string, prefix string, weak bool) bool {
+	for _, t := range tags {
+		if weak {
+			t = strings.TrimPrefix(t, "W/")
+		}
+		if t == "*" || strings.HasPrefix(t, prefix) && strings.HasSuffix(t, `"`) && len(t) > len(prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // writeCacheable writes body with its ETag; a GET or HEAD whose

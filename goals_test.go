@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 )
@@ -159,8 +161,8 @@ func TestDeletingUserDeletesGoals(t *testing.T) {
 		t.Fatalf("goals after cascade = %v, want only %s", l, kept)
 	}
 	var n int
-	if err := ts.store.readDB.Get(&n, "SELECT count(*) FROM goals WHERE user_id = ?", uid); err != nil || n != 0 {
-		t.Fatalf("%d orphan goals (%v)", n, err)
+	if ts.sqlGet(t, &n, "SELECT count(*) FROM goals WHERE user_id = ?", uid); n != 0 {
+		t.Fatalf("%d orphan goals", n)
 	}
 }
 
@@ -203,7 +205,7 @@ func TestListGoalsPagingAndFilter(t *testing.T) {
 	}
 	r := ts.do(t, "GET", "/api/goals?user_id=01939f5e-0000-7000-8000-000000000000", "")
 	expect(t, "unknown user_id", r, http.StatusOK)
-	if string(r.body) != "[]" {
+	if string(r.body) != "[]\n" {
 		t.Fatalf("unknown user_id: %s, want []", r.body)
 	}
 	expect(t, "bad user_id", ts.do(t, "GET", "/api/goals?user_id=nope", ""), http.StatusBadRequest)
@@ -277,17 +279,18 @@ func TestShowUserOnGoals(t *testing.T) {
 }
 
 func TestListEmbedIsOneQuery(t *testing.T) {
-	ts := newTestServer(t)
+	var reads atomic.Int64
+	ts := newTestServerAt(t, testConfig(), testDB(t), quietLogger(), storeOptions{onQuery: func() { reads.Add(1) }})
 	for i := 0; i < 30; i++ {
 		uid := ts.mustCreateUser(t, fmt.Sprintf("user%02d", i), "")["id"].(string)
 		ts.mustCreateGoal(t, uid, `{"title":"a","target_minutes":5}`)
 		ts.mustCreateGoal(t, uid, `{"title":"b","target_minutes":5}`)
 	}
 	count := func(path string) int64 {
-		before := ts.store.reads.Load()
+		before := reads.Load()
 		r := ts.do(t, "GET", path, "")
 		expect(t, path, r, http.StatusOK)
-		return ts.store.reads.Load() - before
+		return reads.Load() - before
 	}
 	if n := count("/api/users?limit=30"); n != 1 {
 		t.Fatalf("list without embed ran %d queries, want 1", n)
@@ -300,17 +303,33 @@ func TestListEmbedIsOneQuery(t *testing.T) {
 	}
 }
 
-func TestUpgradeFromVersion1Schema(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "v1.db")
-	db, err := sqlx.Open("sqlite", dsn(path, nil))
+// openAtVersion creates a SQLite database at path with the schema steps up
+// to version, as an older usersvc left it, and returns it open for rows to
+// be put in.
+func openAtVersion(t *testing.T, path string, version int) *sqlx.DB {
+	t.Helper()
+	eng, err := openSQLite(context.Background(), path, storeOptions{statementTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := migrateTo(context.Background(), db, 1); err != nil {
+	if err := migrateTo(context.Background(), eng, version); err != nil {
 		t.Fatal(err)
 	}
-	_, err = db.Exec(`INSERT INTO users (id, username, password_hash, created_at, modified_at)
-		VALUES ('01939f5e-0000-7000-8000-000000000001', 'old', '$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g', '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z')`)
+	eng.close()
+	db, err := sqlx.Open("sqlite", dsn(path, nil, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestUpgradeFromVersion1Schema(t *testing.T) {
+	onlySQLite(t, "a file an older usersvc left")
+	path := filepath.Join(t.TempDir(), "v1.db")
+	db := openAtVersion(t, path, 1)
+	_, err := db.Exec(`INSERT INTO users (id, username, email, password_hash, created_at, modified_at)
+		VALUES ('01939f5e-0000-7000-8000-000000000001', 'Old', 'ÜBER@example.com', '$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g', '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z')`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,10 +340,10 @@ func TestUpgradeFromVersion1Schema(t *testing.T) {
 		t.Fatal("the version-1 database already has goals")
 	}
 
-	ts := newTestServerWith(t, testConfig(), path)
+	ts := newTestServerAt(t, testConfig(), path, quietLogger(), storeOptions{})
 	var version int
-	if err := ts.store.readDB.Get(&version, "PRAGMA user_version"); err != nil || version != schemaVersion() || version < 2 {
-		t.Fatalf("user_version = %d (%v), want %d", version, err, schemaVersion())
+	if ts.sqlGet(t, &version, "PRAGMA user_version"); version != schemaVersion() || version < 3 {
+		t.Fatalf("user_version = %d, want %d", version, schemaVersion())
 	}
 	r := ts.do(t, "GET", "/api/users/by-username/old?show=goals", "")
 	expect(t, "old user after upgrade", r, http.StatusOK)
@@ -332,4 +351,33 @@ func TestUpgradeFromVersion1Schema(t *testing.T) {
 		t.Fatalf("old user: %s", r.body)
 	}
 	ts.mustCreateGoal(t, "01939f5e-0000-7000-8000-000000000001", `{"title":"new","target_minutes":5}`)
+	// The old row got its fold keys: its email, in another case, is taken.
+	r = ts.do(t, "POST", "/api/users", `{"username":"new","password":"correct horse","email":"über@EXAMPLE.com"}`)
+	expect(t, "the old email in another case", r, http.StatusConflict)
+}
+
+func TestUpgradeRefusesEmailsThatNowCollide(t *testing.T) {
+	onlySQLite(t, "a file an older usersvc left")
+	path := filepath.Join(t.TempDir(), "v2.db")
+	db := openAtVersion(t, path, 2)
+	// lower() folded ASCII only, so version 2 took these as two addresses.
+	for i, email := range []string{"ü@example.com", "Ü@example.com"} {
+		_, err := db.Exec(`INSERT INTO users (id, username, email, password_hash, created_at, modified_at)
+			VALUES (?, ?, ?, 'x', '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z')`,
+			fmt.Sprintf("01939f5e-0000-7000-8000-00000000000%d", i), fmt.Sprintf("user%d", i), email)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	_, err := openStore(context.Background(), path, storeOptions{})
+	if err == nil || !strings.Contains(err.Error(), "Ü@example.com") || !strings.Contains(err.Error(), "apart from case") {
+		t.Fatalf("upgrade with colliding emails: err = %v, want a refusal naming the address", err)
+	}
+	db2, _ := sqlx.Open("sqlite", dsn(path, nil, nil))
+	defer db2.Close()
+	var version int
+	if db2.Get(&version, "PRAGMA user_version"); version != 2 {
+		t.Fatalf("a refused upgrade left version %d, want 2 (nothing applied)", version)
+	}
 }

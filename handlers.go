@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -36,20 +37,23 @@ func newServer(cfg config, logger *slog.Logger, st *store) *server {
 	if now == nil {
 		now = time.Now
 	}
+	m := newMetrics(st)
 	s := &server{
-		cfg: cfg, log: logger, store: st,
-		hasher:  newPasswordHasher(cfg.password),
+		cfg: cfg, log: logger, store: st, metrics: m,
+		hasher:  newPasswordHasher(cfg.password, m.passwordHashes, m.hashesRefused),
 		limits:  newClientLimits(now, cfg.rateLimit, cfg.rateBurst, cfg.max404),
 		lockout: newLoginLockout(now, cfg.maxLoginFailures),
-		metrics: newMetrics(st),
 	}
 	go s.hasher.warmUp(context.Background())
 	mux := http.NewServeMux()
 	s.addRoutes(mux)
 	var h http.Handler = jsonRouteErrors(mux)
+	h = withQueryCheck(logger, h)
 	h = withBearerToken(cfg.token, cfg.metricsPublic, logger, h)
-	h = withClientLimits(s.limits, cfg.trustProxy, logger, h)
-	h = withObservability(s.metrics, logger, cfg.trustProxy, h)
+	h = withClientLimits(s.limits, logger, h)
+	h = withAllowedHosts(cfg.token, cfg.allowedHosts, logger, h)
+	h = withObservability(s.metrics, logger, h)
+	h = withClient(cfg.trustProxy, h)
 	h = withSecurityHeaders(h)
 	s.handler = withRequestID(h)
 	return s
@@ -146,30 +150,80 @@ func (s *server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	var username *string
-	if query.Has("username") {
-		name := query.Get("username")
-		username = &name
-	}
-	users, err := s.store.ListUsers(r.Context(), pg.plusOne(), username, show)
+	username, err := singleParam(query, "username")
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if len(users) > pg.Limit {
-		users = users[:pg.Limit]
-		setNextLink(w, r, query, users[len(users)-1].ID, pg.Limit)
+	users, err := s.store.ListUsers(r.Context(), pg.plusOne(), username, show.extras())
+	if err != nil {
+		s.fail(w, r, err)
+		return
 	}
-	var goals map[string][]Goal
-	if show.Goals {
-		if goals, err = s.store.GoalsOfUsers(r.Context(), userIDs(users)); err != nil {
-			s.fail(w, r, err)
-			return
-		}
-	}
-	writeArray(w, r, len(users), func(b []byte, i int) []byte {
-		return appendUser(b, &users[i], show, goals[users[i].ID])
+	more := len(users) > pg.Limit
+	users = users[:min(len(users), pg.Limit)]
+	embed := s.goalEmbedder(r.Context(), users, show)
+	defer embed.stop()
+	body, kept, err := renderPage(len(users), func(b []byte, i int) ([]byte, error) {
+		goals, err := embed.goalsOf(users[i].ID)
+		return appendUser(b, &users[i], show, goals), err
 	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	last := ""
+	if kept > 0 {
+		last = users[kept-1].ID
+	}
+	s.writePage(w, r, body, pg, more || kept < len(users), last)
+}
+
+// goalEmbedder hands out, user by user, the goals a page of users embeds.
+// They come from one query, streamed: a page stops reading them once it
+// is full, so a page of users with thousands of goals each never holds
+// them all.
+type goalEmbedder struct {
+	next func() (Goal, error, bool)
+	stop func()
+	// held is a goal read ahead, of a later user than the one asked for.
+	held    Goal
+	holding bool
+}
+
+// goalEmbedder starts the goals query of users when show embeds goals.
+func (s *server) goalEmbedder(ctx context.Context, users []User, show userShow) *goalEmbedder {
+	if !show.Goals {
+		return &goalEmbedder{stop: func() {}}
+	}
+	next, stop := iter.Pull2(s.store.GoalsOfUsers(ctx, userIDs(users)))
+	return &goalEmbedder{next: next, stop: stop}
+}
+
+// goalsOf returns the goals of the user with id, who must come after the
+// users asked for before (the page's order, which is the goals' order).
+func (e *goalEmbedder) goalsOf(id string) ([]Goal, error) {
+	if e.next == nil {
+		return nil, nil
+	}
+	var goals []Goal
+	for {
+		if !e.holding {
+			g, err, ok := e.next()
+			if !ok {
+				return goals, nil
+			}
+			if err != nil {
+				return nil, err
+			}
+			e.held, e.holding = g, true
+		}
+		if e.held.UserID != id {
+			return goals, nil
+		}
+		goals = append(goals, e.held)
+		e.holding = false
+	}
 }
 
 // userIDs lists the ids of users.
@@ -190,6 +244,10 @@ func (s *server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
 	}
 	in, err := readUserInput(w, r, true)
 	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.checkTaken(r.Context(), &in, ""); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -222,6 +280,34 @@ func newUser(in *userInput) (User, error) {
 	return u, nil
 }
 
+// checkTaken answers 409 when the username or email a write with a
+// password sets belongs to a user other than exceptID, before the password
+// is hashed: a taken name must not cost a hash. (The write checks again in
+// its transaction; this is only the early answer.)
+func (s *server) checkTaken(ctx context.Context, in *userInput, exceptID string) error {
+	if !in.Password.Set || in.Password.Null {
+		return nil
+	}
+	var username, email *string
+	if in.Username.Set {
+		username = &in.Username.Value
+	}
+	if in.Email.Set && !in.Email.Null {
+		email = &in.Email.Value
+	}
+	if username == nil && email == nil {
+		return nil
+	}
+	taken, err := s.store.TakenFields(ctx, username, email, exceptID)
+	if err != nil {
+		return err
+	}
+	if len(taken) > 0 {
+		return conflict(taken...)
+	}
+	return nil
+}
+
 // hashPassword replaces the input's plain password by its hash, when one
 // was sent. It runs before the write, never inside it: a hash takes tens
 // of milliseconds.
@@ -229,7 +315,7 @@ func (s *server) hashPassword(ctx context.Context, in *userInput) error {
 	if !in.Password.Set || in.Password.Null {
 		return nil
 	}
-	hash, err := s.hasher.Hash(ctx, in.Password.Value)
+	hash, err := s.hasher.Hash(ctx, clientOf(ctx).key, in.Password.Value)
 	if err != nil {
 		return fmt.Errorf("hash password: %w", err)
 	}
@@ -244,7 +330,7 @@ func (s *server) handleGetUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	u, err := s.store.GetUser(r.Context(), id, show)
+	u, err := s.store.GetUser(r.Context(), id, show.extras())
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -259,7 +345,7 @@ func (s *server) handleGetUserByUsername(w http.ResponseWriter, r *http.Request,
 		s.fail(w, r, err)
 		return
 	}
-	u, err := s.store.GetUserByUsername(r.Context(), name, show)
+	u, err := s.store.GetUserByUsername(r.Context(), name, show.extras())
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -280,11 +366,15 @@ func (s *server) handleUpdateUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if err := s.checkTaken(r.Context(), &in, id); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	if err := s.hashPassword(r.Context(), &in); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	u, err := s.store.UpdateUser(r.Context(), id, &in, ifMatchCheck(r))
+	u, err := s.store.UpdateUser(r.Context(), id, &in, writePrecondition(r, "user"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -294,6 +384,7 @@ func (s *server) handleUpdateUser(w http.ResponseWriter, r *http.Request) {
 
 // handlePutUserByUsername serves PUT /api/users/by-username/{username}:
 // get-or-create-or-update. 201 when it created the user, 200 otherwise.
+// If-None-Match: * makes it create-only (412 when the user exists).
 func (s *server) handlePutUserByUsername(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("username")
 	if err := validateUsername(name); err != nil {
@@ -314,13 +405,16 @@ func (s *server) handlePutUserByUsername(w http.ResponseWriter, r *http.Request)
 		s.fail(w, r, fieldErrors{"username": "must match the username in the path"})
 		return
 	}
+	if err := s.checkEmailTakenByOther(r.Context(), &in, name); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	if err := s.hashPassword(r.Context(), &in); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	check := ifMatchCheck(r)
-	u, created, err := s.store.PutUserByUsername(r.Context(), name, &in, check, func() (User, error) {
-		return userToCreate(name, in, check != nil)
+	u, created, err := s.store.PutUserByUsername(r.Context(), name, &in, writePrecondition(r, "user"), func() (User, error) {
+		return userToCreate(name, in)
 	})
 	if err != nil {
 		s.fail(w, r, err)
@@ -334,13 +428,26 @@ func (s *server) handlePutUserByUsername(w http.ResponseWriter, r *http.Request)
 	s.writeUser(w, r, status, &u, show)
 }
 
-// userToCreate is the user an upsert creates when name is free: the body
-// must then hold a password, and an If-Match (which names a version that
-// cannot exist) fails.
-func userToCreate(name string, in userInput, ifMatch bool) (User, error) {
-	if ifMatch {
-		return User{}, errPreconditionFailed
+// checkEmailTakenByOther is checkTaken for a write by username: the
+// username is the path's own, so only the email can be another user's.
+func (s *server) checkEmailTakenByOther(ctx context.Context, in *userInput, name string) error {
+	if !in.Password.Set || !in.Email.Set || in.Email.Null {
+		return nil
 	}
+	exceptID := ""
+	switch u, err := s.store.GetUserByUsername(ctx, name, userExtras{}); {
+	case err == nil:
+		exceptID = u.ID
+	case !errors.Is(err, errUserNotFound):
+		return err
+	}
+	emailOnly := userInput{Email: in.Email, Password: in.Password}
+	return s.checkTaken(ctx, &emailOnly, exceptID)
+}
+
+// userToCreate is the user an upsert creates when name is free: the body
+// must then hold a password.
+func userToCreate(name string, in userInput) (User, error) {
 	if in.passwordHash == "" {
 		return User{}, fieldErrors{"password": "cannot be blank"}
 	}
@@ -363,20 +470,25 @@ func (s *server) handleDeleteUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errUserNotFound)
 		return
 	}
-	if err := s.store.DeleteUser(r.Context(), id, ifMatchCheck(r)); err != nil {
+	if err := s.store.DeleteUser(r.Context(), id, writePrecondition(r, "user")); err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-var errLockedOut = &statusError{status: 429, msg: "too many failed attempts for this username: retry later"}
-
 // handleAuthenticate serves POST /api/authenticate. An unknown username and
 // a wrong password get the same 401 after the same argon2id work; too many
 // failures for one username lock it for a while, right password or not.
+// A username or password that no user could have is a 400 before any of
+// that: it is not hashed and not counted.
 func (s *server) handleAuthenticate(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
+	show, err := parseUserShow(r.URL.Query()["show"])
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	obj, err := decodeJSONObject(w, r)
 	if err != nil {
 		s.fail(w, r, err)
@@ -389,7 +501,7 @@ func (s *server) handleAuthenticate(w http.ResponseWriter, r *http.Request) {
 	}
 	done, wait, ok := s.lockout.begin(c.Username.Value)
 	if !ok {
-		tooManyRequests(w, r, s.log, wait, errLockedOut)
+		s.fail(w, r, &Error{Code: codeTooMany, Message: "too many failed attempts for this username: retry later", RetryAfter: wait})
 		return
 	}
 	u, err := s.checkPassword(r.Context(), c.Username.Value, c.Password.Value)
@@ -398,15 +510,16 @@ func (s *server) handleAuthenticate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.writeUser(w, r, http.StatusOK, &u, userShow{})
+	s.writeUser(w, r, http.StatusOK, &u, show)
 }
 
 // checkPassword returns the user when username and password match, and
 // errBadLogin when either is wrong.
 func (s *server) checkPassword(ctx context.Context, username, password string) (User, error) {
+	key := clientOf(ctx).key
 	u, err := s.store.GetCredentials(ctx, username)
 	if errors.Is(err, errUserNotFound) {
-		if err := s.hasher.VerifyNobody(ctx, password); err != nil {
+		if err := s.hasher.VerifyNobody(ctx, key, password); err != nil {
 			return User{}, err
 		}
 		return User{}, errBadLogin
@@ -414,7 +527,7 @@ func (s *server) checkPassword(ctx context.Context, username, password string) (
 	if err != nil {
 		return User{}, err
 	}
-	ok, err := s.hasher.Verify(ctx, u.PasswordHash, password)
+	ok, err := s.hasher.Verify(ctx, key, u.PasswordHash, password)
 	if err != nil {
 		return User{}, fmt.Errorf("verify password of %s: %w", u.ID, err)
 	}
@@ -429,28 +542,23 @@ func (s *server) checkPassword(ctx context.Context, username, password string) (
 func (s *server) writeUser(w http.ResponseWriter, r *http.Request, status int, u *User, show userShow) {
 	var goals []Goal
 	if show.Goals {
-		byUser, err := s.store.GoalsOfUsers(r.Context(), []string{u.ID})
-		if err != nil {
+		var err error
+		if goals, err = s.store.GoalsOfUser(r.Context(), u.ID); err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		goals = byUser[u.ID]
 	}
-	writeObject(w, r, status, `{"user":`, u.Version, func(b []byte) []byte { return appendUser(b, u, show, goals) })
+	writeObject(w, r, status, `{"user":`, resourceKey{"user", u.ID, u.Version}, func(b []byte) []byte { return appendUser(b, u, show, goals) })
 }
 
-// readUserInput decodes and validates a user body; creating makes the
+// readUserInput decodes and checks a user body; creating makes the
 // required fields required.
 func readUserInput(w http.ResponseWriter, r *http.Request, creating bool) (userInput, error) {
 	obj, err := decodeJSONObject(w, r)
 	if err != nil {
 		return userInput{}, err
 	}
-	in, err := decodeUserInput(obj)
-	if err != nil {
-		return in, err
-	}
-	return in, in.validate(creating)
+	return decodeUserInput(obj, creating)
 }
 
 // ---- goals ----
@@ -491,9 +599,14 @@ func (s *server) handleListUserGoals(w http.ResponseWriter, r *http.Request) {
 
 // handleListGoals serves GET /api/goals, optionally ?user_id= filtered.
 func (s *server) handleListGoals(w http.ResponseWriter, r *http.Request) {
+	raw, err := singleParam(r.URL.Query(), "user_id")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	var userID *string
-	if r.URL.Query().Has("user_id") {
-		id, ok := parseID(r.URL.Query().Get("user_id"))
+	if raw != nil {
+		id, ok := parseID(*raw)
 		if !ok {
 			s.fail(w, r, fieldErrors{"user_id": "must be a user id"})
 			return
@@ -522,24 +635,27 @@ func (s *server) listGoals(w http.ResponseWriter, r *http.Request, userID *strin
 		s.fail(w, r, err)
 		return
 	}
-	if len(goals) > pg.Limit {
-		goals = goals[:pg.Limit]
-		setNextLink(w, r, query, goals[len(goals)-1].ID, pg.Limit)
-	}
+	more := len(goals) > pg.Limit
+	goals = goals[:min(len(goals), pg.Limit)]
 	var owners map[string]User
 	if show.User {
-		if owners, err = s.store.UsersByID(r.Context(), ownerIDs(goals), ownerShow(show)); err != nil {
+		if owners, err = s.store.UsersByID(r.Context(), ownerIDs(goals), ownerShow(show).extras()); err != nil {
 			s.fail(w, r, err)
 			return
 		}
 	}
-	writeArray(w, r, len(goals), func(b []byte, i int) []byte {
+	body, kept, _ := renderPage(len(goals), func(b []byte, i int) ([]byte, error) {
 		var owner *User
 		if u, ok := owners[goals[i].UserID]; ok {
 			owner = &u
 		}
-		return appendGoal(b, &goals[i], show, owner)
+		return appendGoal(b, &goals[i], show, owner), nil
 	})
+	last := ""
+	if kept > 0 {
+		last = goals[kept-1].ID
+	}
+	s.writePage(w, r, body, pg, more || kept < len(goals), last)
 }
 
 // ownerIDs lists the distinct owners of goals.
@@ -550,11 +666,6 @@ func ownerIDs(goals []Goal) []string {
 	}
 	slices.Sort(ids)
 	return slices.Compact(ids)
-}
-
-// ownerShow is what a goal's embedded owner shows.
-func ownerShow(show goalShow) userShow {
-	return userShow{Email: show.UserEmail, FullName: show.UserFullName}
 }
 
 // handleCreateGoal serves POST /api/users/{id}/goals.
@@ -617,7 +728,7 @@ func (s *server) handleUpdateGoal(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	g, err := s.store.UpdateGoal(r.Context(), id, &in, ifMatchCheck(r))
+	g, err := s.store.UpdateGoal(r.Context(), id, &in, writePrecondition(r, "goal"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -632,7 +743,7 @@ func (s *server) handleDeleteGoal(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errGoalNotFound)
 		return
 	}
-	if err := s.store.DeleteGoal(r.Context(), id, ifMatchCheck(r)); err != nil {
+	if _, err := s.store.DeleteGoal(r.Context(), id, writePrecondition(r, "goal")); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -644,28 +755,24 @@ func (s *server) handleDeleteGoal(w http.ResponseWriter, r *http.Request) {
 func (s *server) writeGoal(w http.ResponseWriter, r *http.Request, status int, g *Goal, show goalShow) {
 	var owner *User
 	if show.User {
-		u, err := s.store.GetUser(r.Context(), g.UserID, ownerShow(show))
+		u, err := s.store.GetUser(r.Context(), g.UserID, ownerShow(show).extras())
 		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
 		owner = &u
 	}
-	writeObject(w, r, status, `{"goal":`, g.Version, func(b []byte) []byte { return appendGoal(b, g, show, owner) })
+	writeObject(w, r, status, `{"goal":`, resourceKey{"goal", g.ID, g.Version}, func(b []byte) []byte { return appendGoal(b, g, show, owner) })
 }
 
-// readGoalInput decodes and validates a goal body; creating makes the
+// readGoalInput decodes and checks a goal body; creating makes the
 // required fields required.
 func readGoalInput(w http.ResponseWriter, r *http.Request, creating bool) (goalInput, error) {
 	obj, err := decodeJSONObject(w, r)
 	if err != nil {
 		return goalInput{}, err
 	}
-	in, err := decodeGoalInput(obj)
-	if err != nil {
-		return in, err
-	}
-	return in, in.validate(creating)
+	return decodeGoalInput(obj, creating)
 }
 
 // ---- paging ----
@@ -673,31 +780,49 @@ func readGoalInput(w http.ResponseWriter, r *http.Request, creating bool) (goalI
 const (
 	defaultLimit = 100
 	maxLimit     = 1000
+	// maxPageBytes caps a list page: a page ends early rather than pass
+	// it, and its Link points at the first row left out.
+	maxPageBytes = 4 << 20
 )
 
 // parsePage reads ?limit= (a plain decimal 1–1000, default 100) and
-// ?after= (an id from a previous page).
+// ?after= (an id from a previous page), each given at most once.
 func parsePage(q url.Values) (page, error) {
 	pg := page{Limit: defaultLimit}
 	errs := fieldErrors{}
-	if q.Has("limit") {
-		n, err := parseLimit(q.Get("limit"))
+	if v, err := singleParam(q, "limit"); err != nil {
+		errs.merge(err.(fieldErrors))
+	} else if v != nil {
+		n, err := parseLimit(*v)
 		if err != nil {
 			errs["limit"] = err.Error()
 		}
 		pg.Limit = n
 	}
-	if q.Has("after") {
-		id, ok := parseID(q.Get("after"))
+	if v, err := singleParam(q, "after"); err != nil {
+		errs.merge(err.(fieldErrors))
+	} else if v != nil {
+		id, ok := parseID(*v)
 		if !ok {
 			errs["after"] = "must be an id from a previous page"
 		}
 		pg.After = id
 	}
-	if len(errs) > 0 {
-		return pg, errs
+	return pg, errs.orNil()
+}
+
+// singleParam returns the value of a query parameter that may be given
+// at most once (nil when absent); twice is a 400 rather than a guess at
+// which one was meant.
+func singleParam(q url.Values, name string) (*string, error) {
+	switch vs := q[name]; len(vs) {
+	case 0:
+		return nil, nil
+	case 1:
+		return &vs[0], nil
+	default:
+		return nil, fieldErrors{name: "must be given at most once"}
 	}
-	return pg, nil
 }
 
 // parseLimit accepts only plain decimal digits, between 1 and maxLimit.
@@ -714,11 +839,40 @@ func parseLimit(s string) (int, error) {
 	return n, nil
 }
 
-// setNextLink adds Link: <…?after=last&limit=n>; rel="next", keeping the
-// request's other query parameters.
-func setNextLink(w http.ResponseWriter, r *http.Request, query url.Values, last string, limit int) {
-	q := maps.Clone(query)
-	q.Set("after", last)
-	q.Set("limit", strconv.Itoa(limit))
-	w.Header().Set("Link", "<"+r.URL.Path+"?"+q.Encode()+`>; rel="next"`)
+// renderPage writes a JSON array of up to n items, each written by
+// appendItem, stopping before an item that would take the body past
+// maxPageBytes (a page always holds at least one item). It returns the
+// body and how many items it holds.
+func renderPage(n int, appendItem func(b []byte, i int) ([]byte, error)) ([]byte, int, error) {
+	b := make([]byte, 0, 1024)
+	b = append(b, '[')
+	for i := 0; i < n; i++ {
+		mark := len(b)
+		if i > 0 {
+			b = append(b, ',')
+		}
+		var err error
+		if b, err = appendItem(b, i); err != nil {
+			return nil, 0, err
+		}
+		if i > 0 && len(b)+1 > maxPageBytes {
+			return append(b[:mark], ']'), i, nil
+		}
+	}
+	return append(b, ']'), n, nil
+}
+
+// writePage writes a list page with its ETag, and, when rows follow it, a
+// Link to the next page (after its last row, keeping the request's other
+// query parameters). The ETag covers the Link too.
+func (s *server) writePage(w http.ResponseWriter, r *http.Request, body []byte, pg page, more bool, last string) {
+	link := ""
+	if more && last != "" {
+		q := maps.Clone(r.URL.Query())
+		q.Set("after", last)
+		q.Set("limit", strconv.Itoa(pg.Limit))
+		link = "<" + r.URL.Path + "?" + q.Encode() + `>; rel="next"`
+		w.Header().Set("Link", link)
+	}
+	writeCacheable(w, r, http.StatusOK, body, listETag(body, link))
 }

@@ -4,6 +4,7 @@ package main
 
 import (
 	"encoding/json"
+
 	"fmt"
 	"net/http"
 	"net/url"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestCreateUserShowsDefaultFieldsInOrder(t *testing.T) {
@@ -421,7 +424,7 @@ func TestListFilterByUsername(t *testing.T) {
 	if l := ts.do(t, "GET", "/api/users?username=zOe", "").list(t); l[0]["id"] != zoe {
 		t.Fatalf("filter found %v, want %s", l, zoe)
 	}
-	if r := ts.do(t, "GET", "/api/users?username=nobody", ""); string(r.body) != "[]" {
+	if r := ts.do(t, "GET", "/api/users?username=nobody", ""); string(r.body) != "[]\n" {
 		t.Fatalf("empty list body = %s, want []", r.body)
 	}
 }
@@ -463,11 +466,11 @@ func TestConcurrentUpsertCreatesOnce(t *testing.T) {
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
-			statuses <- ts.do(t, "PUT", "/api/users/by-username/racer", `{"password":"correct horse"}`).status
+			statuses <- ts.do(t, "PUT", "/api/users/by-username/racer", `{"password":"correct horse"}`, "X-Forwarded-For", clientIP(2*i)).status
 		}()
 		go func() {
 			defer wg.Done()
-			statuses <- ts.do(t, "POST", "/api/users", `{"username":"Racer2","password":"correct horse"}`).status
+			statuses <- ts.do(t, "POST", "/api/users", `{"username":"Racer2","password":"correct horse"}`, "X-Forwarded-For", clientIP(2*i+1)).status
 		}()
 	}
 	wg.Wait()
@@ -494,7 +497,7 @@ func TestConcurrentWritersNever5xx(t *testing.T) {
 		go func(w int) {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				r := ts.do(t, "POST", "/api/users", fmt.Sprintf(`{"username":"w%d_%d","password":"correct horse"}`, w, i))
+				r := ts.do(t, "POST", "/api/users", fmt.Sprintf(`{"username":"w%d_%d","password":"correct horse"}`, w, i), "X-Forwarded-For", clientIP(w))
 				if r.status != 201 {
 					errs <- fmt.Sprintf("create: %d %s", r.status, r.body)
 					continue
@@ -531,7 +534,7 @@ func TestAuthenticate(t *testing.T) {
 	unknown := ts.do(t, "POST", "/api/authenticate", `{"username":"nobody","password":"wrong horse"}`)
 	expect(t, "wrong password", wrong, http.StatusUnauthorized)
 	expect(t, "unknown user", unknown, http.StatusUnauthorized)
-	if string(wrong.body) != string(unknown.body) || string(wrong.body) != `{"error":"invalid username or password"}` {
+	if string(wrong.body) != string(unknown.body) || string(wrong.body) != `{"error":"invalid username or password"}`+"\n" {
 		t.Fatalf("bodies differ: wrong %s, unknown %s", wrong.body, unknown.body)
 	}
 	for _, body := range []string{`{"username":"zoe"}`, `{"password":"x"}`, `{"username":"zoe","password":"x","extra":1}`, `{"username":1,"password":"x"}`} {
@@ -544,15 +547,13 @@ func TestUnknownUserSpendsAHash(t *testing.T) {
 	// password, so the two cannot be told apart by timing.
 	ts := newTestServer(t)
 	ts.mustCreateUser(t, "zoe", "")
-	srv := &server{store: ts.store, hasher: newPasswordHasher(testPasswordParams)}
-	srv.hasher.warmUp(t.Context())
+	ts.api.hasher.warmUp(t.Context())
 	for _, name := range []string{"zoe", "nobody", "NOBODY"} {
-		before := srv.hasher.hashes.Load()
-		if _, err := srv.checkPassword(t.Context(), name, "wrong horse"); err != errBadLogin {
-			t.Fatalf("%s: err = %v, want errBadLogin", name, err)
-		}
-		if n := srv.hasher.hashes.Load() - before; n != 1 {
-			t.Fatalf("%s: %d argon2id hashes, want exactly 1", name, n)
+		before := ts.hashes()
+		r := ts.do(t, "POST", "/api/authenticate", `{"username":"`+name+`","password":"wrong horse"}`)
+		expect(t, "authenticate "+name, r, http.StatusUnauthorized)
+		if n := ts.hashes() - before; n != 1 {
+			t.Fatalf("%s: %v argon2id hashes, want exactly 1", name, n)
 		}
 	}
 }
@@ -561,9 +562,7 @@ func TestPasswordStoredAsArgon2idPHC(t *testing.T) {
 	ts := newTestServer(t)
 	id := ts.mustCreateUser(t, "zoe", "")["id"].(string)
 	var hash string
-	if err := ts.store.readDB.Get(&hash, "SELECT password_hash FROM users WHERE id = ?", id); err != nil {
-		t.Fatal(err)
-	}
+	ts.sqlGet(t, &hash, "SELECT password_hash FROM users WHERE id = ?", id)
 	if !strings.HasPrefix(hash, "$argon2id$v=19$m=64,t=1,p=1$") || strings.Contains(hash, "correct horse") {
 		t.Fatalf("stored hash %q is not the argon2id PHC string of the test parameters", hash)
 	}
@@ -571,13 +570,13 @@ func TestPasswordStoredAsArgon2idPHC(t *testing.T) {
 	if p.Memory < 19*1024 || p.Time < 2 || p.Threads < 1 {
 		t.Fatalf("production parameters %+v are below OWASP's m=19 MiB, t=2, p=1", p)
 	}
-	h := newPasswordHasher(p)
-	phc, err := h.Hash(t.Context(), "correct horse")
+	h := newPasswordHasher(p, prometheus.NewCounter(prometheus.CounterOpts{Name: "h"}), prometheus.NewCounter(prometheus.CounterOpts{Name: "r"}))
+	phc, err := h.Hash(t.Context(), "test", "correct horse")
 	if err != nil || !strings.HasPrefix(phc, "$argon2id$v=19$m=19456,t=2,p=1$") {
 		t.Fatalf("production hash %q, %v", phc, err)
 	}
 	for pw, want := range map[string]bool{"correct horse": true, "correct horsf": false, "": false} {
-		if ok, err := h.Verify(t.Context(), phc, pw); ok != want || err != nil {
+		if ok, err := h.Verify(t.Context(), "test", phc, pw); ok != want || err != nil {
 			t.Fatalf("Verify(%q) = %v, %v; want %v", pw, ok, err, want)
 		}
 	}

@@ -6,55 +6,80 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // testPasswordParams keep argon2id real but cheap, so tests stay fast.
 var testPasswordParams = passwordParams{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
 
-// testServer is the real handler over HTTP on a temp-file database.
+// testServer is the real handler over HTTP on a fresh database.
 type testServer struct {
 	*httptest.Server
-	api    *server
-	store  *store
-	dbPath string
-	cfg    config
+	api   *server
+	store *store
+	db    string // the -db value: a SQLite path or a PostgreSQL URL
+	cfg   config
 }
 
-// testConfig is the configuration tests start from.
+// testConfig is the configuration tests start from. The test client's
+// loopback address is a trusted proxy, so a test that needs many clients
+// names each in X-Forwarded-For (see clientIP).
 func testConfig() config {
-	return config{addr: "127.0.0.1:0", logFormat: "text", logLevel: "info", password: testPasswordParams}
+	proxies, _ := parseTrustedProxies("127.0.0.1/32")
+	return config{addr: "127.0.0.1:0", logFormat: "text", logLevel: "info", password: testPasswordParams,
+		maxGoals: defaultMaxGoals, maxConns: 1024, dbMaxConns: defaultDBMaxConns, trustProxy: proxies}
 }
 
-// newTestServer starts the API on a fresh database in t.TempDir().
+// clientIP is the address of the i-th of many test clients, for
+// X-Forwarded-For: per-client limits (two password hashes at a time) then
+// count each alone.
+func clientIP(i int) string {
+	return fmt.Sprintf("198.18.%d.%d", i/250, i%250+1)
+}
+
+// newTestServer starts the API on a fresh database of the backend under
+// test.
 func newTestServer(t *testing.T) *testServer {
 	t.Helper()
-	return newTestServerWith(t, testConfig(), filepath.Join(t.TempDir(), "test.db"))
+	return newTestServerWith(t, testConfig())
 }
 
-// newTestServerWith starts the API with cfg on the database at path.
-func newTestServerWith(t *testing.T, cfg config, path string) *testServer {
+// newTestServerWith starts the API with cfg on a fresh database.
+func newTestServerWith(t *testing.T, cfg config) *testServer {
 	t.Helper()
-	return newTestServerLogged(t, cfg, path, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return newTestServerLogged(t, cfg, quietLogger())
 }
 
-// newTestServerLogged starts the API with cfg on the database at path,
-// logging to logger.
-func newTestServerLogged(t *testing.T, cfg config, path string, logger *slog.Logger) *testServer {
+// quietLogger throws every line away.
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// newTestServerLogged starts the API with cfg on a fresh database, logging
+// to logger.
+func newTestServerLogged(t *testing.T, cfg config, logger *slog.Logger) *testServer {
 	t.Helper()
-	st, err := openStore(context.Background(), path, storeOptions{})
+	return newTestServerAt(t, cfg, testDB(t), logger, storeOptions{})
+}
+
+// newTestServerAt starts the API with cfg on the database db (opened with
+// opts, plus what cfg asks), logging to logger.
+func newTestServerAt(t *testing.T, cfg config, db string, logger *slog.Logger, opts storeOptions) *testServer {
+	t.Helper()
+	opts.exclusive, opts.maxGoals, opts.maxConns = true, cfg.maxGoals, cfg.dbMaxConns
+	st, err := openStore(context.Background(), db, opts)
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
-	cfg.dbPath = path
+	cfg.db = db
 	api := newServer(cfg, logger, st)
 	srv := httptest.NewServer(api)
 	t.Cleanup(func() {
@@ -63,7 +88,21 @@ func newTestServerLogged(t *testing.T, cfg config, path string, logger *slog.Log
 			t.Errorf("close store: %v", err)
 		}
 	})
-	return &testServer{Server: srv, api: api, store: st, dbPath: path, cfg: cfg}
+	return &testServer{Server: srv, api: api, store: st, db: db, cfg: cfg}
+}
+
+// sqlGet runs a query with "?" placeholders on the store's read pool and
+// scans its one row into dst.
+func (ts *testServer) sqlGet(t *testing.T, dst any, query string, args ...any) {
+	t.Helper()
+	if err := ts.store.db.Get(dst, ts.store.db.Rebind(query), args...); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+}
+
+// hashes is how many argon2id computations the server has run.
+func (ts *testServer) hashes() float64 {
+	return testutil.ToFloat64(ts.api.metrics.passwordHashes)
 }
 
 // response is what a test request got back.

@@ -14,20 +14,25 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // maxBodyBytes caps request bodies; a larger one is answered 413.
 const maxBodyBytes = 1 << 20
 
-// Body decoding errors, each with the status it is answered with.
+// Body decoding errors.
 var (
-	errRouteNotFound    = &statusError{status: 404, msg: "not found"}
-	errUnsupportedMedia = &statusError{status: 415, msg: "Content-Type must be application/json"}
-	errBodyTooLarge     = &statusError{status: 413, msg: "body is larger than 1 MiB"}
-	errEmptyBody        = &statusError{status: 400, msg: "body is empty: send a JSON object"}
-	errNotObject        = &statusError{status: 400, msg: "body must be a JSON object"}
-	errTrailingData     = &statusError{status: 400, msg: "body must hold a single JSON object, with nothing after it"}
+	errUnsupportedMedia = &Error{Code: codeUnsupported, Message: "Content-Type must be application/json"}
+	errBodyTooLarge     = &Error{Code: codeTooLarge, Message: "body is larger than 1 MiB"}
+	errEmptyBody        = &Error{Code: codeInvalid, Message: "body is empty: send a JSON object"}
+	errNotObject        = &Error{Code: codeInvalid, Message: "body must be a JSON object"}
+	errTrailingData     = &Error{Code: codeInvalid, Message: "body must hold a single JSON object, with nothing after it"}
 )
+
+// invalid is a 400 with message.
+func invalid(format string, args ...any) error {
+	return &Error{Code: codeInvalid, Message: fmt.Sprintf(format, args...)}
+}
 
 // decodeJSONObject reads the request body as exactly one JSON object of at
 // most maxBodyBytes, mapping every failure to a clear client error.
@@ -66,78 +71,108 @@ func bodyError(err error) error {
 	case errors.Is(err, io.EOF):
 		return errEmptyBody
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return &statusError{status: 400, msg: "malformed JSON: the body ends too early"}
+		return invalid("malformed JSON: the body ends too early")
 	case errors.As(err, &syntax):
-		return &statusError{status: 400, msg: fmt.Sprintf("malformed JSON at byte %d: %s", syntax.Offset, strings.TrimPrefix(syntax.Error(), "json: "))}
+		return invalid("malformed JSON at byte %d: %s", syntax.Offset, strings.TrimPrefix(syntax.Error(), "json: "))
 	case errors.As(err, &typ):
 		return errNotObject
 	}
-	return &statusError{status: 400, msg: "cannot read the body"}
+	return invalid("cannot read the body")
 }
 
 // jsonContentType is shared by every response: net/http never changes a
 // header's value slice, and assigning it saves an allocation a request.
 var jsonContentType = []string{"application/json"}
 
+// resourceKey names one version of one resource, for its ETag.
+type resourceKey struct {
+	kind    string
+	id      string
+	version int64
+}
+
 // writeObject writes prefix (`{"user":`), the object appendObj writes, and
 // "}", with status and the resource's ETag.
-func writeObject(w http.ResponseWriter, r *http.Request, status int, prefix string, version int64, appendObj func([]byte) []byte) {
+func writeObject(w http.ResponseWriter, r *http.Request, status int, prefix string, key resourceKey, appendObj func([]byte) []byte) {
 	buf := getBuffer()
 	defer putBuffer(buf)
 	b := appendObj(append(*buf, prefix...))
 	b = append(b, '}')
 	*buf = b
-	writeCacheable(w, r, status, b, resourceETag(version, b))
+	writeCacheable(w, r, status, b, resourceETag(key.kind, key.id, key.version, b))
 }
 
-// writeArray writes a bare JSON array of n items, each written by
-// appendItem, with the page's ETag.
-func writeArray(w http.ResponseWriter, r *http.Request, n int, appendItem func(b []byte, i int) []byte) {
-	buf := getBuffer()
-	defer putBuffer(buf)
-	b := append(*buf, '[')
-	for i := 0; i < n; i++ {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendItem(b, i)
-	}
-	b = append(b, ']')
-	*buf = b
-	writeCacheable(w, r, http.StatusOK, b, listETag(b))
-}
-
-// writeJSON writes body, already marshalled, with status.
+// writeJSON writes body, already marshalled, with status. Every JSON body
+// ends with a newline (a shell prompt then starts on its own line); the
+// builders leave it to this one place.
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	n := len(body)
+	newline := n == 0 || body[n-1] != '\n'
+	if newline {
+		n++
+	}
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	h["Content-Length"] = []string{strconv.Itoa(n)}
 	w.WriteHeader(status)
 	w.Write(body) //nolint:errcheck // the client is gone; nothing to do
+	if newline {
+		w.Write(newlineBytes) //nolint:errcheck // as above
+	}
 }
 
-// writeError answers err in the contract's shape. Only 5xx are logged at
-// error level, with the cause; their body never carries it.
-func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+var newlineBytes = []byte{'\n'}
+
+// statusOf is the HTTP status of each domain error code: the one place
+// where the domain's errors meet HTTP.
+var statusOf = map[errorCode]int{
+	codeInternal:     http.StatusInternalServerError,
+	codeInvalid:      http.StatusBadRequest,
+	codeUnauthorized: http.StatusUnauthorized,
+	codeForbidden:    http.StatusForbidden,
+	codeNotFound:     http.StatusNotFound,
+	codeNotAllowed:   http.StatusMethodNotAllowed,
+	codeConflict:     http.StatusConflict,
+	codePrecondition: http.StatusPreconditionFailed,
+	codeTooLarge:     http.StatusRequestEntityTooLarge,
+	codeUnsupported:  http.StatusUnsupportedMediaType,
+	codeTooMany:      http.StatusTooManyRequests,
+	codeUnavailable:  http.StatusServiceUnavailable,
+}
+
+// errorBody is the status and JSON body that answer err: {"errors": …}
+// for field problems (at most maxFieldErrors of them), {"error": …}
+// otherwise, and "internal error" for anything that is not a domain error.
+func errorBody(err error) (int, any) {
 	var (
+		de *Error
 		fe fieldErrors
-		ce *conflictError
-		se *statusError
 	)
-	status, body := http.StatusInternalServerError, map[string]any{"error": "internal error"}
 	switch {
+	case errors.As(err, &de) && len(de.Fields) > 0:
+		return statusOf[de.Code], map[string]any{"errors": de.Fields.capped()}
+	case errors.As(err, &de) && de.Code != codeInternal:
+		return statusOf[de.Code], map[string]any{"error": de.Message}
 	case errors.As(err, &fe):
-		status, body = http.StatusBadRequest, map[string]any{"errors": fe}
-	case errors.As(err, &ce):
-		taken := fieldErrors{}
-		for _, f := range ce.fields {
-			taken[f] = "is already taken"
-		}
-		status, body = http.StatusConflict, map[string]any{"errors": taken}
-	case errors.As(err, &se):
-		status, body = se.status, map[string]any{"error": se.msg}
+		return http.StatusBadRequest, map[string]any{"errors": fe.capped()}
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
-		status, body = http.StatusServiceUnavailable, map[string]any{"error": "request cancelled or timed out"}
+		return http.StatusServiceUnavailable, map[string]any{"error": "request cancelled or timed out"}
+	}
+	return http.StatusInternalServerError, map[string]any{"error": "internal error"}
+}
+
+// writeError answers err in the contract's shape, with Retry-After when
+// the error carries one. Only 5xx are logged at error level, with the
+// cause; their body never carries it.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	status, body := errorBody(err)
+	var de *Error
+	if errors.As(err, &de) && de.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(de.RetryAfter)))
+	}
+	if status == http.StatusTooManyRequests {
+		// A client over its limits gets no more of this connection.
+		w.Header().Set("Connection", "close")
 	}
 	if status >= 500 {
 		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "route", routeLabel(r),
@@ -208,4 +243,65 @@ func putBuffer(b *[]byte) {
 	if cap(*b) <= 1<<20 {
 		bufferPool.Put(b)
 	}
+}
+
+// appendNullString writes s as a JSON string, or null when s is nil.
+func appendNullString(b []byte, s *string) []byte {
+	if s == nil {
+		return append(b, "null"...)
+	}
+	return appendString(b, *s)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString writes s as a JSON string, escaping what RFC 8259 requires
+// plus U+2028 and U+2029 (so the output is also safe inside JavaScript).
+// Invalid UTF-8 becomes U+FFFD, as encoding/json does.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }

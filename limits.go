@@ -1,14 +1,17 @@
-// limits.go: the per-client rate limit and 404 cap, and the per-username
-// authenticate lockout. Tables are swept of idle entries as time passes, so
-// they cannot grow without bound.
+// limits.go: the per-client rate limit, 404 cap and open connections, and
+// the per-username authenticate lockout. Every table is bounded in entries
+// and swept of idle ones as time passes.
 package main
 
 import (
 	"math"
+	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"golang.org/x/time/rate"
 )
 
@@ -19,7 +22,14 @@ const (
 	clientIdleTime = window404
 )
 
-// clientLimits holds each client address's token bucket and 404 count.
+// maxClients bounds the per-client table: an attacker with many addresses
+// (an IPv6 /48 holds 65,536 /64s) evicts the oldest entries instead of
+// growing the table. An entry is a few hundred bytes.
+const maxClients = 50_000
+
+// clientLimits holds each client's token bucket and 404 count, in a table
+// bounded in entries: when it is full, the least recently seen client goes
+// first.
 type clientLimits struct {
 	now    func() time.Time
 	rate   rate.Limit // 0: no rate limit
@@ -27,11 +37,11 @@ type clientLimits struct {
 	max404 int // 0: no 404 cap
 
 	mu        sync.Mutex
-	clients   map[string]*clientState
+	clients   *simplelru.LRU[string, *clientState]
 	lastSweep time.Time
 }
 
-// clientState is one address's limits.
+// clientState is one client's limits.
 type clientState struct {
 	bucket   *rate.Limiter
 	n404     int
@@ -43,20 +53,21 @@ type clientState struct {
 // newClientLimits returns limits for perSecond requests (burst) and max404
 // 404 answers per window; 0 turns either off.
 func newClientLimits(now func() time.Time, perSecond float64, burst, max404 int) *clientLimits {
-	return &clientLimits{now: now, rate: rate.Limit(perSecond), burst: burst, max404: max404, clients: map[string]*clientState{}}
+	clients, _ := simplelru.NewLRU[string, *clientState](maxClients, nil) // errors only for a size < 1
+	return &clientLimits{now: now, rate: rate.Limit(perSecond), burst: burst, max404: max404, clients: clients}
 }
 
 // enabled reports whether any per-client limit is on.
 func (l *clientLimits) enabled() bool { return l.rate > 0 || l.max404 > 0 }
 
-// allow decides whether a request from addr may proceed; when not, it
-// returns how long the client should wait.
-func (l *clientLimits) allow(addr string) (bool, time.Duration) {
+// allow decides whether a request from the client key may proceed; when
+// not, it returns how long the client should wait.
+func (l *clientLimits) allow(key string) (bool, time.Duration) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.sweep(now)
-	c := l.client(addr, now)
+	c := l.client(key, now)
 	if now.Before(c.blocked) {
 		return false, c.blocked.Sub(now)
 	}
@@ -67,16 +78,16 @@ func (l *clientLimits) allow(addr string) (bool, time.Duration) {
 	return true, 0
 }
 
-// record404 counts a 404 answer to addr; at max404 in one window the
-// address is refused until the window ends.
-func (l *clientLimits) record404(addr string) {
+// record404 counts a 404 answer to the client key; at max404 in one window
+// the client is refused until the window ends.
+func (l *clientLimits) record404(key string) {
 	if l.max404 <= 0 {
 		return
 	}
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	c := l.client(addr, now)
+	c := l.client(key, now)
 	if now.Sub(c.start404) >= window404 {
 		c.start404, c.n404 = now, 0
 	}
@@ -86,31 +97,33 @@ func (l *clientLimits) record404(addr string) {
 	}
 }
 
-// client returns addr's state, creating it; l.mu must be held.
-func (l *clientLimits) client(addr string, now time.Time) *clientState {
-	c, ok := l.clients[addr]
+// client returns key's state, creating it; l.mu must be held.
+func (l *clientLimits) client(key string, now time.Time) *clientState {
+	c, ok := l.clients.Get(key)
 	if !ok {
 		c = &clientState{}
 		if l.rate > 0 {
 			c.bucket = rate.NewLimiter(l.rate, l.burst)
 		}
-		l.clients[addr] = c
+		l.clients.Add(key, c)
 	}
 	c.lastSeen = now
 	return c
 }
 
 // sweep drops clients idle for longer than any of their limits can
-// remember; l.mu must be held.
+// remember, oldest first; l.mu must be held.
 func (l *clientLimits) sweep(now time.Time) {
 	if now.Sub(l.lastSweep) < sweepEvery {
 		return
 	}
 	l.lastSweep = now
-	for addr, c := range l.clients {
-		if now.Sub(c.lastSeen) > clientIdleTime && !now.Before(c.blocked) {
-			delete(l.clients, addr)
+	for {
+		_, c, ok := l.clients.GetOldest()
+		if !ok || now.Sub(c.lastSeen) <= clientIdleTime || now.Before(c.blocked) {
+			return
 		}
+		l.clients.RemoveOldest()
 	}
 }
 
@@ -118,7 +131,84 @@ func (l *clientLimits) sweep(now time.Time) {
 func (l *clientLimits) size() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.clients)
+	return l.clients.Len()
+}
+
+// ---- connections ----
+
+// clientConnListener closes at once a connection from a client that
+// already holds max open connections, so no one address can take the
+// server's descriptors and memory. Peers in trusted (the proxies in
+// front) are not counted: every client reaches usersvc through them.
+type clientConnListener struct {
+	net.Listener
+	max     int
+	trusted trustedProxies
+
+	mu   sync.Mutex
+	open map[string]int
+}
+
+// limitConnsPerClient wraps ln; max 0 turns the limit off.
+func limitConnsPerClient(ln net.Listener, max int, trusted trustedProxies) net.Listener {
+	if max <= 0 {
+		return ln
+	}
+	return &clientConnListener{Listener: ln, max: max, trusted: trusted, open: map[string]int{}}
+}
+
+// Accept returns the next connection whose client is under its limit,
+// closing the others as they come.
+func (l *clientConnListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+		if err != nil || l.trusted.contains(ap.Addr()) {
+			return c, nil
+		}
+		key := limitKey(ap.Addr().Unmap())
+		if !l.take(key) {
+			c.Close()
+			continue
+		}
+		return &countedConn{Conn: c, release: func() { l.give(key) }}, nil
+	}
+}
+
+// take counts one more connection of key, unless it holds max already.
+func (l *clientConnListener) take(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open[key] >= l.max {
+		return false
+	}
+	l.open[key]++
+	return true
+}
+
+// give counts one connection of key less.
+func (l *clientConnListener) give(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open[key]--; l.open[key] <= 0 {
+		delete(l.open, key)
+	}
+}
+
+// countedConn gives its place back once, when it closes.
+type countedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }
 
 // loginLockout counts failed authenticates per username (without regard to

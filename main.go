@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/netutil"
 )
 
 func main() {
@@ -24,10 +26,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "usersvc:", err)
-		}
-		os.Exit(exitCode(err))
+		os.Exit(exitCode(err)) // run has reported it
 	}
 }
 
@@ -52,10 +51,10 @@ func tuneGC(getenv func(string) string) {
 	}
 }
 
-// exitCode is 2 for a command-line mistake (and -h), 1 for anything else.
+// exitCode is 2 for a command-line mistake, 1 for anything else.
 func exitCode(err error) int {
 	var ue usageError
-	if errors.Is(err, flag.ErrHelp) || errors.As(err, &ue) {
+	if errors.As(err, &ue) {
 		return 2
 	}
 	return 1
@@ -69,18 +68,23 @@ func (e usageError) Error() string { return e.msg }
 // config is everything the server is told at start.
 type config struct {
 	addr      string
-	dbPath    string
+	db        string // a SQLite path or a PostgreSQL URL
 	logFormat string
 	logLevel  string
 
-	tokenFile        string
-	token            string // from -token-file or USERSVC_TOKEN; "" means none
-	rateLimit        float64
-	rateBurst        int
-	max404           int
-	maxLoginFailures int
-	trustProxy       bool
-	metricsPublic    bool
+	tokenFile         string
+	token             string // from -token-file or USERSVC_TOKEN; "" means none
+	rateLimit         float64
+	rateBurst         int
+	max404            int
+	maxLoginFailures  int
+	trustProxy        trustedProxies
+	allowedHosts      []string
+	metricsPublic     bool
+	maxGoals          int
+	maxConns          int
+	maxConnsPerClient int
+	dbMaxConns        int
 
 	// now is the clock of the limits' windows; nil means time.Now. Tests
 	// inject one to move time without sleeping.
@@ -91,6 +95,10 @@ type config struct {
 	password passwordParams
 }
 
+// minTokenLength is the shortest bearer token accepted: a short one can be
+// guessed by anyone who can reach the port.
+const minTokenLength = 16
+
 // envName is the USERSVC_ variable of a flag: -rate-limit is
 // USERSVC_RATE_LIMIT.
 func envName(flagName string) string {
@@ -98,14 +106,16 @@ func envName(flagName string) string {
 }
 
 // parseConfig reads the flags, falling back to each flag's USERSVC_
-// variable, then to its default. A flag wins over its variable.
-func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, []string, error) {
+// variable, then to its default. A flag wins over its variable. -h prints
+// the usage on stdout and returns flag.ErrHelp.
+func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (config, []string, error) {
 	cfg := config{password: defaultPasswordParams}
+	var trustProxy, allowedHosts string
 	fs := flag.NewFlagSet("usersvc", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { usage(fs) }
+	fs.SetOutput(io.Discard) // run reports errors once, in the log format
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "listen address")
-	fs.StringVar(&cfg.dbPath, "db", "usersvc.db", "database file, created with its schema when missing")
+	fs.StringVar(&cfg.db, "db", "usersvc.db", "SQLite database file (created with its schema when missing), or a postgres:// URL")
+	fs.IntVar(&cfg.dbMaxConns, "db-max-conns", defaultDBMaxConns, "PostgreSQL connections this instance may open (ignored for SQLite)")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&cfg.tokenFile, "token-file", "", "file holding the bearer token every /api/ request must send (or set USERSVC_TOKEN)")
@@ -113,48 +123,71 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&cfg.rateBurst, "rate-burst", 200, "bucket size for -rate-limit")
 	fs.IntVar(&cfg.max404, "max-404", 100, "404 answers per client address per 10 minutes, then 429; 0 turns it off")
 	fs.IntVar(&cfg.maxLoginFailures, "max-login-failures", 5, "failed authenticates per username per 15 minutes, then 429; 0 turns it off")
-	fs.BoolVar(&cfg.trustProxy, "trust-proxy", false, "take the client address from X-Forwarded-For (only behind your own proxy)")
+	fs.StringVar(&trustProxy, "trust-proxy", "", "comma-separated CIDRs of the proxies in front (10.0.0.0/8,127.0.0.1/32); only peers in them may set X-Forwarded-For")
+	fs.StringVar(&allowedHosts, "allowed-hosts", "", "extra Host names accepted when no token is set (comma-separated)")
 	fs.BoolVar(&cfg.metricsPublic, "metrics-public", false, "serve /metrics without the bearer token")
+	fs.IntVar(&cfg.maxGoals, "max-goals", defaultMaxGoals, "goals one user may have")
+	fs.IntVar(&cfg.maxConns, "max-conns", 1024, "open connections in all; more wait in the kernel's backlog")
+	fs.IntVar(&cfg.maxConnsPerClient, "max-conns-per-client", 64, "open connections from one client address (an IPv6 /64); more are closed at once; 0 turns it off")
 	if err := applyEnv(fs, getenv); err != nil {
 		return cfg, nil, err
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			usage(fs, stdout)
 			return cfg, nil, err
 		}
-		return cfg, nil, usageError{err.Error()}
+		return cfg, nil, usageError{err.Error() + " (try -h)"}
 	}
-	if cfg.logFormat != "text" && cfg.logFormat != "json" {
-		return cfg, nil, usageError{fmt.Sprintf("-log-format must be text or json, not %q", cfg.logFormat)}
-	}
-	if _, err := parseLevel(cfg.logLevel); err != nil {
-		return cfg, nil, usageError{err.Error()}
-	}
-	if cfg.rateLimit < 0 || cfg.rateBurst < 1 && cfg.rateLimit > 0 || cfg.max404 < 0 || cfg.maxLoginFailures < 0 {
-		return cfg, nil, usageError{"-rate-limit, -max-404 and -max-login-failures must be 0 or more, and -rate-burst at least 1"}
-	}
-	token, err := loadToken(cfg.tokenFile, getenv("USERSVC_TOKEN"))
-	if err != nil {
+	if err := checkFlags(&cfg); err != nil {
 		return cfg, nil, err
 	}
-	cfg.token = token
+	var err error
+	if cfg.trustProxy, err = parseTrustedProxies(trustProxy); err != nil {
+		return cfg, nil, err
+	}
+	cfg.allowedHosts = parseHostList(allowedHosts)
+	if cfg.token, err = loadToken(cfg.tokenFile, getenv("USERSVC_TOKEN")); err != nil {
+		return cfg, nil, err
+	}
 	return cfg, fs.Args(), nil
 }
 
-// loadToken reads the bearer token from file (its trailing newline is not
-// part of it), else takes envToken. A file that is empty is an error, so a
-// mistake cannot silently turn the token off.
+// checkFlags refuses flag values that make no sense.
+func checkFlags(cfg *config) error {
+	if cfg.logFormat != "text" && cfg.logFormat != "json" {
+		return usageError{fmt.Sprintf("-log-format must be text or json, not %q", cfg.logFormat)}
+	}
+	if _, err := parseLevel(cfg.logLevel); err != nil {
+		return usageError{err.Error()}
+	}
+	if cfg.rateLimit < 0 || cfg.rateBurst < 1 && cfg.rateLimit > 0 || cfg.max404 < 0 || cfg.maxLoginFailures < 0 {
+		return usageError{"-rate-limit, -max-404 and -max-login-failures must be 0 or more, and -rate-burst at least 1"}
+	}
+	if cfg.maxGoals < 1 || cfg.maxConns < 1 || cfg.maxConnsPerClient < 0 || cfg.dbMaxConns < 1 {
+		return usageError{"-max-goals, -max-conns and -db-max-conns must be at least 1, and -max-conns-per-client 0 or more"}
+	}
+	return nil
+}
+
+// loadToken reads the bearer token from file, else takes envToken, trimmed
+// of surrounding white space either way (the header's token is trimmed
+// too, so a stray space or newline cannot lock every client out). A token
+// file that is empty is an error, so a mistake cannot silently turn the
+// token off; so is a token shorter than minTokenLength.
 func loadToken(file, envToken string) (string, error) {
-	if file == "" {
-		return strings.TrimSpace(envToken), nil
+	token := strings.TrimSpace(envToken)
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("read token file: %w", err)
+		}
+		if token = strings.TrimSpace(string(b)); token == "" {
+			return "", fmt.Errorf("token file %s is empty", file)
+		}
 	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return "", fmt.Errorf("read token file: %w", err)
-	}
-	token := strings.TrimRight(string(b), "\r\n")
-	if strings.TrimSpace(token) == "" {
-		return "", fmt.Errorf("token file %s is empty", file)
+	if token != "" && len(token) < minTokenLength {
+		return "", fmt.Errorf("the bearer token is %d characters long: use at least %d (for example: head -c 32 /dev/urandom | base64)", len(token), minTokenLength)
 	}
 	return token, nil
 }
@@ -197,13 +230,15 @@ func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 }
 
 // usage prints the commands and every flag with its variable.
-func usage(fs *flag.FlagSet) {
-	w := fs.Output()
-	fmt.Fprint(w, `usersvc serves a users and goals JSON API over an embedded SQLite database.
+func usage(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprint(w, `usersvc serves a users and goals JSON API over an embedded SQLite database
+(or PostgreSQL, when -db is a postgres:// URL).
 
 Usage:
   usersvc [flags]              serve
-  usersvc [flags] backup FILE  write a consistent copy of the database to FILE
+  usersvc [flags] backup FILE  write a consistent copy of the SQLite database to FILE
+  usersvc copy SRC DST         copy every user and goal from database SRC to the
+                               empty database DST (each a SQLite path or a URL)
   usersvc version              print the version
 
 Flags (each also read from its environment variable; a flag wins):
@@ -238,31 +273,59 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 }
 
 // run is the whole program: parse, then serve or run a subcommand. It
-// returns when ctx ends (after a graceful stop) or on a start-up error.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg, rest, err := parseConfig(args[1:], getenv, stderr)
+// returns when ctx ends (after a graceful stop) or on a start-up error,
+// which it has reported on stderr, in the log format when one was set.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
+	cfg, rest, err := parseConfig(args[1:], getenv, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	defer func() {
+		if err != nil {
+			reportError(stderr, cfg.logFormat, err)
+		}
+	}()
 	if err != nil {
 		return err
 	}
 	if len(rest) > 0 {
-		switch rest[0] {
-		case "version":
-			fmt.Fprintln(stdout, versionString())
-			return nil
-		case "backup":
-			if len(rest) != 2 {
-				return usageError{"usage: usersvc [-db FILE] backup COPY"}
-			}
-			if err := backupDatabase(ctx, cfg.dbPath, rest[1]); err != nil {
-				return fmt.Errorf("backup: %w", err)
-			}
-			fmt.Fprintf(stdout, "backup of %s written to %s\n", cfg.dbPath, rest[1])
-			return nil
-		default:
-			return usageError{fmt.Sprintf("unknown command %q (try -h)", rest[0])}
-		}
+		return runCommand(ctx, cfg, rest, stdout)
 	}
 	return serve(ctx, cfg, newLogger(cfg, stderr))
+}
+
+// reportError prints a start-up error as one line: a JSON log line with
+// -log-format json, else "usersvc: …".
+func reportError(w io.Writer, format string, err error) {
+	if format == "json" {
+		slog.New(slog.NewJSONHandler(w, nil)).Error(err.Error(), "exit", exitCode(err))
+		return
+	}
+	fmt.Fprintln(w, "usersvc:", err)
+}
+
+// runCommand runs a subcommand: version, backup or copy.
+func runCommand(ctx context.Context, cfg config, rest []string, stdout io.Writer) error {
+	switch rest[0] {
+	case "version":
+		fmt.Fprintln(stdout, versionString())
+		return nil
+	case "backup":
+		if len(rest) != 2 {
+			return usageError{"usage: usersvc [-db FILE] backup COPY"}
+		}
+		if err := backupDatabase(ctx, cfg.db, rest[1]); err != nil {
+			return fmt.Errorf("backup: %w", err)
+		}
+		fmt.Fprintf(stdout, "backup of %s written to %s\n", cfg.db, rest[1])
+		return nil
+	case "copy":
+		if len(rest) != 3 {
+			return usageError{"usage: usersvc copy SRC DST (each a SQLite path or a postgres:// URL)"}
+		}
+		return copyCommand(ctx, rest[1], rest[2], stdout)
+	}
+	return usageError{fmt.Sprintf("unknown command %q (try -h)", rest[0])}
 }
 
 // versionString is the module version and VCS revision the binary was
@@ -297,7 +360,7 @@ type httpTimeouts struct {
 
 // productionTimeouts leave room for a burst of argon2id hashes (each
 // request waits its turn) while cutting off clients that stall.
-var productionTimeouts = httpTimeouts{readHeader: 5 * time.Second, read: 30 * time.Second, write: 60 * time.Second, idle: 120 * time.Second}
+var productionTimeouts = httpTimeouts{readHeader: 5 * time.Second, read: 30 * time.Second, write: 60 * time.Second, idle: 60 * time.Second}
 
 // maxHeaderBytes caps the request line and headers; more is a 431.
 const maxHeaderBytes = 64 << 10
@@ -323,20 +386,20 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err := checkExposure(cfg); err != nil {
 		return err
 	}
-	st, err := openStore(ctx, cfg.dbPath, storeOptions{})
+	st, err := openStore(ctx, cfg.db, storeOptions{exclusive: true, maxGoals: cfg.maxGoals, maxConns: cfg.dbMaxConns})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	ln, err := net.Listen("tcp", cfg.addr)
+	ln, err := listen(cfg)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
+		return err
 	}
 	srv := newHTTPServer(newServer(cfg, logger, st), logger, productionTimeouts)
 	srv.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	logger.Info("serving", "addr", ln.Addr().String(), "db", cfg.dbPath, "version", versionString())
+	logger.Info("serving", "addr", ln.Addr().String(), "db", st.eng.describe(), "version", versionString())
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
@@ -353,4 +416,15 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// listen opens the listening socket with its connection limits: at most
+// -max-conns open in all (more wait in the kernel's backlog) and
+// -max-conns-per-client from one client address (more are closed at once).
+func listen(cfg config) (net.Listener, error) {
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.addr, err)
+	}
+	return netutil.LimitListener(limitConnsPerClient(ln, cfg.maxConnsPerClient, cfg.trustProxy), cfg.maxConns), nil
 }

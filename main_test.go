@@ -4,8 +4,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
-	"flag"
 	"net"
 	"net/http"
 	"os"
@@ -112,7 +110,7 @@ func TestRunServesAndStopsGracefully(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if _, err := st.GetUserByUsername(context.Background(), "zoe", userShow{}); err != nil {
+	if _, err := st.GetUserByUsername(context.Background(), "zoe", userExtras{}); err != nil {
 		t.Fatalf("user lost after a graceful stop: %v", err)
 	}
 }
@@ -161,14 +159,17 @@ func TestRunVersionAndHelp(t *testing.T) {
 		t.Fatalf("version printed %q", out.String())
 	}
 	out.Reset()
-	err := run(context.Background(), []string{"usersvc", "-h"}, envOf(), &out, &errOut)
-	if !errors.Is(err, flag.ErrHelp) {
-		t.Fatalf("-h: err = %v", err)
+	errOut.Reset()
+	if err := run(context.Background(), []string{"usersvc", "-h"}, envOf(), &out, &errOut); err != nil {
+		t.Fatalf("-h: err = %v, want nil (exit 0)", err)
 	}
-	for _, want := range []string{"-addr", "USERSVC_ADDR", "-db", "USERSVC_DB", "backup FILE", "version"} {
-		if !strings.Contains(errOut.String(), want) {
-			t.Fatalf("-h output lacks %q:\n%s", want, errOut.String())
+	for _, want := range []string{"-addr", "USERSVC_ADDR", "-db", "USERSVC_DB", "backup FILE", "copy SRC DST", "version", "-max-goals", "-allowed-hosts", "-trust-proxy"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("-h output on stdout lacks %q:\n%s", want, out.String())
 		}
+	}
+	if errOut.Len() != 0 {
+		t.Fatalf("-h wrote to stderr: %s", errOut.String())
 	}
 	for _, args := range [][]string{{"-nope"}, {"-log-format", "xml"}, {"frobnicate"}, {"-log-level", "loud"},
 		{"-rate-limit", "-1"}, {"-max-404", "-5"}, {"-rate-burst", "0"}, {"backup"}} {
@@ -177,13 +178,14 @@ func TestRunVersionAndHelp(t *testing.T) {
 			t.Fatalf("%v: err = %v, want a usage error", args, err)
 		}
 	}
-	err = run(context.Background(), []string{"usersvc"}, envOf("USERSVC_RATE_LIMIT", "fast"), &out, &errOut)
+	err := run(context.Background(), []string{"usersvc"}, envOf("USERSVC_RATE_LIMIT", "fast"), &out, &errOut)
 	if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "USERSVC_RATE_LIMIT") {
 		t.Fatalf("a bad USERSVC_RATE_LIMIT: err = %v, want a usage error naming it", err)
 	}
 }
 
 func TestRunStartupErrors(t *testing.T) {
+	onlySQLite(t, "SQLite files and their failures")
 	dir := t.TempDir()
 	notDB := filepath.Join(dir, "garbage.db")
 	if err := os.WriteFile(notDB, bytes.Repeat([]byte("not a database "), 512), 0o600); err != nil {
@@ -194,7 +196,7 @@ func TestRunStartupErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.writeDB.Exec("PRAGMA user_version = 999"); err != nil {
+	if _, err := st.eng.(*sqliteEngine).writeDB.Exec("PRAGMA user_version = 999"); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()
@@ -230,12 +232,13 @@ func TestRunStartupErrors(t *testing.T) {
 }
 
 func TestDatabasePathWithURICharacters(t *testing.T) {
+	onlySQLite(t, "file names")
 	dir := filepath.Join(t.TempDir(), "odd %41 #dir?")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "users?%20#.db")
-	ts := newTestServerWith(t, testConfig(), path)
+	ts := newTestServerAt(t, testConfig(), path, quietLogger(), storeOptions{})
 	ts.mustCreateUser(t, "zoe", "")
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("the database is not at the path asked for: %v", err)

@@ -1,5 +1,6 @@
 // middleware.go: what wraps every request: request ids, security headers,
-// the bearer token, per-client limits, and the client address they use.
+// the client address (and which proxies may name it), the Host check, the
+// query string check, the bearer token and the per-client limits.
 package main
 
 import (
@@ -12,15 +13,17 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
+	"net/url"
 	"strings"
-	"time"
 )
 
 // ctxKey keys the values middleware puts in a request's context.
 type ctxKey int
 
-const requestIDKey ctxKey = iota
+const (
+	requestIDKey ctxKey = iota
+	clientKey
+)
 
 // requestID returns the id of the request ctx belongs to, or "".
 func requestID(ctx context.Context) string {
@@ -89,7 +92,188 @@ func withSecurityHeaders(next http.Handler) http.Handler {
 	})
 }
 
-var errUnauthorized = &statusError{status: 401, msg: "missing or wrong bearer token"}
+// ---- the client ----
+
+// client is who sent a request: its address as logged, and the key its
+// limits are counted under (an IPv6 client is its /64: one host usually
+// holds the whole /64, and would otherwise pick a new address a request).
+type client struct {
+	addr string
+	key  string
+}
+
+// clientOf returns the client a request came from (set by withClient).
+func clientOf(ctx context.Context) client {
+	c, _ := ctx.Value(clientKey).(client)
+	return c
+}
+
+// trustedProxies are the networks of the proxies in front of usersvc
+// (-trust-proxy); only a peer in them may name the client in
+// X-Forwarded-For.
+type trustedProxies []netip.Prefix
+
+// parseTrustedProxies reads -trust-proxy: comma-separated CIDRs or single
+// addresses.
+func parseTrustedProxies(s string) (trustedProxies, error) {
+	var nets trustedProxies
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		if !strings.Contains(part, "/") {
+			ip, err := netip.ParseAddr(part)
+			if err != nil || ip.Zone() != "" {
+				return nil, usageError{"-trust-proxy: " + part + " is not a CIDR such as 10.0.0.0/8 or an address"}
+			}
+			nets = append(nets, netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(part)
+		if err != nil {
+			return nil, usageError{"-trust-proxy: " + part + " is not a CIDR such as 10.0.0.0/8"}
+		}
+		nets = append(nets, p.Masked())
+	}
+	return nets, nil
+}
+
+// contains reports whether ip is in one of the networks.
+func (t trustedProxies) contains(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, p := range t {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// clientAddr is the address a request is counted and logged under: the
+// connection's peer; or, when the peer is a trusted proxy, the right-most
+// X-Forwarded-For entry that is not a trusted proxy (the left-most when
+// all are). An entry that is not a plain IP address (garbage, a zone) is
+// not a client address: the peer is used instead.
+func clientAddr(r *http.Request, trusted trustedProxies) netip.Addr {
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	addr := peer.Addr().Unmap()
+	if len(trusted) == 0 || !trusted.contains(addr) {
+		return addr
+	}
+	hops := r.Header.Values("X-Forwarded-For")
+	var leftmost netip.Addr
+	for i := len(hops) - 1; i >= 0; i-- {
+		entries := strings.Split(hops[i], ",")
+		for j := len(entries) - 1; j >= 0; j-- {
+			entry := strings.TrimSpace(entries[j])
+			if entry == "" {
+				continue
+			}
+			ip, err := netip.ParseAddr(entry)
+			if err != nil || ip.Zone() != "" {
+				return addr
+			}
+			if !trusted.contains(ip) {
+				return ip.Unmap()
+			}
+			leftmost = ip.Unmap()
+		}
+	}
+	if leftmost.IsValid() {
+		return leftmost
+	}
+	return addr
+}
+
+// limitKey is the key an address's limits count under: the address for
+// IPv4, its /64 for IPv6.
+func limitKey(ip netip.Addr) string {
+	if ip.Is6() && !ip.Is4In6() {
+		return netip.PrefixFrom(ip, 64).Masked().String()
+	}
+	return ip.String()
+}
+
+// withClient works out who sent the request (see clientAddr) once, for the
+// limits and the access log.
+func withClient(trusted trustedProxies, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ip := clientAddr(r, trusted)
+		c := client{addr: ip.String(), key: limitKey(ip)}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientKey, c)))
+	})
+}
+
+// ---- Host ----
+
+var errHostNotAllowed = &Error{Code: codeForbidden, Message: "this Host is not allowed: without a token usersvc answers only localhost, 127.0.0.1 and [::1] (see -allowed-hosts)"}
+
+// withAllowedHosts answers 403 to a request whose Host is not a loopback
+// name or one of extra, on every path. It guards the service when it runs
+// without a token: a web page the operator visits could otherwise point
+// its own domain at 127.0.0.1 (DNS rebinding) and read or delete users
+// from the browser. With a token set, the token guards instead.
+func withAllowedHosts(token string, extra []string, log *slog.Logger, next http.Handler) http.Handler {
+	if token != "" {
+		return next
+	}
+	allowed := map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true}
+	for _, h := range extra {
+		allowed[strings.ToLower(h)] = true
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !allowed[hostName(r.Host)] {
+			writeError(w, r, log, errHostNotAllowed)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// hostName is the name in a Host header, lowercased, without its port or
+// IPv6 brackets.
+func hostName(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
+}
+
+// parseHostList reads -allowed-hosts: comma-separated names (a port, if
+// given, is ignored).
+func parseHostList(s string) []string {
+	var hosts []string
+	for _, h := range strings.Split(s, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			hosts = append(hosts, hostName(h))
+		}
+	}
+	return hosts
+}
+
+// ---- query string ----
+
+// withQueryCheck answers 400 to a query string that does not parse
+// (?limit=5%, ?username=a%): net/http's Query() would drop the broken
+// pair without a word, and the handler would answer as if it were absent.
+func withQueryCheck(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RawQuery != "" {
+			if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+				writeError(w, r, log, invalid("the query string does not parse: %s", strings.TrimPrefix(err.Error(), "invalid URL escape ")))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// ---- token ----
+
+var errUnauthorized = &Error{Code: codeUnauthorized, Message: "missing or wrong bearer token"}
 
 // withBearerToken requires Authorization: Bearer <token> on /api/ (and on
 // /metrics unless metricsPublic). An empty token turns the check off.
@@ -109,10 +293,11 @@ func withBearerToken(token string, metricsPublic bool, log *slog.Logger, next ht
 	})
 }
 
-// bearerMatches compares the header's token with want in constant time
-// (hashing first, so the length does not leak either).
+// bearerMatches compares the header's token, trimmed of surrounding white
+// space, with want in constant time (hashing first, so the length does not
+// leak either).
 func bearerMatches(header string, want [32]byte) bool {
-	scheme, token, ok := strings.Cut(header, " ")
+	scheme, token, ok := strings.Cut(strings.TrimSpace(header), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return false
 	}
@@ -120,66 +305,33 @@ func bearerMatches(header string, want [32]byte) bool {
 	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
 }
 
-var errTooMany = &statusError{status: 429, msg: "too many requests: slow down and retry later"}
+// ---- limits ----
+
+var errTooMany = &Error{Code: codeTooMany, Message: "too many requests: slow down and retry later"}
 
 // withClientLimits refuses a client over its rate limit or 404 cap with 429
-// and Retry-After, and counts the 404s it is answered.
-func withClientLimits(limits *clientLimits, trustProxy bool, log *slog.Logger, next http.Handler) http.Handler {
+// and Retry-After, and counts the 404s it is answered. /healthz is never
+// limited: a load balancer's probe must not take the instance out.
+func withClientLimits(limits *clientLimits, log *slog.Logger, next http.Handler) http.Handler {
 	if !limits.enabled() {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		addr := clientAddr(r, trustProxy)
-		if ok, wait := limits.allow(addr); !ok {
-			tooManyRequests(w, r, log, wait, errTooMany)
+		if r.URL.Path == "/healthz" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		key := clientOf(r.Context()).key
+		if ok, wait := limits.allow(key); !ok {
+			writeError(w, r, log, &Error{Code: codeTooMany, Message: errTooMany.Message, RetryAfter: wait})
 			return
 		}
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
 		if sw.status == http.StatusNotFound {
-			limits.record404(addr)
+			limits.record404(key)
 		}
 	})
-}
-
-// tooManyRequests answers 429 with Retry-After.
-func tooManyRequests(w http.ResponseWriter, r *http.Request, log *slog.Logger, wait time.Duration, err error) {
-	w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
-	writeError(w, r, log, err)
-}
-
-// clientAddr is the address limits are counted against: the connection's
-// peer, or with trustProxy the right-most X-Forwarded-For entry that is not
-// a loopback or private address (those are taken to be our own proxies).
-func clientAddr(r *http.Request, trustProxy bool) string {
-	peer := r.RemoteAddr
-	if host, _, err := net.SplitHostPort(peer); err == nil {
-		peer = host
-	}
-	if !trustProxy {
-		return peer
-	}
-	var hops []string
-	for _, h := range r.Header.Values("X-Forwarded-For") {
-		for _, part := range strings.Split(h, ",") {
-			if part = strings.TrimSpace(part); part != "" {
-				hops = append(hops, part)
-			}
-		}
-	}
-	for i := len(hops) - 1; i >= 0; i-- {
-		ip, err := netip.ParseAddr(hops[i])
-		if err != nil {
-			return peer // a malformed entry: do not trust anything left of it
-		}
-		if !ip.IsLoopback() && !ip.IsPrivate() {
-			return ip.Unmap().String()
-		}
-		if i == 0 {
-			return ip.Unmap().String()
-		}
-	}
-	return peer
 }
 
 // statusWriter records the status a handler wrote and the bytes of its body.

@@ -52,42 +52,6 @@ type Goal struct {
 	ModifiedAt    string  `db:"modified_at"`
 }
 
-// Domain errors. writeError maps each to its HTTP status in one place.
-var (
-	errUserNotFound = &statusError{status: 404, msg: "user not found"}
-	errGoalNotFound = &statusError{status: 404, msg: "goal not found"}
-	errUnavailable  = &statusError{status: 503, msg: "the database cannot take writes right now"}
-	errBadLogin     = &statusError{status: 401, msg: "invalid username or password"}
-)
-
-// statusError is an error that is answered with its status and message as
-// {"error": msg}.
-type statusError struct {
-	status int
-	msg    string
-}
-
-func (e *statusError) Error() string { return e.msg }
-
-// fieldErrors are per-field problems, answered as 400 {"errors": {...}}.
-type fieldErrors map[string]string
-
-func (e fieldErrors) Error() string {
-	parts := make([]string, 0, len(e))
-	for k, v := range e {
-		parts = append(parts, k+": "+v)
-	}
-	return "invalid fields: " + strings.Join(parts, "; ")
-}
-
-// conflictError names the fields whose unique value is already taken; it is
-// answered as 409 {"errors": {field: "is already taken"}}.
-type conflictError struct{ fields []string }
-
-func (e *conflictError) Error() string {
-	return "already taken: " + strings.Join(e.fields, ", ")
-}
-
 // fromValidation turns invopop/validation errors into fieldErrors, keeping
 // any other error (an internal one) as it is.
 func fromValidation(err error) error {
@@ -138,9 +102,10 @@ type userInput struct {
 	passwordHash string
 }
 
-// readOnlyFields may appear in any body (a client may send back what it read)
-// and are ignored.
-var readOnlyFields = map[string]bool{"id": true, "created_at": true, "modified_at": true}
+// userIgnoredFields may appear in a user body and are ignored: the read-only
+// fields and the goals relation, so a client may send back what it read
+// with any ?show=.
+var userIgnoredFields = map[string]bool{"id": true, "created_at": true, "modified_at": true, "goals": true}
 
 // bodyFields maps the field names a body may hold to the decoder that
 // fills each one; a decoder returns a problem message, or "".
@@ -152,9 +117,9 @@ func field[T any](dst *optional[T], want string) func(json.RawMessage) string {
 }
 
 // decodeFields runs the decoder of every field in obj. Names in ignored
-// are skipped (read-only fields a client may send back); any other name is
-// an unknown field. Every problem is reported at once.
-func decodeFields(obj map[string]json.RawMessage, fields bodyFields, ignored map[string]bool) error {
+// are skipped (read-only fields and relations a client may send back); any
+// other name is an unknown field. It returns every problem at once.
+func decodeFields(obj map[string]json.RawMessage, fields bodyFields, ignored map[string]bool) fieldErrors {
 	errs := fieldErrors{}
 	for name, raw := range obj {
 		decode, known := fields[name]
@@ -167,22 +132,32 @@ func decodeFields(obj map[string]json.RawMessage, fields bodyFields, ignored map
 			errs[name] = "unknown field"
 		}
 	}
-	if len(errs) > 0 {
-		return errs
-	}
-	return nil
+	return errs
 }
 
-// decodeUserInput maps a decoded JSON object onto userInput.
-func decodeUserInput(obj map[string]json.RawMessage) (userInput, error) {
+// decodeUserInput maps a decoded JSON object onto userInput and checks
+// it; creating makes the required fields required. Unknown fields, wrong
+// types and broken rules are reported together.
+func decodeUserInput(obj map[string]json.RawMessage, creating bool) (userInput, error) {
 	var in userInput
-	err := decodeFields(obj, bodyFields{
+	errs := decodeFields(obj, bodyFields{
 		"username":  field(&in.Username, "a string"),
 		"email":     field(&in.Email, "a string"),
 		"full_name": field(&in.FullName, "a string"),
 		"password":  field(&in.Password, "a string"),
-	}, readOnlyFields)
-	return in, err
+	}, userIgnoredFields)
+	return in, withRuleErrors(errs, in.validate(creating))
+}
+
+// withRuleErrors adds to the decoding problems errs the field rules that
+// failed (a field that did not decode keeps its decoding message).
+func withRuleErrors(errs fieldErrors, rules error) error {
+	var fe fieldErrors
+	if rules != nil && !errors.As(rules, &fe) {
+		return rules // an internal error of the validator
+	}
+	errs.merge(fe)
+	return errs.orNil()
 }
 
 var (
@@ -308,20 +283,22 @@ type goalInput struct {
 	Description   optional[string]
 }
 
-// goalReadOnlyFields are the read-only fields of a goal: user_id comes
-// from the path when the goal is created and never changes.
-var goalReadOnlyFields = map[string]bool{"id": true, "created_at": true, "modified_at": true, "user_id": true}
+// goalIgnoredFields may appear in a goal body and are ignored: the
+// read-only fields (user_id comes from the path when the goal is created
+// and never changes) and the user relation.
+var goalIgnoredFields = map[string]bool{"id": true, "created_at": true, "modified_at": true, "user_id": true, "user": true}
 
-// decodeGoalInput maps a decoded JSON object onto goalInput.
-func decodeGoalInput(obj map[string]json.RawMessage) (goalInput, error) {
+// decodeGoalInput maps a decoded JSON object onto goalInput and checks it;
+// creating makes title and target_minutes required.
+func decodeGoalInput(obj map[string]json.RawMessage, creating bool) (goalInput, error) {
 	var in goalInput
-	err := decodeFields(obj, bodyFields{
+	errs := decodeFields(obj, bodyFields{
 		"title":          field(&in.Title, "a string"),
 		"period":         field(&in.Period, "a string"),
 		"target_minutes": field(&in.TargetMinutes, "an integer"),
 		"description":    field(&in.Description, "a string"),
-	}, goalReadOnlyFields)
-	return in, err
+	}, goalIgnoredFields)
+	return in, withRuleErrors(errs, in.validate(creating))
 }
 
 // validate checks every goal field at once; creating makes title and
@@ -357,27 +334,77 @@ type credentials struct {
 	Password optional[string]
 }
 
-// decodeCredentials maps a decoded JSON object onto credentials; both
-// fields are required strings and nothing else is allowed.
+// decodeCredentials maps a decoded JSON object onto credentials. Both
+// fields are required and must be a username and a password that some
+// user could have (the same rules as on create), so an input that cannot
+// match is refused before any hashing; nothing else is allowed.
 func decodeCredentials(obj map[string]json.RawMessage) (credentials, error) {
 	var c credentials
-	err := decodeFields(obj, bodyFields{
+	errs := decodeFields(obj, bodyFields{
 		"username": field(&c.Username, "a string"),
 		"password": field(&c.Password, "a string"),
 	}, nil)
-	errs, _ := err.(fieldErrors)
-	if errs == nil {
-		errs = fieldErrors{}
-	}
-	for name, f := range map[string]optional[string]{"username": c.Username, "password": c.Password} {
-		if _, bad := errs[name]; !bad && (!f.Set || f.Null || f.Value == "") {
-			errs[name] = "cannot be blank"
+	rules := fromValidation(validation.Errors{
+		"username": checkField(c.Username, usernameField, true),
+		"password": checkField(c.Password, passwordField, true),
+	}.Filter())
+	return c, withRuleErrors(errs, rules)
+}
+
+// foldKey is the key under which s is unique without regard to case:
+// every rune replaced by one fixed member of its Unicode simple case
+// folding orbit (the one strings.EqualFold compares by), preferring the
+// lowercase letter. It is computed here, not by the database, so SQLite
+// and PostgreSQL agree ("Ü@example.com" and "ü@example.com" are one
+// address on both).
+func foldKey(s string) string {
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			ascii = false
+			break
 		}
 	}
-	if len(errs) > 0 {
-		return c, errs
+	if ascii {
+		return strings.ToLower(s)
 	}
-	return c, nil
+	return strings.Map(foldRune, s)
+}
+
+// foldRune is the member of r's simple case folding orbit that stands for
+// the orbit: the lowercase of the orbit's smallest rune when that is in
+// the orbit, else the smallest rune. It depends only on the orbit, so two
+// runes fold alike exactly when unicode.SimpleFold links them.
+func foldRune(r rune) rune {
+	least := r
+	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+		least = min(least, f)
+	}
+	if lower := unicode.ToLower(least); lower != least {
+		for f := unicode.SimpleFold(least); f != least; f = unicode.SimpleFold(f) {
+			if f == lower {
+				return lower
+			}
+		}
+	}
+	return least
+}
+
+// emailKey is the unique key of an optional email: nil (SQL NULL, which a
+// unique index lets many rows share) when there is none.
+func emailKey(email *string) any {
+	if email == nil {
+		return nil
+	}
+	return foldKey(*email)
+}
+
+// emailKeyString is emailKey as a string, "" when there is none.
+func emailKeyString(email *string) string {
+	if email == nil {
+		return ""
+	}
+	return foldKey(*email)
 }
 
 // parseID accepts only the canonical lowercase text of a UUID, so one
@@ -406,11 +433,21 @@ type userShow struct {
 	GoalDescription bool
 }
 
+// extras are the optional columns a read of the user needs for s.
+func (s userShow) extras() userExtras {
+	return userExtras{Email: s.Email, FullName: s.FullName}
+}
+
 // goalShow says which optional parts of a goal a response includes.
 type goalShow struct {
 	Description             bool
 	User                    bool
 	UserEmail, UserFullName bool
+}
+
+// ownerShow is what a goal's embedded owner shows.
+func ownerShow(show goalShow) userShow {
+	return userShow{Email: show.UserEmail, FullName: show.UserFullName}
 }
 
 var (
@@ -569,65 +606,4 @@ func appendGoal(b []byte, g *Goal, s goalShow, owner *User) []byte {
 		b = appendUser(b, owner, ownerShow(s), nil)
 	}
 	return append(b, '}')
-}
-
-// appendNullString writes s as a JSON string, or null when s is nil.
-func appendNullString(b []byte, s *string) []byte {
-	if s == nil {
-		return append(b, "null"...)
-	}
-	return appendString(b, *s)
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString writes s as a JSON string, escaping what RFC 8259 requires
-// plus U+2028 and U+2029 (so the output is also safe inside JavaScript).
-// Invalid UTF-8 becomes U+FFFD, as encoding/json does.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }

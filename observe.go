@@ -16,10 +16,12 @@ import (
 // metrics are the server's Prometheus collectors, on a registry of its own
 // (no global state, so tests can build many servers).
 type metrics struct {
-	registry *prometheus.Registry
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
-	inFlight prometheus.Gauge
+	registry       *prometheus.Registry
+	requests       *prometheus.CounterVec
+	duration       *prometheus.HistogramVec
+	inFlight       prometheus.Gauge
+	passwordHashes prometheus.Counter
+	hashesRefused  prometheus.Counter
 }
 
 // newMetrics registers the HTTP, database pool and Go runtime collectors.
@@ -39,13 +41,22 @@ func newMetrics(st *store) *metrics {
 			Name: "http_requests_in_flight",
 			Help: "HTTP requests being answered now.",
 		}),
+		passwordHashes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "usersvc_password_hashes_total",
+			Help: "argon2id computations (hashes and verifications).",
+		}),
+		hashesRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "usersvc_password_hashes_refused_total",
+			Help: "Requests answered 503 because password hashing was saturated.",
+		}),
 	}
-	m.registry.MustRegister(m.requests, m.duration, m.inFlight,
+	m.registry.MustRegister(m.requests, m.duration, m.inFlight, m.passwordHashes, m.hashesRefused,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		collectors.NewDBStatsCollector(st.readDB.DB, "reader"),
-		collectors.NewDBStatsCollector(st.writeDB.DB, "writer"),
 	)
+	for name, db := range st.eng.pools() {
+		m.registry.MustRegister(collectors.NewDBStatsCollector(db, name))
+	}
 	return m
 }
 
@@ -77,7 +88,7 @@ func methodLabel(method string) string {
 // withObservability counts, times and logs every request: one access log
 // line with method, route, status, bytes, duration, client address and
 // request id. Bodies, passwords and tokens are never logged.
-func withObservability(m *metrics, log *slog.Logger, trustProxy bool, next http.Handler) http.Handler {
+func withObservability(m *metrics, log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		m.inFlight.Inc()
@@ -99,7 +110,7 @@ func withObservability(m *metrics, log *slog.Logger, trustProxy bool, next http.
 			slog.Int("status", status),
 			slog.Int("bytes", sw.bytes),
 			slog.Duration("duration", elapsed),
-			slog.String("client", clientAddr(r, trustProxy)),
+			slog.String("client", clientOf(r.Context()).addr),
 			slog.String("request_id", requestID(r.Context())),
 		)
 	})

@@ -24,7 +24,7 @@ func TestHealthz(t *testing.T) {
 	ts := newTestServer(t)
 	r := ts.do(t, "GET", "/healthz", "")
 	expect(t, "healthz", r, 200)
-	if string(r.body) != `{"status":"ok"}` {
+	if string(r.body) != `{"status":"ok"}`+"\n" {
 		t.Fatalf("healthz body %s", r.body)
 	}
 	ts.store.Close()
@@ -78,7 +78,7 @@ func TestMetricsToken(t *testing.T) {
 	for _, public := range []bool{false, true} {
 		cfg := testConfig()
 		cfg.token, cfg.metricsPublic = "tok", public
-		ts := newTestServerWith(t, cfg, filepath.Join(t.TempDir(), "m.db"))
+		ts := newTestServerWith(t, cfg)
 		want := map[bool]int{false: 401, true: 200}[public]
 		if r := ts.do(t, "GET", "/metrics", ""); r.status != want {
 			t.Fatalf("metrics-public=%v without token: %d, want %d", public, r.status, want)
@@ -108,7 +108,7 @@ func logLines(t *testing.T, b []byte) []map[string]any {
 func TestAccessLogLine(t *testing.T) {
 	var buf syncBuffer
 	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ts := newTestServerLogged(t, testConfig(), filepath.Join(t.TempDir(), "a.db"), logger)
+	ts := newTestServerLogged(t, testConfig(), logger)
 	id := ts.mustCreateUser(t, "zoe", "")["id"].(string)
 	r := ts.do(t, "GET", "/api/users/"+id, "", "X-Request-ID", "trace-42")
 	var found map[string]any
@@ -140,7 +140,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	cfg := testConfig()
 	cfg.token = "tok-very-secret-42"
 	cfg.maxLoginFailures = 2
-	ts := newTestServerLogged(t, cfg, filepath.Join(t.TempDir(), "s.db"), logger)
+	ts := newTestServerLogged(t, cfg, logger)
 	auth := []string{"Authorization", "Bearer " + cfg.token}
 	pw := "pw-never-in-logs-7"
 	r := ts.do(t, "POST", "/api/users", `{"username":"zoe","password":"`+pw+`"}`, auth...)
@@ -165,6 +165,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 }
 
 func TestBackupUnderConcurrentWrites(t *testing.T) {
+	onlySQLite(t, "VACUUM INTO")
 	ts := newTestServer(t)
 	ctx := context.Background()
 	var stop atomic.Bool
@@ -175,7 +176,7 @@ func TestBackupUnderConcurrentWrites(t *testing.T) {
 		go func(w int) {
 			defer wg.Done()
 			for i := 0; !stop.Load(); i++ {
-				r := ts.do(t, "POST", "/api/users", fmt.Sprintf(`{"username":"w%d_%d","password":"12345678"}`, w, i))
+				r := ts.do(t, "POST", "/api/users", fmt.Sprintf(`{"username":"w%d_%d","password":"12345678"}`, w, i), "X-Forwarded-For", clientIP(w))
 				if r.status != 201 {
 					t.Errorf("create during backup: %d %s", r.status, r.body)
 					return
@@ -189,21 +190,19 @@ func TestBackupUnderConcurrentWrites(t *testing.T) {
 	}
 	count := func() int {
 		var n int
-		if err := ts.store.readDB.Get(&n, "SELECT count(*) FROM users"); err != nil {
-			t.Fatal(err)
-		}
+		ts.sqlGet(t, &n, "SELECT count(*) FROM users")
 		return n
 	}
 	before := count()
 	dst := filepath.Join(t.TempDir(), "copy.db")
-	if err := backupDatabase(ctx, ts.dbPath, dst); err != nil {
+	if err := backupDatabase(ctx, ts.db, dst); err != nil {
 		t.Fatalf("backup: %v", err)
 	}
 	after := count()
 	stop.Store(true)
 	wg.Wait()
 
-	copyServer := newTestServerWith(t, testConfig(), dst)
+	copyServer := newTestServerAt(t, testConfig(), dst, quietLogger(), storeOptions{})
 	var n int
 	for next := "/api/users?limit=1000"; next != ""; {
 		r := copyServer.do(t, "GET", next, "")
@@ -218,7 +217,7 @@ func TestBackupUnderConcurrentWrites(t *testing.T) {
 	if err := checkIntegrity(ctx, dst); err != nil {
 		t.Fatal(err)
 	}
-	if err := backupDatabase(ctx, ts.dbPath, dst); err == nil || !strings.Contains(err.Error(), "refusing to overwrite") {
+	if err := backupDatabase(ctx, ts.db, dst); err == nil || !strings.Contains(err.Error(), "refusing to overwrite") {
 		t.Fatalf("second backup to the same file: %v", err)
 	}
 	if _, err := os.Stat(dst + ".partial"); !os.IsNotExist(err) {
@@ -227,6 +226,7 @@ func TestBackupUnderConcurrentWrites(t *testing.T) {
 }
 
 func TestBackupCommand(t *testing.T) {
+	onlySQLite(t, "backup of a file")
 	dir := t.TempDir()
 	db := filepath.Join(dir, "live.db")
 	_, _, stop := startRun(t, []string{"-addr", "127.0.0.1:0", "-db", db}, envOf())
@@ -258,7 +258,7 @@ func TestCancelledRequestIsNotAnInternalError(t *testing.T) {
 	}
 	rec = httptest.NewRecorder()
 	writeError(rec, req, logger, errors.New("disk on fire at /var/lib/x"))
-	if rec.Code != 500 || rec.Body.String() != `{"error":"internal error"}` || !strings.Contains(logs.String(), "disk on fire") {
+	if rec.Code != 500 || rec.Body.String() != `{"error":"internal error"}`+"\n" || !strings.Contains(logs.String(), "disk on fire") {
 		t.Fatalf("unexpected: %d %s; log %s", rec.Code, rec.Body, logs.String())
 	}
 }

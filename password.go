@@ -12,8 +12,9 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/argon2"
 )
 
@@ -31,51 +32,94 @@ var defaultPasswordParams = passwordParams{Memory: 19 * 1024, Time: 2, Threads: 
 
 var errBadPHC = errors.New("stored password hash is not an argon2id PHC string")
 
-// passwordHasher hashes and verifies passwords. sem bounds the hashes running
-// at once, so a burst of logins costs at most cap(sem) × Memory of RAM.
+// passwordHasher hashes and verifies passwords. At most cap(slots) hashes
+// run at once, so a burst of logins costs at most that many times Memory of
+// RAM; a short queue waits behind them. When slots and queue are full, or
+// one client already holds perClient places, the answer is errHashBusy at
+// once: a flood must not make a legitimate login wait behind it.
 type passwordHasher struct {
 	params passwordParams
-	sem    chan struct{}
+	slots  chan struct{}
+	queue  int // places waiting for a slot
 
-	// hashes counts argon2id computations, so tests can prove an unknown
-	// username costs the same work as a wrong password.
-	hashes atomic.Int64
+	mu      sync.Mutex
+	pending int            // running or waiting
+	clients map[string]int // places held by each client key
+
+	hashes   prometheus.Counter // argon2id computations
+	rejected prometheus.Counter // refused with errHashBusy
 
 	dummyOnce sync.Once
 	dummy     string
 	dummyErr  error
 }
 
-// newPasswordHasher returns a hasher with p, running at most one hash per CPU.
-func newPasswordHasher(p passwordParams) *passwordHasher {
-	return &passwordHasher{params: p, sem: make(chan struct{}, max(2, runtime.NumCPU()))}
+// Hashing admission: one slot per CPU (at least two), a queue sixteen
+// times as long (at about 50 ms a production hash, a wait under a second),
+// and two places per client.
+const (
+	hashQueuePerSlot = 16
+	hashPerClient    = 2
+	hashRetryAfter   = time.Second
+)
+
+// errHashBusy answers a login or password write when hashing is saturated.
+var errHashBusy = &Error{Code: codeUnavailable, Message: "password hashing is busy: retry in a moment", RetryAfter: hashRetryAfter}
+
+// newPasswordHasher returns a hasher with p, counting its work in hashes
+// and its refusals in rejected.
+func newPasswordHasher(p passwordParams, hashes, rejected prometheus.Counter) *passwordHasher {
+	n := max(2, runtime.NumCPU())
+	return &passwordHasher{params: p, slots: make(chan struct{}, n), queue: n * hashQueuePerSlot,
+		clients: map[string]int{}, hashes: hashes, rejected: rejected}
 }
 
-// acquire waits for a hashing slot, or for ctx to end.
-func (h *passwordHasher) acquire(ctx context.Context) error {
+// acquire takes a place for the client (refusing at once when none is
+// free) and then waits for a slot, or for ctx to end. release gives both
+// back.
+func (h *passwordHasher) acquire(ctx context.Context, client string) (release func(), err error) {
+	h.mu.Lock()
+	if h.pending >= cap(h.slots)+h.queue || h.clients[client] >= hashPerClient {
+		h.mu.Unlock()
+		h.rejected.Inc()
+		return nil, errHashBusy
+	}
+	h.pending++
+	h.clients[client]++
+	h.mu.Unlock()
+	leave := func() {
+		h.mu.Lock()
+		h.pending--
+		if h.clients[client]--; h.clients[client] <= 0 {
+			delete(h.clients, client)
+		}
+		h.mu.Unlock()
+	}
 	select {
-	case h.sem <- struct{}{}:
-		return nil
+	case h.slots <- struct{}{}:
+		return func() { <-h.slots; leave() }, nil
 	case <-ctx.Done():
-		return fmt.Errorf("wait for a password hashing slot: %w", ctx.Err())
+		leave()
+		return nil, fmt.Errorf("wait for a password hashing slot: %w", ctx.Err())
 	}
 }
 
-func (h *passwordHasher) release() { <-h.sem }
-
 // Hash returns the PHC string of password with a fresh random salt:
 // $argon2id$v=19$m=…,t=…,p=…$salt$hash.
-func (h *passwordHasher) Hash(ctx context.Context, password string) (string, error) {
+// The client (its limit key) counts the hash against its sender (see
+// acquire).
+func (h *passwordHasher) Hash(ctx context.Context, client, password string) (string, error) {
 	salt := make([]byte, h.params.SaltLen)
 	if _, err := rand.Read(salt); err != nil {
 		return "", fmt.Errorf("password salt: %w", err)
 	}
-	if err := h.acquire(ctx); err != nil {
+	release, err := h.acquire(ctx, client)
+	if err != nil {
 		return "", err
 	}
-	defer h.release()
+	defer release()
 	p := h.params
-	h.hashes.Add(1)
+	h.hashes.Inc()
 	key := argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, p.KeyLen)
 	enc := base64.RawStdEncoding
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s",
@@ -84,28 +128,29 @@ func (h *passwordHasher) Hash(ctx context.Context, password string) (string, err
 
 // Verify reports whether password matches the PHC string, using the
 // parameters stored in it and a constant-time compare.
-func (h *passwordHasher) Verify(ctx context.Context, phc, password string) (bool, error) {
+func (h *passwordHasher) Verify(ctx context.Context, client, phc, password string) (bool, error) {
 	p, salt, want, err := parsePHC(phc)
 	if err != nil {
 		return false, err
 	}
-	if err := h.acquire(ctx); err != nil {
+	release, err := h.acquire(ctx, client)
+	if err != nil {
 		return false, err
 	}
-	defer h.release()
-	h.hashes.Add(1)
+	defer release()
+	h.hashes.Inc()
 	got := argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(want)))
 	return subtle.ConstantTimeCompare(got, want) == 1, nil
 }
 
 // VerifyNobody spends the time of a real Verify for a username that does not
 // exist, so a caller cannot tell unknown users from wrong passwords by timing.
-func (h *passwordHasher) VerifyNobody(ctx context.Context, password string) error {
+func (h *passwordHasher) VerifyNobody(ctx context.Context, client, password string) error {
 	h.warmUp(ctx)
 	if h.dummyErr != nil {
 		return h.dummyErr
 	}
-	_, err := h.Verify(ctx, h.dummy, password)
+	_, err := h.Verify(ctx, client, h.dummy, password)
 	return err
 }
 
@@ -114,7 +159,7 @@ func (h *passwordHasher) VerifyNobody(ctx context.Context, password string) erro
 // than the next.
 func (h *passwordHasher) warmUp(ctx context.Context) {
 	h.dummyOnce.Do(func() {
-		h.dummy, h.dummyErr = h.Hash(context.WithoutCancel(ctx), "usersvc: no such user")
+		h.dummy, h.dummyErr = h.Hash(context.WithoutCancel(ctx), "usersvc itself", "usersvc: no such user")
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,7 +20,7 @@ import (
 func TestBearerToken(t *testing.T) {
 	cfg := testConfig()
 	cfg.token = "s3cret-token"
-	ts := newTestServerWith(t, cfg, filepath.Join(t.TempDir(), "t.db"))
+	ts := newTestServerWith(t, cfg)
 	for _, c := range []struct {
 		name, path, auth string
 		want             int
@@ -46,21 +47,47 @@ func TestBearerToken(t *testing.T) {
 
 func TestTokenFile(t *testing.T) {
 	dir := t.TempDir()
-	file := filepath.Join(dir, "token")
-	os.WriteFile(file, []byte("from-file\n"), 0o600)
-	cfg, _, err := parseConfig([]string{"-token-file", file}, envOf("USERSVC_TOKEN", "from-env"), &bytes.Buffer{})
-	if err != nil || cfg.token != "from-file" {
-		t.Fatalf("token = %q, %v; want from-file without its newline", cfg.token, err)
+	write := func(name, content string) string {
+		file := filepath.Join(dir, name)
+		if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return file
 	}
-	cfg, _, _ = parseConfig(nil, envOf("USERSVC_TOKEN", "from-env"), &bytes.Buffer{})
-	if cfg.token != "from-env" {
-		t.Fatalf("token = %q, want from-env", cfg.token)
+	const token = "from-file-0123456789"
+	for _, c := range []struct{ name, content string }{
+		{"newline", token + "\n"},
+		{"CRLF", token + "\r\n"},
+		{"trailing space", token + " "}, // once locked every client out: headers are trimmed
+		{"surrounding blanks", "\t " + token + " \n\n"},
+	} {
+		cfg, _, err := parseConfig([]string{"-token-file", write(c.name, c.content)}, envOf("USERSVC_TOKEN", "from-env-0123456789"), &bytes.Buffer{})
+		if err != nil || cfg.token != token {
+			t.Fatalf("%s: token = %q, %v; want %q", c.name, cfg.token, err, token)
+		}
 	}
-	empty := filepath.Join(dir, "empty")
-	os.WriteFile(empty, []byte("\n"), 0o600)
-	if _, _, err := parseConfig([]string{"-token-file", empty}, envOf(), &bytes.Buffer{}); err == nil {
+	cfg, _, _ := parseConfig(nil, envOf("USERSVC_TOKEN", " from-env-0123456789\n"), &bytes.Buffer{})
+	if cfg.token != "from-env-0123456789" {
+		t.Fatalf("token = %q, want from-env-0123456789 trimmed", cfg.token)
+	}
+	if _, _, err := parseConfig([]string{"-token-file", write("empty", "\n")}, envOf(), &bytes.Buffer{}); err == nil {
 		t.Fatal("an empty token file was accepted")
 	}
+	for _, short := range []string{"x", "abc123 ", "fifteen-chars15"} {
+		_, _, err := parseConfig([]string{"-token-file", write("short", short)}, envOf(), &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), "at least 16") {
+			t.Fatalf("token %q: err = %v, want a refusal asking for 16 characters", short, err)
+		}
+		if _, _, err := parseConfig(nil, envOf("USERSVC_TOKEN", short), &bytes.Buffer{}); err == nil {
+			t.Fatalf("USERSVC_TOKEN %q was accepted", short)
+		}
+	}
+	// The header's token is trimmed too: a client sending it with a space
+	// after it is let in.
+	tcfg := testConfig()
+	tcfg.token = token
+	ts := newTestServerWith(t, tcfg)
+	expect(t, "token with blanks around it", ts.do(t, "GET", "/api/users", "", "Authorization", "Bearer  "+token+" "), 200)
 }
 
 func TestRefusesNonLoopbackWithoutToken(t *testing.T) {
@@ -76,9 +103,9 @@ func TestRefusesNonLoopbackWithoutToken(t *testing.T) {
 		t.Fatal("the refusal came after opening the database")
 	}
 	// With a token it starts, and the token is never logged.
-	_, logs, stop := startRun(t, []string{"-addr", "0.0.0.0:0", "-db", db}, envOf("USERSVC_TOKEN", "tok-123456"))
+	_, logs, stop := startRun(t, []string{"-addr", "0.0.0.0:0", "-db", db}, envOf("USERSVC_TOKEN", "tok-1234567890abcdef"))
 	stop()
-	if strings.Contains(logs.String(), "tok-123456") {
+	if strings.Contains(logs.String(), "tok-1234567890abcdef") {
 		t.Fatalf("token in the log:\n%s", logs)
 	}
 }
@@ -87,7 +114,7 @@ func TestRateLimit(t *testing.T) {
 	clock := newFakeClock()
 	cfg := testConfig()
 	cfg.now, cfg.rateLimit, cfg.rateBurst = clock.Now, 1, 3
-	ts := newTestServerWith(t, cfg, filepath.Join(t.TempDir(), "r.db"))
+	ts := newTestServerWith(t, cfg)
 	for i := 0; i < 3; i++ {
 		expect(t, "within burst", ts.do(t, "GET", "/api/users", ""), 200)
 	}
@@ -105,7 +132,7 @@ func Test404Cap(t *testing.T) {
 	clock := newFakeClock()
 	cfg := testConfig()
 	cfg.now, cfg.max404 = clock.Now, 3
-	ts := newTestServerWith(t, cfg, filepath.Join(t.TempDir(), "n.db"))
+	ts := newTestServerWith(t, cfg)
 	for i := 0; i < 3; i++ {
 		expect(t, "404", ts.do(t, "GET", fmt.Sprintf("/api/users/01939f5e-0000-7000-8000-00000000000%d", i), ""), 404)
 	}
@@ -130,7 +157,7 @@ func TestAuthenticateLockout(t *testing.T) {
 	clock := newFakeClock()
 	cfg := testConfig()
 	cfg.now, cfg.maxLoginFailures = clock.Now, 3
-	ts := newTestServerWith(t, cfg, filepath.Join(t.TempDir(), "l.db"))
+	ts := newTestServerWith(t, cfg)
 	ts.mustCreateUser(t, "zoe", "")
 	ts.mustCreateUser(t, "max", "")
 	login := func(name, pw string) response {
@@ -161,54 +188,130 @@ func TestAuthenticateLockout(t *testing.T) {
 }
 
 func TestForwardedForNeedsTrustProxy(t *testing.T) {
-	for _, trust := range []bool{false, true} {
+	proxies, err := parseTrustedProxies("127.0.0.1/32, 10.0.0.0/8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, trust := range []trustedProxies{nil, proxies} {
 		cfg := testConfig()
 		cfg.now, cfg.rateLimit, cfg.rateBurst, cfg.trustProxy = newFakeClock().Now, 1, 1, trust
-		ts := newTestServerWith(t, cfg, filepath.Join(t.TempDir(), "p.db"))
+		ts := newTestServerWith(t, cfg)
 		first := ts.do(t, "GET", "/api/users", "", "X-Forwarded-For", "203.0.113.1")
 		second := ts.do(t, "GET", "/api/users", "", "X-Forwarded-For", "203.0.113.2")
 		expect(t, "first", first, 200)
-		if want := map[bool]int{false: 429, true: 200}[trust]; second.status != want {
+		if want := map[bool]int{false: 429, true: 200}[trust != nil]; second.status != want {
 			t.Fatalf("trust-proxy=%v: a second X-Forwarded-For address got %d, want %d", trust, second.status, want)
 		}
 	}
-	req := func(xff string) *http.Request {
+	req := func(peer, xff string) *http.Request {
 		r, _ := http.NewRequest("GET", "/", nil)
-		r.RemoteAddr = "10.0.0.9:5555"
+		r.RemoteAddr = peer
 		if xff != "" {
 			r.Header.Set("X-Forwarded-For", xff)
 		}
 		return r
 	}
-	for xff, want := range map[string]string{
-		"":                                  "10.0.0.9",
-		"198.51.100.7":                      "198.51.100.7",
-		"1.2.3.4, 198.51.100.7":             "198.51.100.7", // the left entry is the client's claim
-		"198.51.100.7, 10.0.0.2, 127.0.0.1": "198.51.100.7", // our own proxies are skipped
-		"garbage":                           "10.0.0.9",
+	zone := "fe80::1%" + strings.Repeat("z", 60000)
+	for _, c := range []struct{ peer, xff, want string }{
+		{"10.0.0.9:5555", "", "10.0.0.9"},
+		{"10.0.0.9:5555", "198.51.100.7", "198.51.100.7"},
+		{"10.0.0.9:5555", "1.2.3.4, 198.51.100.7", "198.51.100.7"},             // the left entry is the client's claim
+		{"10.0.0.9:5555", "198.51.100.7, 10.0.0.2, 127.0.0.1", "198.51.100.7"}, // our own proxies are skipped
+		{"10.0.0.9:5555", "10.0.0.3, 10.0.0.2", "10.0.0.3"},                    // all proxies: the left-most
+		{"10.0.0.9:5555", "garbage", "10.0.0.9"},
+		{"10.0.0.9:5555", zone, "10.0.0.9"},                            // a zone is not a plain address
+		{"10.0.0.9:5555", "[2001:db8::1]:80", "10.0.0.9"},              // nor is one with a port
+		{"192.168.1.5:5555", "198.51.100.7", "192.168.1.5"},            // a private peer that is not a proxy
+		{"203.0.113.50:5555", "198.51.100.7", "203.0.113.50"},          // anyone else
+		{"[::ffff:10.0.0.9]:5555", "198.51.100.8", "198.51.100.8"},     // the IPv4 proxy over IPv6
+		{"10.0.0.9:5555", "2001:db8::1, 198.51.100.9", "198.51.100.9"}, // multiple entries, one header
 	} {
-		if got := clientAddr(req(xff), true); got != want {
-			t.Errorf("X-Forwarded-For %q: client = %s, want %s", xff, got, want)
+		if got := clientAddr(req(c.peer, c.xff), proxies).String(); got != c.want {
+			t.Errorf("peer %s, X-Forwarded-For %.40q: client = %s, want %s", c.peer, c.xff, got, c.want)
 		}
 	}
-	if got := clientAddr(req("198.51.100.7"), false); got != "10.0.0.9" {
-		t.Errorf("without trust-proxy: client = %s, want the peer", got)
+	if got := clientAddr(req("10.0.0.9:5555", "198.51.100.7"), nil).String(); got != "10.0.0.9" {
+		t.Errorf("without -trust-proxy: client = %s, want the peer", got)
+	}
+	for _, bad := range []string{"10.0.0.0/33", "nonsense", "fe80::1%eth0"} {
+		if _, err := parseTrustedProxies(bad); err == nil {
+			t.Errorf("-trust-proxy %q was accepted", bad)
+		}
+	}
+}
+
+func TestForwardedForFromAnUntrustedPeerIsIgnored(t *testing.T) {
+	// Today's attack: a private peer naming a victim's address in
+	// X-Forwarded-For locked the victim out. Only the proxies' networks may
+	// name a client; anyone else is counted as themselves.
+	cfg := testConfig()
+	cfg.now, cfg.max404 = newFakeClock().Now, 3
+	cfg.trustProxy, _ = parseTrustedProxies("10.9.9.9/32") // not the test client (127.0.0.1)
+	ts := newTestServerWith(t, cfg)
+	for i := 0; i < 3; i++ {
+		ts.do(t, "GET", "/nope", "", "X-Forwarded-For", "198.51.100.66")
+	}
+	expect(t, "the attacker is capped", ts.do(t, "GET", "/api/users", "", "X-Forwarded-For", "198.51.100.66"), 429)
+	victim := &http.Request{Method: "GET", Header: http.Header{}, RemoteAddr: "198.51.100.66:1234"}
+	if ok, _ := ts.api.limits.allow(limitKey(clientAddr(victim, cfg.trustProxy))); !ok {
+		t.Fatal("the victim named in X-Forwarded-For was locked out")
+	}
+}
+
+func TestIPv6ClientsAreCountedByTheirSlash64(t *testing.T) {
+	// 10,000 404s from rotating addresses of one /64 got no 429 when each
+	// address counted alone.
+	proxies, _ := parseTrustedProxies("127.0.0.1/32")
+	cfg := testConfig()
+	cfg.now, cfg.max404, cfg.trustProxy = newFakeClock().Now, 5, proxies
+	ts := newTestServerWith(t, cfg)
+	for i := 0; i < 5; i++ {
+		ts.do(t, "GET", "/nope", "", "X-Forwarded-For", fmt.Sprintf("2001:db8:1:2::%x", i+1))
+	}
+	r := ts.do(t, "GET", "/api/users", "", "X-Forwarded-For", "2001:db8:1:2:ffff::9")
+	expect(t, "another address of the same /64", r, 429)
+	expect(t, "another /64", ts.do(t, "GET", "/api/users", "", "X-Forwarded-For", "2001:db8:1:3::1"), 200)
+	if got := limitKey(netip.MustParseAddr("2001:db8:1:2:aaaa:bbbb:cccc:dddd")); got != "2001:db8:1:2::/64" {
+		t.Fatalf("limitKey = %s, want the /64", got)
+	}
+	if got := limitKey(netip.MustParseAddr("198.51.100.7")); got != "198.51.100.7" {
+		t.Fatalf("limitKey of IPv4 = %s, want the address", got)
+	}
+}
+
+func TestLimiterTablesAreBounded(t *testing.T) {
+	clock := newFakeClock()
+	l := newClientLimits(clock.Now, 100, 200, 100)
+	for i := 0; i < maxClients+5000; i++ {
+		l.allow(fmt.Sprintf("client-%d", i))
+	}
+	if n := l.size(); n != maxClients {
+		t.Fatalf("table holds %d clients, want the bound %d", n, maxClients)
+	}
+	// The oldest went first: the newest is still there, the first is not.
+	l.mu.Lock()
+	_, newest := l.clients.Peek(fmt.Sprintf("client-%d", maxClients+4999))
+	_, first := l.clients.Peek("client-0")
+	l.mu.Unlock()
+	if !newest || first {
+		t.Fatalf("newest kept %v, oldest kept %v: want the oldest evicted", newest, first)
 	}
 }
 
 func TestIdleClientsAreEvicted(t *testing.T) {
 	clock := newFakeClock()
+	proxies, _ := parseTrustedProxies("127.0.0.1/32")
 	cfg := testConfig()
-	cfg.now, cfg.rateLimit, cfg.rateBurst, cfg.trustProxy = clock.Now, 100, 200, true
-	ts := newTestServerWith(t, cfg, filepath.Join(t.TempDir(), "e.db"))
+	cfg.now, cfg.rateLimit, cfg.rateBurst, cfg.trustProxy = clock.Now, 100, 200, proxies
+	ts := newTestServerWith(t, cfg)
 	for i := 0; i < 300; i++ {
-		ts.do(t, "GET", "/healthz", "", "X-Forwarded-For", fmt.Sprintf("203.0.%d.%d", i/250, i%250+1))
+		ts.do(t, "GET", "/api/users?limit=1", "", "X-Forwarded-For", fmt.Sprintf("203.0.%d.%d", i/250, i%250+1))
 	}
 	if n := ts.api.limits.size(); n != 300 {
 		t.Fatalf("table holds %d clients, want 300", n)
 	}
 	clock.Advance(clientIdleTime + sweepEvery + time.Second)
-	ts.do(t, "GET", "/healthz", "", "X-Forwarded-For", "198.51.100.1")
+	ts.do(t, "GET", "/api/users?limit=1", "", "X-Forwarded-For", "198.51.100.1")
 	if n := ts.api.limits.size(); n != 1 {
 		t.Fatalf("after the idle time the table holds %d clients, want 1", n)
 	}
@@ -330,7 +433,7 @@ func TestRequestIDAndHeaders(t *testing.T) {
 func TestConcurrentGuessesStayWithinTheLockout(t *testing.T) {
 	cfg := testConfig()
 	cfg.now, cfg.maxLoginFailures = newFakeClock().Now, 3
-	ts := newTestServerWith(t, cfg, filepath.Join(t.TempDir(), "g.db"))
+	ts := newTestServerWith(t, cfg)
 	ts.mustCreateUser(t, "zoe", "")
 	const n = 20
 	statuses := make(chan int, n)
@@ -341,7 +444,7 @@ func TestConcurrentGuessesStayWithinTheLockout(t *testing.T) {
 		go func(i int) {
 			defer wg.Done()
 			<-start
-			statuses <- ts.do(t, "POST", "/api/authenticate", fmt.Sprintf(`{"username":"zoe","password":"guess %d"}`, i)).status
+			statuses <- ts.do(t, "POST", "/api/authenticate", fmt.Sprintf(`{"username":"zoe","password":"guess %03d"}`, i), "X-Forwarded-For", clientIP(i)).status
 		}(i)
 	}
 	close(start)

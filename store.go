@@ -1,284 +1,175 @@
-// store.go: all SQL. Opening and migrating the database, and every query
-// and write of users and goals.
+// store.go: every query and write of users and goals, written once for
+// both engines ("?" placeholders, rebound for PostgreSQL), and opening a
+// database by its -db value. What differs between SQLite and PostgreSQL
+// lives behind the engine interface (sqlite.go, postgres.go).
 package main
 
 import (
 	"context"
 	"database/sql"
-	_ "embed"
 	"errors"
 	"fmt"
-	"net/url"
-	"os"
-	"path/filepath"
-	"regexp"
-	"strconv"
+	"iter"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"modernc.org/sqlite"
-	sqlite3 "modernc.org/sqlite/lib"
 )
 
-//go:embed schema.sql
-var schemaSQL string
-
-func init() {
-	// sqlx does not know the modernc driver's name; its placeholders are "?".
-	sqlx.BindDriver("sqlite", sqlx.QUESTION)
+// engine is what differs between the databases: their pools, how a write
+// transaction runs, how driver errors are classified, how the schema
+// version is kept, and backups.
+type engine interface {
+	// reader is the pool reads run on.
+	reader() *sqlx.DB
+	// write runs fn in a write transaction and returns once its changes
+	// are committed, or failed (then nothing of fn's is kept). When fn
+	// returns errRetry, or the database reports a serialization failure,
+	// fn runs again on fresh state, a few times at most.
+	write(ctx context.Context, fn txFunc) error
+	// classify turns a driver error into a domain error where it has a
+	// domain meaning (unavailable, not found through a foreign key, …)
+	// and returns any other error as it is.
+	classify(err error) error
+	// isUniqueViolation reports whether err is a unique constraint failure.
+	isUniqueViolation(err error) bool
+	// forUpdate is appended to a SELECT inside a write to lock its rows
+	// until commit; "" where writes are serialised anyway.
+	forUpdate() string
+	// Migrations: lock them against other instances, read and set the
+	// schema version, and the numbered steps of this engine's schema.
+	lockSchema(ctx context.Context, tx *sqlx.Tx) error
+	schemaVersion(ctx context.Context, tx *sqlx.Tx) (int, error)
+	setSchemaVersion(ctx context.Context, tx *sqlx.Tx, v int) error
+	schemaSource() string
+	// adminDB is the pool for work outside the request path: migrations
+	// and copy.
+	adminDB() *sqlx.DB
+	// snapshot begins a read-only transaction that sees one consistent
+	// state of the database throughout (copy reads its source in one).
+	snapshot(ctx context.Context) (*sqlx.Tx, error)
+	// backup writes a consistent copy of the database to dst.
+	backup(ctx context.Context, dst string) error
+	// pools names the connection pools, for metrics.
+	pools() map[string]*sql.DB
+	// describe is the database for log lines: a path, or a URL without
+	// its password.
+	describe() string
+	// close finishes the writes under way and closes the pools.
+	close() error
 }
 
-// store owns the database: one writer connection fed by the group-commit
-// goroutine (writer.go) and a pool of read-only connections.
-type store struct {
-	writeDB *sqlx.DB
-	readDB  *sqlx.DB
-	now     func() time.Time
+// txFunc is one write: it runs inside a transaction on tx.
+type txFunc func(ctx context.Context, tx *sqlx.Tx) error
 
-	ops        chan *writeOp
-	stopping   chan struct{}
-	writerDone chan struct{}
-	closeOnce  sync.Once
-	closeErr   error
+// errRetry asks the engine to run a write again: the row it read changed
+// before its update (the update named a version that is gone).
+var errRetry = errors.New("row changed under the write: retry")
+
+// maxWriteTries bounds how often one write runs when rows keep changing.
+const maxWriteTries = 8
+
+// store is the database as the handlers see it: users and goals.
+type store struct {
+	eng      engine
+	db       *sqlx.DB // reads
+	now      func() time.Time
+	maxGoals int
 
 	// stmts caches prepared read statements by query text.
 	stmts sync.Map
-	// reads counts statements run on the read pool; tests use it to prove
-	// that an embed costs one query, not one per row.
-	reads atomic.Int64
+	// onQuery is called for every read statement; tests count them.
+	onQuery func()
 }
 
 // storeOptions tune openStore; the zero value is the production setting.
 type storeOptions struct {
-	now func() time.Time // the clock of created_at and modified_at; nil is time.Now
+	now      func() time.Time // clock of created_at and modified_at; nil is time.Now
+	maxGoals int              // goals one user may have; 0 is defaultMaxGoals
+	onQuery  func()           // called for every read statement (tests)
+	// statementTimeout cuts a statement that waits or runs longer (a lock
+	// held elsewhere); 0 is defaultStatementTimeout.
+	statementTimeout time.Duration
+	maxConns         int  // PostgreSQL pool size; 0 is defaultDBMaxConns
+	exclusive        bool // SQLite: refuse a second process serving the file
 }
 
-// readConns is the size of the read pool: enough for reads to overlap on
-// 2 cores while one waits on the disk. Each holds its own SQLite page cache
-// (about 2 MiB), which counts against the 64 MiB RSS budget.
-const readConns = 4
+const (
+	defaultMaxGoals         = 1000
+	defaultStatementTimeout = 5 * time.Second
+	defaultDBMaxConns       = 16
+)
 
-// sqlitePragmas are set on every connection through the DSN, so each pooled
-// connection gets them: WAL so readers never block the writer, FULL so an
-// acknowledged commit survives a power cut, foreign keys for the cascades.
-var sqlitePragmas = []string{"busy_timeout(10000)", "foreign_keys(1)", "journal_mode(WAL)", "synchronous(FULL)"}
+// isPostgresURL reports whether a -db value names a PostgreSQL server.
+func isPostgresURL(db string) bool {
+	return strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
+}
 
-// dsn builds a modernc.org/sqlite DSN for path with the pragmas and extra
-// parameters.
-func dsn(path string, extra url.Values) string {
-	q := url.Values{"_pragma": sqlitePragmas}
-	for k, v := range extra {
-		q[k] = append(q[k], v...)
+// openStore opens the database db names (a SQLite path, created when
+// missing, or a PostgreSQL URL), brings its schema up to date and returns
+// the store.
+func openStore(ctx context.Context, db string, opts storeOptions) (*store, error) {
+	if opts.statementTimeout == 0 {
+		opts.statementTimeout = defaultStatementTimeout
 	}
-	return uriPath(path) + "?" + q.Encode()
-}
-
-// uriPath is path as a SQLite file: URI, escaping the characters a URI
-// gives meaning to ("%", "?" and "#"), so any file name opens that file.
-func uriPath(path string) string {
-	return "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
-}
-
-// openStore opens (creating when missing) the database at path, applies the
-// schema migrations and starts the writer.
-func openStore(ctx context.Context, path string, opts storeOptions) (*store, error) {
-	if err := checkDBPath(path); err != nil {
+	if opts.maxConns == 0 {
+		opts.maxConns = defaultDBMaxConns
+	}
+	var eng engine
+	var err error
+	if isPostgresURL(db) {
+		eng, err = openPostgres(ctx, db, opts)
+	} else {
+		eng, err = openSQLite(ctx, db, opts)
+	}
+	if err != nil {
 		return nil, err
 	}
-	writeDB, err := sqlx.Open("sqlite", dsn(path, url.Values{"_txlock": {"immediate"}}))
-	if err != nil {
-		return nil, fmt.Errorf("open database %s: %w", path, err)
+	if err := migrate(ctx, eng); err != nil {
+		eng.close()
+		return nil, fmt.Errorf("database %s: %w", eng.describe(), err)
 	}
-	writeDB.SetMaxOpenConns(1)
-	writeDB.SetMaxIdleConns(1)
-	writeDB.SetConnMaxLifetime(0)
-	writeDB.SetConnMaxIdleTime(0)
-	if err := migrate(ctx, writeDB); err != nil {
-		writeDB.Close()
-		return nil, fmt.Errorf("database %s: %w", path, err)
+	s := &store{eng: eng, db: eng.reader(), now: opts.now, maxGoals: opts.maxGoals, onQuery: opts.onQuery}
+	if s.now == nil {
+		s.now = time.Now
 	}
-	readDB, err := sqlx.Open("sqlite", dsn(path, url.Values{"_pragma": {"query_only(1)"}}))
-	if err != nil {
-		writeDB.Close()
-		return nil, fmt.Errorf("open database %s for reading: %w", path, err)
+	if s.maxGoals == 0 {
+		s.maxGoals = defaultMaxGoals
 	}
-	readDB.SetMaxOpenConns(readConns)
-	readDB.SetMaxIdleConns(readConns)
-	readDB.SetConnMaxIdleTime(0)
-	now := opts.now
-	if now == nil {
-		now = time.Now
-	}
-	s := &store{
-		writeDB: writeDB, readDB: readDB, now: now,
-		ops: make(chan *writeOp), stopping: make(chan struct{}), writerDone: make(chan struct{}),
-	}
-	go s.runWriter()
 	return s, nil
 }
 
-// checkDBPath gives a clear error for the mistakes SQLite reports badly: a
-// missing folder, a path that is a folder, a file we may not read and write.
-func checkDBPath(path string) error {
-	dir := filepath.Dir(path)
-	switch st, err := os.Stat(dir); {
-	case errors.Is(err, os.ErrNotExist) || err == nil && !st.IsDir():
-		return fmt.Errorf("database folder %s does not exist", dir)
-	case err != nil:
-		return fmt.Errorf("cannot reach the database folder: %w", err)
+// backupDatabase writes a consistent copy of the database db names to
+// the file dst. A PostgreSQL database is refused without connecting: that
+// is pg_dump's job.
+func backupDatabase(ctx context.Context, db, dst string) error {
+	if isPostgresURL(db) {
+		return (&postgresEngine{}).backup(ctx, dst)
 	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil // missing: it will be created
-	}
-	if st.IsDir() {
-		return fmt.Errorf("database path %s is a folder, not a file", path)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("cannot read and write the database file: %w", err)
-	}
-	return f.Close()
+	return backupSQLite(ctx, db, dst)
 }
 
-// Close stops taking writes, commits the ones queued, and closes the
-// database. It is safe to call more than once.
+// Close finishes the writes under way and closes the database. It is safe
+// to call more than once.
 func (s *store) Close() error {
-	s.closeOnce.Do(func() {
-		close(s.stopping)
-		<-s.writerDone
-		s.stmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
-		s.closeErr = errors.Join(s.readDB.Close(), s.writeDB.Close())
-	})
-	return s.closeErr
+	s.stmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
+	return s.eng.close()
 }
 
 // Ping runs a trivial query on the read pool.
 func (s *store) Ping(ctx context.Context) error {
 	var one int
-	if err := s.readDB.GetContext(ctx, &one, "SELECT 1"); err != nil {
+	if err := s.db.GetContext(ctx, &one, "SELECT 1"); err != nil {
 		return fmt.Errorf("ping database: %w", err)
 	}
 	return nil
 }
 
-// migration is one step of schema.sql.
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-var migrationHeader = regexp.MustCompile(`(?m)^-- version (\d+): (.*)$`)
-
-// parseMigrations splits schema.sql into its numbered steps, which must run
-// 1, 2, 3… without gaps.
-func parseMigrations(src string) ([]migration, error) {
-	locs := migrationHeader.FindAllStringSubmatchIndex(src, -1)
-	steps := make([]migration, 0, len(locs))
-	for i, loc := range locs {
-		end := len(src)
-		if i+1 < len(locs) {
-			end = locs[i+1][0]
-		}
-		v, err := strconv.Atoi(src[loc[2]:loc[3]])
-		if err != nil || v != i+1 {
-			return nil, fmt.Errorf("schema.sql: step %d is numbered %q", i+1, src[loc[2]:loc[3]])
-		}
-		steps = append(steps, migration{version: v, name: src[loc[4]:loc[5]], sql: src[loc[1]:end]})
-	}
-	return steps, nil
-}
-
-// schemaVersion is the newest schema version this binary knows.
-func schemaVersion() int {
-	steps, _ := parseMigrations(schemaSQL)
-	return len(steps)
-}
-
-// migrate brings the database up to the newest schema in one transaction.
-// A database newer than this binary is refused rather than guessed at.
-func migrate(ctx context.Context, db *sqlx.DB) error {
-	return migrateTo(ctx, db, schemaVersion())
-}
-
-// migrateTo applies the steps of schema.sql up to version target.
-func migrateTo(ctx context.Context, db *sqlx.DB, target int) error {
-	steps, err := parseMigrations(schemaSQL)
-	if err != nil {
-		return err
-	}
-	tx, err := db.BeginTxx(ctx, nil)
-	if err != nil {
-		return describeOpenError(err)
-	}
-	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
-	var current int
-	if err := tx.GetContext(ctx, &current, "PRAGMA user_version"); err != nil {
-		return describeOpenError(err)
-	}
-	if current > len(steps) {
-		return fmt.Errorf("schema version %d is newer than this binary knows (%d): use a newer usersvc", current, len(steps))
-	}
-	for _, step := range steps[current:target] {
-		if _, err := tx.ExecContext(ctx, step.sql); err != nil {
-			return fmt.Errorf("migrate to version %d (%s): %w", step.version, step.name, err)
-		}
-		if _, err := tx.ExecContext(ctx, "PRAGMA user_version = "+strconv.Itoa(step.version)); err != nil {
-			return fmt.Errorf("set schema version %d: %w", step.version, err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit migrations: %w", err)
-	}
-	return nil
-}
-
-// describeOpenError turns SQLite's first-contact failures into a sentence.
-func describeOpenError(err error) error {
-	switch sqliteCode(err) & 0xff {
-	case sqlite3.SQLITE_NOTADB:
-		return errors.New("file is not a SQLite database")
-	case sqlite3.SQLITE_CANTOPEN:
-		return fmt.Errorf("cannot open the file: %w", err)
-	case sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH:
-		return fmt.Errorf("cannot write the file: %w", err)
-	}
-	return fmt.Errorf("open: %w", err)
-}
-
-// sqliteCode is the extended SQLite result code inside err, or 0.
-func sqliteCode(err error) int {
-	var se *sqlite.Error
-	if errors.As(err, &se) {
-		return se.Code()
-	}
-	return 0
-}
-
-// classifyWriteError marks the failures that mean the database cannot take
-// writes now (read-only, full, I/O), so clients get 503 and reads go on.
-func classifyWriteError(err error) error {
-	if err == nil {
-		return nil
-	}
-	switch sqliteCode(err) & 0xff {
-	case sqlite3.SQLITE_READONLY, sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR,
-		sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_PERM:
-		if !errors.Is(err, errUnavailable) {
-			return fmt.Errorf("%w: %w", errUnavailable, err)
-		}
-	}
-	return err
-}
-
-// isUniqueViolation reports whether err is a UNIQUE constraint failure.
-func isUniqueViolation(err error) bool {
-	c := sqliteCode(err)
-	return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+// write runs fn as one write transaction (see engine.write) and classifies
+// what fails.
+func (s *store) write(ctx context.Context, fn txFunc) error {
+	return s.eng.classify(s.eng.write(ctx, fn))
 }
 
 // readStmt returns query prepared on the read pool, preparing it on first
@@ -287,7 +178,7 @@ func (s *store) readStmt(ctx context.Context, query string) (*sql.Stmt, error) {
 	if st, ok := s.stmts.Load(query); ok {
 		return st.(*sql.Stmt), nil
 	}
-	st, err := s.readDB.PrepareContext(ctx, s.readDB.Rebind(query))
+	st, err := s.db.PrepareContext(ctx, s.db.Rebind(query))
 	if err != nil {
 		return nil, fmt.Errorf("prepare: %w", err)
 	}
@@ -301,19 +192,93 @@ func (s *store) readStmt(ctx context.Context, query string) (*sql.Stmt, error) {
 // queryRead runs a query on the read pool; prepared says whether to keep
 // its statement (only for query texts that do not vary with the data).
 func (s *store) queryRead(ctx context.Context, prepared bool, query string, args ...any) (*sql.Rows, error) {
-	s.reads.Add(1)
-	// Reads are bounded (a key lookup or at most maxLimit+1 rows), so they
-	// run to the end even if the client leaves: a cancellable context costs
-	// two watcher goroutines a query (database/sql's and the driver's).
-	ctx = context.WithoutCancel(ctx)
-	if !prepared {
-		return s.readDB.QueryContext(ctx, s.readDB.Rebind(query), args...)
+	if s.onQuery != nil {
+		s.onQuery()
 	}
-	st, err := s.readStmt(ctx, query)
-	if err != nil {
-		return nil, err
+	ctx, cancel := s.readContext(ctx)
+	defer cancel()
+	var rows *sql.Rows
+	var err error
+	if prepared {
+		var st *sql.Stmt
+		if st, err = s.readStmt(ctx, query); err == nil {
+			rows, err = st.QueryContext(ctx, args...)
+		}
+	} else {
+		rows, err = s.db.QueryContext(ctx, s.db.Rebind(query), args...)
 	}
-	return st.QueryContext(ctx, args...)
+	return rows, s.eng.classify(err)
+}
+
+// readContext bounds a read. On SQLite reads are bounded by themselves (a
+// key lookup or at most a page of rows) and run to the end even if the
+// client leaves: a cancellable context costs two watcher goroutines a
+// query. PostgreSQL is across a network, so its reads get a deadline.
+func (s *store) readContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := s.eng.(*sqliteEngine); ok {
+		return context.WithoutCancel(ctx), func() {}
+	}
+	return context.WithTimeout(ctx, defaultStatementTimeout)
+}
+
+// page is one page of a list: rows with id > After (all when ""), at most
+// Limit of them.
+type page struct {
+	After string
+	Limit int
+}
+
+// plusOne asks for one row more than the page holds, to learn whether a
+// next page exists.
+func (p page) plusOne() page { return page{After: p.After, Limit: p.Limit + 1} }
+
+// ---- users ----
+
+// userColumns are every column a user is read back with, in the order
+// scanUser scans them.
+const userColumns = "id, username, email, full_name, password_hash, version, created_at, modified_at"
+
+// userExtras says which optional user columns a read fetches: reading and
+// scanning fewer columns is most of what a list page costs.
+type userExtras struct {
+	Email, FullName bool
+}
+
+// userRead is one shape of user read: the extras, and whether the row
+// version is read too (single users need it for their ETag; lists do not).
+type userRead struct {
+	extras  userExtras
+	version bool
+}
+
+// columns is the select list, in the order dest scans it.
+func (ur userRead) columns() string {
+	cols := "id, username"
+	if ur.extras.Email {
+		cols += ", email"
+	}
+	if ur.extras.FullName {
+		cols += ", full_name"
+	}
+	if ur.version {
+		cols += ", version"
+	}
+	return cols + ", created_at, modified_at"
+}
+
+// dest appends to buf the scan destinations in u for columns.
+func (ur userRead) dest(u *User, buf []any) []any {
+	buf = append(buf, &u.ID, &u.Username)
+	if ur.extras.Email {
+		buf = append(buf, &u.Email)
+	}
+	if ur.extras.FullName {
+		buf = append(buf, &u.FullName)
+	}
+	if ur.version {
+		buf = append(buf, &u.Version)
+	}
+	return append(buf, &u.CreatedAt, &u.ModifiedAt)
 }
 
 // queryUsers selects the columns ur names with the query tail ("FROM …
@@ -332,105 +297,20 @@ func (s *store) queryUsers(ctx context.Context, prepared bool, ur userRead, tail
 			return nil, err
 		}
 	}
-	return users, rows.Err()
+	return users, s.eng.classify(rows.Err())
 }
 
-// queryGoals runs a query selecting goalColumns and scans every row.
-func (s *store) queryGoals(ctx context.Context, prepared bool, query string, args ...any) ([]Goal, error) {
-	rows, err := s.queryRead(ctx, prepared, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	goals := make([]Goal, 0, 8)
-	for rows.Next() {
-		goals = append(goals, Goal{})
-		g := &goals[len(goals)-1]
-		if err := rows.Scan(&g.ID, &g.UserID, &g.Title, &g.Period, &g.TargetMinutes, &g.Description, &g.Version, &g.CreatedAt, &g.ModifiedAt); err != nil {
-			return nil, err
-		}
-	}
-	return goals, rows.Err()
-}
-
-// precondition checks a row's current version inside the write
-// transaction (If-Match); nil accepts any version.
-type precondition func(version int64) error
-
-// check runs p on version, accepting anything when p is nil.
-func (p precondition) check(version int64) error {
-	if p == nil {
-		return nil
-	}
-	return p(version)
-}
-
-// page is one page of a list: rows with id > After (all when ""), at most
-// Limit of them.
-type page struct {
-	After string
-	Limit int
-}
-
-// plusOne asks for one row more than the page holds, to learn whether a
-// next page exists.
-func (p page) plusOne() page { return page{After: p.After, Limit: p.Limit + 1} }
-
-// ---- users ----
-
-// userColumns are every column, for writes and authenticate; other reads
-// select only what the response shows (userRead).
-const userColumns = "id, username, email, full_name, password_hash, version, created_at, modified_at"
-
-// userRead says which user columns a read selects: the default fields,
-// the extras the response shows, and the row version when an ETag needs
-// it. Reading and scanning fewer columns is most of what a list page costs.
-type userRead struct {
-	show    userShow
-	version bool
-}
-
-// columns is the select list, in the order dest scans it.
-func (ur userRead) columns() string {
-	cols := "id, username"
-	if ur.show.Email {
-		cols += ", email"
-	}
-	if ur.show.FullName {
-		cols += ", full_name"
-	}
-	if ur.version {
-		cols += ", version"
-	}
-	return cols + ", created_at, modified_at"
-}
-
-// dest appends to buf the scan destinations in u for columns.
-func (ur userRead) dest(u *User, buf []any) []any {
-	buf = append(buf, &u.ID, &u.Username)
-	if ur.show.Email {
-		buf = append(buf, &u.Email)
-	}
-	if ur.show.FullName {
-		buf = append(buf, &u.FullName)
-	}
-	if ur.version {
-		buf = append(buf, &u.Version)
-	}
-	return append(buf, &u.CreatedAt, &u.ModifiedAt)
-}
-
-// GetUser returns the user with id, reading the extras show names, or
+// GetUser returns the user with id with the extras asked for, or
 // errUserNotFound.
-func (s *store) GetUser(ctx context.Context, id string, show userShow) (User, error) {
-	users, err := s.queryUsers(ctx, true, userRead{show: show, version: true}, "FROM users WHERE id = ?", id)
+func (s *store) GetUser(ctx context.Context, id string, extras userExtras) (User, error) {
+	users, err := s.queryUsers(ctx, true, userRead{extras: extras, version: true}, "FROM users WHERE id = ?", id)
 	return oneUser(users, err, "get user")
 }
 
 // GetUserByUsername returns the user whose username matches name without
-// regard to case, reading the extras show names, or errUserNotFound.
-func (s *store) GetUserByUsername(ctx context.Context, name string, show userShow) (User, error) {
-	users, err := s.queryUsers(ctx, true, userRead{show: show, version: true}, "FROM users WHERE lower(username) = lower(?)", name)
+// regard to case, with the extras asked for, or errUserNotFound.
+func (s *store) GetUserByUsername(ctx context.Context, name string, extras userExtras) (User, error) {
+	users, err := s.queryUsers(ctx, true, userRead{extras: extras, version: true}, "FROM users WHERE username_key = ?", foldKey(name))
 	return oneUser(users, err, "get user by username")
 }
 
@@ -446,41 +326,85 @@ func oneUser(users []User, err error, doing string) (User, error) {
 }
 
 // GetCredentials returns the user called name (without regard to case)
-// with its password hash, for authenticate; or errUserNotFound.
+// with every column, its password hash included, for authenticate; or
+// errUserNotFound.
 func (s *store) GetCredentials(ctx context.Context, name string) (User, error) {
+	rows, err := s.queryRead(ctx, true, "SELECT "+userColumns+" FROM users WHERE username_key = ?", foldKey(name))
+	if err != nil {
+		return User{}, fmt.Errorf("get credentials: %w", err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return User{}, fmt.Errorf("get credentials: %w", s.eng.classify(err))
+		}
+		return User{}, errUserNotFound
+	}
 	var u User
-	s.reads.Add(1)
-	err := s.readDB.GetContext(ctx, &u, "SELECT "+userColumns+" FROM users WHERE lower(username) = lower(?)", name)
-	return u, notFound(err, errUserNotFound, "get credentials")
+	if err := scanUser(rows, &u); err != nil {
+		return User{}, fmt.Errorf("get credentials: %w", err)
+	}
+	return u, nil
 }
 
-// ListUsers returns one page of users in id order, reading the extras show
-// names; with username, only the one whose username matches it without
+// scanUser scans a row of userColumns into u.
+func scanUser(row interface{ Scan(...any) error }, u *User) error {
+	return row.Scan(&u.ID, &u.Username, &u.Email, &u.FullName, &u.PasswordHash, &u.Version, &u.CreatedAt, &u.ModifiedAt)
+}
+
+// ListUsers returns one page of users in id order with the extras asked
+// for; with username, only the one whose username matches it without
 // regard to case.
-func (s *store) ListUsers(ctx context.Context, q page, username *string, show userShow) ([]User, error) {
+func (s *store) ListUsers(ctx context.Context, q page, username *string, extras userExtras) ([]User, error) {
 	query := "FROM users WHERE id > ?"
 	args := []any{q.After}
 	if username != nil {
-		query += " AND lower(username) = lower(?)"
-		args = append(args, *username)
+		query += " AND username_key = ?"
+		args = append(args, foldKey(*username))
 	}
 	query += " ORDER BY id LIMIT ?"
 	args = append(args, q.Limit)
 	// A list's ETag hashes the page, so the rows' versions are not read.
-	users, err := s.queryUsers(ctx, true, userRead{show: show}, query, args...)
+	users, err := s.queryUsers(ctx, true, userRead{extras: extras}, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list users: %w", err)
 	}
 	return users, nil
 }
 
-// CreateUser inserts u, setting its timestamps and version. A taken username
-// or email is a *conflictError.
+// TakenFields names the unique fields (username, email) whose values,
+// when given, a user other than exceptID already holds. Handlers ask it
+// before hashing a password, so a taken name costs no hash; the write
+// checks again, in its transaction.
+func (s *store) TakenFields(ctx context.Context, username, email *string, exceptID string) ([]string, error) {
+	var taken []string
+	for _, f := range []struct {
+		name, column string
+		value        *string
+	}{{"username", "username_key", username}, {"email", "email_key", email}} {
+		if f.value == nil {
+			continue
+		}
+		rows, err := s.queryRead(ctx, true, "SELECT id FROM users WHERE "+f.column+" = ? AND id <> ?", foldKey(*f.value), exceptID)
+		if err != nil {
+			return nil, fmt.Errorf("find taken %s: %w", f.name, err)
+		}
+		found := rows.Next()
+		rows.Close()
+		if found {
+			taken = append(taken, f.name)
+		}
+	}
+	return taken, nil
+}
+
+// CreateUser inserts u, setting its timestamps and version. A taken
+// username or email is a conflict naming it.
 func (s *store) CreateUser(ctx context.Context, u *User) error {
 	created := *u
 	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		created = *u
-		return insertUser(ctx, tx, &created, s.now())
+		return s.insertUser(ctx, tx, &created)
 	})
 	if err != nil {
 		return err
@@ -489,14 +413,20 @@ func (s *store) CreateUser(ctx context.Context, u *User) error {
 	return nil
 }
 
-// insertUser inserts u inside tx at time now.
-func insertUser(ctx context.Context, tx *sqlx.Tx, u *User, now time.Time) error {
+// insertUser inserts u inside tx, under a savepoint: on PostgreSQL a failed
+// statement aborts the transaction, and the conflict is then looked up.
+func (s *store) insertUser(ctx context.Context, tx *sqlx.Tx, u *User) error {
 	u.Version = 1
-	u.CreatedAt = formatTime(now)
+	u.CreatedAt = formatTime(s.now())
 	u.ModifiedAt = u.CreatedAt
-	_, err := tx.NamedExecContext(ctx, `INSERT INTO users (`+userColumns+`)
-		VALUES (:id, :username, :email, :full_name, :password_hash, :version, :created_at, :modified_at)`, u)
-	if isUniqueViolation(err) {
+	err := savepoint(ctx, tx, "insert_user", func() error {
+		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO users (id, username, username_key, email, email_key,
+			full_name, password_hash, version, created_at, modified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			u.ID, u.Username, foldKey(u.Username), u.Email, emailKey(u.Email), u.FullName, u.PasswordHash,
+			u.Version, u.CreatedAt, u.ModifiedAt)
+		return err
+	})
+	if s.eng.isUniqueViolation(err) {
 		return userConflict(ctx, tx, u)
 	}
 	if err != nil {
@@ -505,16 +435,63 @@ func insertUser(ctx context.Context, tx *sqlx.Tx, u *User, now time.Time) error 
 	return nil
 }
 
+// savepoint runs fn under a savepoint named name, rolling back to it when
+// fn fails so the transaction stays usable.
+func savepoint(ctx context.Context, tx *sqlx.Tx, name string, fn func() error) error {
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT "+name); err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	if err := fn(); err != nil {
+		if _, rbErr := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT "+name); rbErr != nil {
+			return errors.Join(err, fmt.Errorf("rollback to savepoint: %w", rbErr))
+		}
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT "+name); err != nil {
+		return fmt.Errorf("release savepoint: %w", err)
+	}
+	return nil
+}
+
+// userConflict finds which unique fields of u another user already holds.
+// It runs in the write's transaction. When it finds none, the other
+// write that held the value is gone by now, and the write is retried.
+func userConflict(ctx context.Context, tx *sqlx.Tx, u *User) error {
+	var fields []string
+	for _, f := range []struct {
+		name, column, key string
+	}{{"username", "username_key", foldKey(u.Username)}, {"email", "email_key", emailKeyString(u.Email)}} {
+		if f.key == "" {
+			continue
+		}
+		var n int
+		if err := tx.GetContext(ctx, &n, tx.Rebind("SELECT count(*) FROM users WHERE "+f.column+" = ? AND id <> ?"), f.key, u.ID); err != nil {
+			return fmt.Errorf("find conflict: %w", err)
+		}
+		if n > 0 {
+			fields = append(fields, f.name)
+		}
+	}
+	if len(fields) == 0 {
+		return errRetry
+	}
+	return conflict(fields...)
+}
+
 // UpdateUser applies in to the user with id once pre accepts its current
 // version; it returns the updated user.
-func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre precondition) (User, error) {
+func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre *precondition) (User, error) {
 	var out User
 	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		u, err := txGetUser(ctx, tx, "id = ?", id)
 		if err != nil {
 			return err
 		}
-		if err := applyToUser(ctx, tx, &u, in, pre, s.now()); err != nil {
+		if err := pre.check(u.ID, u.Version); err != nil {
+			return err
+		}
+		in.apply(&u)
+		if err := s.updateUser(ctx, tx, &u); err != nil {
 			return err
 		}
 		out = u
@@ -523,30 +500,25 @@ func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre pr
 	return out, err
 }
 
-// applyToUser writes in onto u inside tx, once pre accepts u's version.
-func applyToUser(ctx context.Context, tx *sqlx.Tx, u *User, in *userInput, pre precondition, now time.Time) error {
-	if err := pre.check(u.Version); err != nil {
-		return err
-	}
-	in.apply(u)
-	return updateUser(ctx, tx, u, now)
-}
-
 // PutUserByUsername creates the user called name when none exists
 // (without regard to case) and otherwise updates it once pre (when
-// given) accepts its version. created says which.
-// Every write runs on the one writer, so concurrent calls create it once.
-func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInput, pre precondition, toCreate func() (User, error)) (out User, created bool, err error) {
+// given) accepts its version. created says which. Concurrent calls create
+// the user once: the loser's insert meets the unique index and runs again
+// as an update.
+func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInput, pre *precondition, toCreate func() (User, error)) (out User, created bool, err error) {
 	err = s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		created = false
-		u, err := txGetUser(ctx, tx, "lower(username) = lower(?)", name)
+		u, err := txGetUser(ctx, tx, "username_key = ?", foldKey(name))
 		if errors.Is(err, errUserNotFound) {
+			if err := pre.allowsCreate(); err != nil {
+				return err
+			}
 			nu, err := toCreate()
 			if err != nil {
 				return err
 			}
-			if err := insertUser(ctx, tx, &nu, s.now()); err != nil {
-				return err
+			if err := s.insertUser(ctx, tx, &nu); err != nil {
+				return retryOnUsernameTaken(err)
 			}
 			out, created = nu, true
 			return nil
@@ -554,7 +526,11 @@ func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInpu
 		if err != nil {
 			return err
 		}
-		if err := applyToUser(ctx, tx, &u, in, pre, s.now()); err != nil {
+		if err := pre.check(u.ID, u.Version); err != nil {
+			return err
+		}
+		in.apply(&u)
+		if err := s.updateUser(ctx, tx, &u); err != nil {
 			return err
 		}
 		out = u
@@ -563,69 +539,81 @@ func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInpu
 	return out, created, err
 }
 
-// txGetUser reads one user inside a write transaction.
+// retryOnUsernameTaken turns "username taken" on a get-or-create insert
+// into a retry: another write created the user since this one looked, so
+// this one now finds it and updates.
+func retryOnUsernameTaken(err error) error {
+	var de *Error
+	if errors.As(err, &de) && de.Code == codeConflict {
+		if _, taken := de.Fields["username"]; taken {
+			return errRetry
+		}
+	}
+	return err
+}
+
+// txGetUser reads one user with every column inside a write transaction.
 func txGetUser(ctx context.Context, tx *sqlx.Tx, where string, arg any) (User, error) {
 	var u User
-	err := tx.GetContext(ctx, &u, "SELECT "+userColumns+" FROM users WHERE "+where, arg)
+	err := scanUser(tx.QueryRowxContext(ctx, tx.Rebind("SELECT "+userColumns+" FROM users WHERE "+where), arg), &u)
 	return u, notFound(err, errUserNotFound, "get user for update")
 }
 
-// updateUser writes every column of u, bumping its version and modified_at.
-func updateUser(ctx context.Context, tx *sqlx.Tx, u *User, now time.Time) error {
+// updateUser writes every column of u where its row still has the version
+// u was read at, bumping version and modified_at. When another write got
+// there first, it returns errRetry.
+func (s *store) updateUser(ctx context.Context, tx *sqlx.Tx, u *User) error {
+	read := u.Version
 	u.Version++
-	u.ModifiedAt = formatTime(now)
-	_, err := tx.NamedExecContext(ctx, `UPDATE users SET username = :username, email = :email,
-		full_name = :full_name, password_hash = :password_hash, version = :version,
-		modified_at = :modified_at WHERE id = :id`, u)
-	if isUniqueViolation(err) {
+	u.ModifiedAt = formatTime(s.now())
+	var res sql.Result
+	err := savepoint(ctx, tx, "update_user", func() error {
+		var err error
+		res, err = tx.ExecContext(ctx, tx.Rebind(`UPDATE users SET username = ?, username_key = ?, email = ?,
+			email_key = ?, full_name = ?, password_hash = ?, version = ?, modified_at = ?
+			WHERE id = ? AND version = ?`),
+			u.Username, foldKey(u.Username), u.Email, emailKey(u.Email), u.FullName, u.PasswordHash,
+			u.Version, u.ModifiedAt, u.ID, read)
+		return err
+	})
+	if s.eng.isUniqueViolation(err) {
 		return userConflict(ctx, tx, u)
 	}
 	if err != nil {
 		return fmt.Errorf("update user: %w", err)
 	}
-	return nil
+	return changedOne(res)
 }
 
-// userConflict finds which unique fields of u another user already holds.
-// It runs in the writer's transaction, so the answer cannot be stale.
-func userConflict(ctx context.Context, tx *sqlx.Tx, u *User) error {
-	var fields []string
-	var n int
-	if err := tx.GetContext(ctx, &n, "SELECT count(*) FROM users WHERE lower(username) = lower(?) AND id <> ?", u.Username, u.ID); err != nil {
-		return fmt.Errorf("find conflict: %w", err)
+// changedOne is nil when res changed one row, and errRetry when it changed
+// none (the row's version moved on since it was read).
+func changedOne(res sql.Result) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("rows affected: %w", err)
 	}
-	if n > 0 {
-		fields = append(fields, "username")
+	if n == 0 {
+		return errRetry
 	}
-	if u.Email != nil {
-		if err := tx.GetContext(ctx, &n, "SELECT count(*) FROM users WHERE lower(email) = lower(?) AND id <> ?", *u.Email, u.ID); err != nil {
-			return fmt.Errorf("find conflict: %w", err)
-		}
-		if n > 0 {
-			fields = append(fields, "email")
-		}
-	}
-	if len(fields) == 0 {
-		fields = []string{"id"}
-	}
-	return &conflictError{fields: fields}
+	return nil
 }
 
 // DeleteUser deletes the user with id, and its goals with it (ON DELETE
 // CASCADE), once pre accepts its current version.
-func (s *store) DeleteUser(ctx context.Context, id string, pre precondition) error {
+func (s *store) DeleteUser(ctx context.Context, id string, pre *precondition) error {
 	return s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		u, err := txGetUser(ctx, tx, "id = ?", id)
 		if err != nil {
 			return err
 		}
-		if err := pre.check(u.Version); err != nil {
+		if err := pre.check(u.ID, u.Version); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, "DELETE FROM users WHERE id = ?", id); err != nil {
+		res, err := tx.ExecContext(ctx, tx.Rebind("DELETE FROM users WHERE id = ? AND version = ?"), id, u.Version)
+		if err != nil {
 			return fmt.Errorf("delete user: %w", err)
 		}
-		return nil
+		return changedOne(res)
 	})
 }
 
@@ -650,6 +638,49 @@ func placeholders(n int) string {
 // ---- goals ----
 
 const goalColumns = "id, user_id, title, period, target_minutes, description, version, created_at, modified_at"
+
+// scanGoal scans a row of goalColumns into g.
+func scanGoal(row interface{ Scan(...any) error }, g *Goal) error {
+	return row.Scan(&g.ID, &g.UserID, &g.Title, &g.Period, &g.TargetMinutes, &g.Description, &g.Version, &g.CreatedAt, &g.ModifiedAt)
+}
+
+// queryGoals runs a query selecting goalColumns and scans every row.
+func (s *store) queryGoals(ctx context.Context, prepared bool, query string, args ...any) ([]Goal, error) {
+	goals := make([]Goal, 0, 8)
+	for g, err := range s.eachGoal(ctx, prepared, query, args...) {
+		if err != nil {
+			return nil, err
+		}
+		goals = append(goals, g)
+	}
+	return goals, nil
+}
+
+// eachGoal runs a query selecting goalColumns and yields its rows one at
+// a time, so a caller can stop early without holding them all.
+func (s *store) eachGoal(ctx context.Context, prepared bool, query string, args ...any) iter.Seq2[Goal, error] {
+	return func(yield func(Goal, error) bool) {
+		rows, err := s.queryRead(ctx, prepared, query, args...)
+		if err != nil {
+			yield(Goal{}, err)
+			return
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var g Goal
+			if err := scanGoal(rows, &g); err != nil {
+				yield(Goal{}, err)
+				return
+			}
+			if !yield(g, nil) {
+				return
+			}
+		}
+		if err := rows.Err(); err != nil {
+			yield(Goal{}, s.eng.classify(err))
+		}
+	}
+}
 
 // GetGoal returns the goal with id, or errGoalNotFound.
 func (s *store) GetGoal(ctx context.Context, id string) (Goal, error) {
@@ -681,33 +712,37 @@ func (s *store) ListGoals(ctx context.Context, q page, userID *string) ([]Goal, 
 	return goals, nil
 }
 
-// GoalsOfUsers returns the goals of every user in userIDs, in id order, in
-// one query, keyed by user id.
-func (s *store) GoalsOfUsers(ctx context.Context, userIDs []string) (map[string][]Goal, error) {
-	byUser := make(map[string][]Goal, len(userIDs))
+// GoalsOfUser returns the goals of one user in id order, at most the
+// -max-goals a user may have.
+func (s *store) GoalsOfUser(ctx context.Context, userID string) ([]Goal, error) {
+	goals, err := s.queryGoals(ctx, true, "SELECT "+goalColumns+" FROM goals WHERE user_id = ? ORDER BY id LIMIT ?", userID, s.maxGoals)
+	if err != nil {
+		return nil, fmt.Errorf("goals of user: %w", err)
+	}
+	return goals, nil
+}
+
+// GoalsOfUsers yields the goals of every user in userIDs in one query,
+// ordered by user id, then goal id; a caller that stops early stops the
+// query. Ids from a page of users are in id order, so the goals come in
+// the order the page lists their owners.
+func (s *store) GoalsOfUsers(ctx context.Context, userIDs []string) iter.Seq2[Goal, error] {
 	if len(userIDs) == 0 {
-		return byUser, nil
+		return func(func(Goal, error) bool) {}
 	}
 	query := "SELECT " + goalColumns + " FROM goals WHERE user_id IN (" + placeholders(len(userIDs)) + ") ORDER BY user_id, id"
-	goals, err := s.queryGoals(ctx, len(userIDs) == 1, query, anySlice(userIDs)...)
-	if err != nil {
-		return nil, fmt.Errorf("goals of users: %w", err)
-	}
-	for _, g := range goals {
-		byUser[g.UserID] = append(byUser[g.UserID], g)
-	}
-	return byUser, nil
+	return s.eachGoal(ctx, len(userIDs) == 1, query, anySlice(userIDs)...)
 }
 
 // UsersByID returns the users with the given ids in one query, keyed by id,
-// reading the extras show names.
-func (s *store) UsersByID(ctx context.Context, ids []string, show userShow) (map[string]User, error) {
+// with the extras asked for.
+func (s *store) UsersByID(ctx context.Context, ids []string, extras userExtras) (map[string]User, error) {
 	byID := make(map[string]User, len(ids))
 	if len(ids) == 0 {
 		return byID, nil
 	}
 	query := "FROM users WHERE id IN (" + placeholders(len(ids)) + ")"
-	users, err := s.queryUsers(ctx, len(ids) == 1, userRead{show: show}, query, anySlice(ids)...)
+	users, err := s.queryUsers(ctx, len(ids) == 1, userRead{extras: extras}, query, anySlice(ids)...)
 	if err != nil {
 		return nil, fmt.Errorf("users by id: %w", err)
 	}
@@ -726,20 +761,37 @@ func (s *store) UserExists(ctx context.Context, id string) (bool, error) {
 	return len(users) > 0, nil
 }
 
-// CreateGoal inserts g for its user, setting timestamps and version; a
-// missing user is errUserNotFound.
+// errTooManyGoals is the answer to a goal beyond -max-goals.
+func errTooManyGoals(max int) error {
+	return &Error{Code: codeConflict, Fields: fieldErrors{"goals": fmt.Sprintf("a user may have at most %d goals: delete one first", max)}}
+}
+
+// CreateGoal inserts g for its user, setting timestamps and version. A
+// missing user (or one deleted meanwhile) is errUserNotFound; a user with
+// -max-goals goals already is a conflict. The owner's row is locked for
+// the count, so concurrent creates cannot pass the limit together.
 func (s *store) CreateGoal(ctx context.Context, g *Goal) error {
 	created := *g
 	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		created = *g
-		if _, err := txGetUser(ctx, tx, "id = ?", g.UserID); err != nil {
+		var owner string
+		err := tx.GetContext(ctx, &owner, tx.Rebind("SELECT id FROM users WHERE id = ?"+s.eng.forUpdate()), g.UserID)
+		if err := notFound(err, errUserNotFound, "lock goal owner"); err != nil {
 			return err
+		}
+		var n int
+		if err := tx.GetContext(ctx, &n, tx.Rebind("SELECT count(*) FROM goals WHERE user_id = ?"), g.UserID); err != nil {
+			return fmt.Errorf("count goals: %w", err)
+		}
+		if n >= s.maxGoals {
+			return errTooManyGoals(s.maxGoals)
 		}
 		created.Version = 1
 		created.CreatedAt = formatTime(s.now())
 		created.ModifiedAt = created.CreatedAt
-		_, err := tx.NamedExecContext(ctx, `INSERT INTO goals (`+goalColumns+`) VALUES (:id, :user_id,
-			:title, :period, :target_minutes, :description, :version, :created_at, :modified_at)`, &created)
+		_, err = tx.ExecContext(ctx, tx.Rebind(`INSERT INTO goals (`+goalColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			created.ID, created.UserID, created.Title, created.Period, created.TargetMinutes, created.Description,
+			created.Version, created.CreatedAt, created.ModifiedAt)
 		if err != nil {
 			return fmt.Errorf("insert goal: %w", err)
 		}
@@ -754,53 +806,59 @@ func (s *store) CreateGoal(ctx context.Context, g *Goal) error {
 
 // UpdateGoal applies in to the goal with id once pre (when given)
 // accepts its current version; it returns the updated goal.
-func (s *store) UpdateGoal(ctx context.Context, id string, in *goalInput, pre precondition) (Goal, error) {
+func (s *store) UpdateGoal(ctx context.Context, id string, in *goalInput, pre *precondition) (Goal, error) {
 	var out Goal
 	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		g, err := txGetGoal(ctx, tx, id)
 		if err != nil {
 			return err
 		}
-		if err := pre.check(g.Version); err != nil {
+		if err := pre.check(g.ID, g.Version); err != nil {
 			return err
 		}
 		in.apply(&g)
+		read := g.Version
 		g.Version++
 		g.ModifiedAt = formatTime(s.now())
-		_, err = tx.NamedExecContext(ctx, `UPDATE goals SET title = :title, period = :period,
-			target_minutes = :target_minutes, description = :description, version = :version,
-			modified_at = :modified_at WHERE id = :id`, &g)
+		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE goals SET title = ?, period = ?, target_minutes = ?,
+			description = ?, version = ?, modified_at = ? WHERE id = ? AND version = ?`),
+			g.Title, g.Period, g.TargetMinutes, g.Description, g.Version, g.ModifiedAt, g.ID, read)
 		if err != nil {
 			return fmt.Errorf("update goal: %w", err)
 		}
 		out = g
-		return nil
+		return changedOne(res)
 	})
 	return out, err
 }
 
 // DeleteGoal deletes the goal with id once pre (when given) accepts its
-// current version.
-func (s *store) DeleteGoal(ctx context.Context, id string, pre precondition) error {
-	return s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
+// current version. It returns the goal as it was, so callers know its
+// owner.
+func (s *store) DeleteGoal(ctx context.Context, id string, pre *precondition) (Goal, error) {
+	var out Goal
+	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		g, err := txGetGoal(ctx, tx, id)
 		if err != nil {
 			return err
 		}
-		if err := pre.check(g.Version); err != nil {
+		if err := pre.check(g.ID, g.Version); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, "DELETE FROM goals WHERE id = ?", id); err != nil {
+		res, err := tx.ExecContext(ctx, tx.Rebind("DELETE FROM goals WHERE id = ? AND version = ?"), id, g.Version)
+		if err != nil {
 			return fmt.Errorf("delete goal: %w", err)
 		}
-		return nil
+		out = g
+		return changedOne(res)
 	})
+	return out, err
 }
 
 // txGetGoal reads one goal inside a write transaction.
 func txGetGoal(ctx context.Context, tx *sqlx.Tx, id string) (Goal, error) {
 	var g Goal
-	err := tx.GetContext(ctx, &g, "SELECT "+goalColumns+" FROM goals WHERE id = ?", id)
+	err := scanGoal(tx.QueryRowxContext(ctx, tx.Rebind("SELECT "+goalColumns+" FROM goals WHERE id = ?"), id), &g)
 	return g, notFound(err, errGoalNotFound, "get goal for update")
 }
 
@@ -811,58 +869,4 @@ func anySlice(ids []string) []any {
 		args[i] = id
 	}
 	return args
-}
-
-// backupDatabase writes a consistent copy of the database at src to dst
-// with VACUUM INTO, which reads one snapshot (safe while a server writes).
-// The copy is made beside dst and linked into place, so dst never holds a
-// partial copy and an existing dst is never overwritten.
-func backupDatabase(ctx context.Context, src, dst string) error {
-	if _, err := os.Stat(src); err != nil {
-		return fmt.Errorf("database %s: %w", src, err)
-	}
-	if _, err := os.Lstat(dst); err == nil {
-		return fmt.Errorf("%s already exists: refusing to overwrite it", dst)
-	}
-	tmp := dst + ".partial"
-	os.Remove(tmp) //nolint:errcheck // a leftover from a failed run, if any
-	defer os.Remove(tmp)
-	db, err := sqlx.Open("sqlite", dsn(src, url.Values{"mode": {"ro"}}))
-	if err != nil {
-		return fmt.Errorf("open %s: %w", src, err)
-	}
-	defer db.Close()
-	if _, err := db.ExecContext(ctx, "VACUUM INTO ?", tmp); err != nil {
-		return fmt.Errorf("copy %s: %w", src, describeOpenError(err))
-	}
-	if err := checkIntegrity(ctx, tmp); err != nil {
-		return err
-	}
-	if err := os.Link(tmp, dst); err != nil {
-		return fmt.Errorf("put the copy at %s: %w", dst, err)
-	}
-	return nil
-}
-
-// checkIntegrity runs PRAGMA integrity_check and foreign_key_check on the
-// database at path.
-func checkIntegrity(ctx context.Context, path string) error {
-	db, err := sqlx.Open("sqlite", uriPath(path)+"?mode=ro")
-	if err != nil {
-		return fmt.Errorf("open %s: %w", path, err)
-	}
-	defer db.Close()
-	var result string
-	if err := db.GetContext(ctx, &result, "PRAGMA integrity_check"); err != nil || result != "ok" {
-		return fmt.Errorf("integrity check of %s: %q %v", path, result, err)
-	}
-	rows, err := db.QueryContext(ctx, "PRAGMA foreign_key_check")
-	if err != nil {
-		return fmt.Errorf("foreign key check of %s: %w", path, err)
-	}
-	defer rows.Close()
-	if rows.Next() {
-		return fmt.Errorf("foreign key check of %s: a row points at nothing", path)
-	}
-	return rows.Err()
 }

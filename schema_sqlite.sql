@@ -1,4 +1,5 @@
--- schema.sql: the database schema as forward-only migration steps.
+-- schema_sqlite.sql: the SQLite schema as forward-only migration steps,
+-- numbered and named as in schema_postgres.sql.
 --
 -- Each step starts with a line "-- version N: what it does". At start the
 -- service applies, in one transaction, every step above the database's
@@ -32,3 +33,15 @@ CREATE TABLE goals (
     modified_at    TEXT    NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX goals_user_id ON goals (user_id, id);
+
+-- version 3: case-folded keys for unique usernames and emails
+-- Uniqueness without regard to case is Unicode simple case folding, done in
+-- Go (foldKey) into these columns, so every engine agrees; lower() folded
+-- ASCII only. The keys of rows that exist are filled in by the Go step that
+-- follows this one (migrationHooks).
+ALTER TABLE users ADD COLUMN username_key TEXT;
+ALTER TABLE users ADD COLUMN email_key TEXT;
+DROP INDEX users_username_key;
+DROP INDEX users_email_key;
+CREATE UNIQUE INDEX users_username_fold ON users (username_key);
+CREATE UNIQUE INDEX users_email_fold ON users (email_key);

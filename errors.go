@@ -1,0 +1,141 @@
+// errors.go: the domain's errors: a few codes that say what kind of thing
+// went wrong. The store and the handlers speak only in these; jsonio.go
+// maps each code to its HTTP status in one table.
+package main
+
+import (
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// errorCode is the kind of a domain error.
+type errorCode int
+
+const (
+	codeInternal     errorCode = iota // a bug or an unexpected failure
+	codeInvalid                       // the request is malformed or breaks a field rule
+	codeUnauthorized                  // no or wrong credentials
+	codeForbidden                     // not allowed from here
+	codeNotFound                      // no such resource or route
+	codeNotAllowed                    // the route exists, the method does not
+	codeConflict                      // a unique value is taken, or a limit of the resource is reached
+	codePrecondition                  // If-Match or If-None-Match failed
+	codeTooLarge                      // the body is too large
+	codeUnsupported                   // the body is not JSON
+	codeTooMany                       // a rate limit or lockout
+	codeUnavailable                   // the database or the password hasher cannot take it now
+)
+
+// Error is a domain error. Message is what the client reads as
+// {"error": …}; Fields, when set, is answered as {"errors": …} instead.
+// Err is the cause, for the log only.
+type Error struct {
+	Code       errorCode
+	Message    string
+	Fields     fieldErrors
+	RetryAfter time.Duration // sent as Retry-After when set
+	Err        error
+}
+
+func (e *Error) Error() string {
+	msg := e.Message
+	if len(e.Fields) > 0 {
+		msg = e.Fields.Error()
+	}
+	if e.Err != nil {
+		return msg + ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// errorCodeOf is the code of err: that of the domain error inside it,
+// codeInvalid for field errors, codeInternal for anything else.
+func errorCodeOf(err error) errorCode {
+	var de *Error
+	var fe fieldErrors
+	switch {
+	case errors.As(err, &de):
+		return de.Code
+	case errors.As(err, &fe):
+		return codeInvalid
+	}
+	return codeInternal
+}
+
+// unavailable marks err as a failure of the database to take the work now
+// (answered 503, the cause logged).
+func unavailable(err error) error {
+	if errorCodeOf(err) == codeUnavailable {
+		return err
+	}
+	return &Error{Code: codeUnavailable, Message: "the database is unavailable right now: retry shortly", Err: err}
+}
+
+// conflict is a 409 naming the fields whose value another row holds.
+func conflict(fields ...string) error {
+	fe := fieldErrors{}
+	for _, f := range fields {
+		fe[f] = "is already taken"
+	}
+	return &Error{Code: codeConflict, Fields: fe}
+}
+
+// The domain's fixed errors.
+var (
+	errUserNotFound       = &Error{Code: codeNotFound, Message: "user not found"}
+	errGoalNotFound       = &Error{Code: codeNotFound, Message: "goal not found"}
+	errRouteNotFound      = &Error{Code: codeNotFound, Message: "not found"}
+	errBadLogin           = &Error{Code: codeUnauthorized, Message: "invalid username or password"}
+	errPreconditionFailed = &Error{Code: codePrecondition, Message: "the resource changed since you read it (If-Match does not match its ETag): read it again"}
+	errAlreadyExists      = &Error{Code: codePrecondition, Message: "it exists already, and If-None-Match: * asks to create it only"}
+)
+
+// maxFieldErrors caps the entries of one {"errors": …} answer, so a body
+// with thousands of unknown fields cannot make a huge answer.
+const maxFieldErrors = 100
+
+// fieldErrors are per-field problems, answered as 400 {"errors": {...}}.
+type fieldErrors map[string]string
+
+func (e fieldErrors) Error() string {
+	names := slices.Sorted(maps.Keys(e))
+	parts := make([]string, 0, min(len(names), 10))
+	for _, k := range names[:min(len(names), 10)] {
+		parts = append(parts, k+": "+e[k])
+	}
+	return "invalid fields: " + strings.Join(parts, "; ")
+}
+
+// capped returns at most maxFieldErrors entries, the first by name.
+func (e fieldErrors) capped() fieldErrors {
+	if len(e) <= maxFieldErrors {
+		return e
+	}
+	out := make(fieldErrors, maxFieldErrors)
+	for _, k := range slices.Sorted(maps.Keys(e))[:maxFieldErrors] {
+		out[k] = e[k]
+	}
+	return out
+}
+
+// merge adds the entries of other that e does not have yet.
+func (e fieldErrors) merge(other fieldErrors) {
+	for k, v := range other {
+		if _, ok := e[k]; !ok {
+			e[k] = v
+		}
+	}
+}
+
+// orNil is e as an error, or nil when e is empty.
+func (e fieldErrors) orNil() error {
+	if len(e) == 0 {
+		return nil
+	}
+	return e
+}

@@ -1,0 +1,148 @@
+// migrations.go: the schema's numbered, forward-only steps (one SQL file
+// per engine, the same numbers and names in both) and the Go steps that
+// fill in what SQL cannot compute.
+package main
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strconv"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// migration is one step of a schema file.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+var migrationHeader = regexp.MustCompile(`(?m)^-- version (\d+): (.*)$`)
+
+// parseMigrations splits a schema file into its numbered steps, which must
+// run 1, 2, 3… without gaps.
+func parseMigrations(src string) ([]migration, error) {
+	locs := migrationHeader.FindAllStringSubmatchIndex(src, -1)
+	steps := make([]migration, 0, len(locs))
+	for i, loc := range locs {
+		end := len(src)
+		if i+1 < len(locs) {
+			end = locs[i+1][0]
+		}
+		v, err := strconv.Atoi(src[loc[2]:loc[3]])
+		if err != nil || v != i+1 {
+			return nil, fmt.Errorf("schema: step %d is numbered %q", i+1, src[loc[2]:loc[3]])
+		}
+		steps = append(steps, migration{version: v, name: src[loc[4]:loc[5]], sql: src[loc[1]:end]})
+	}
+	return steps, nil
+}
+
+// schemaVersion is the newest schema version this binary knows (both
+// schema files have the same steps; a test checks it).
+func schemaVersion() int {
+	steps, _ := parseMigrations(sqliteSchema)
+	return len(steps)
+}
+
+// migrationHooks run after the SQL of their step, in the same transaction,
+// for what SQL cannot do alike on both engines.
+var migrationHooks = map[int]func(ctx context.Context, tx *sqlx.Tx) error{
+	3: fillFoldKeys,
+}
+
+// migrate brings the database up to the newest schema in one transaction.
+// A database newer than this binary is refused rather than guessed at.
+func migrate(ctx context.Context, eng engine) error {
+	return migrateTo(ctx, eng, schemaVersion())
+}
+
+// migrateTo applies the steps of the engine's schema up to version target,
+// holding the engine's migration lock, so that several instances starting
+// at once migrate exactly once.
+func migrateTo(ctx context.Context, eng engine, target int) error {
+	steps, err := parseMigrations(eng.schemaSource())
+	if err != nil {
+		return err
+	}
+	tx, err := eng.adminDB().BeginTxx(ctx, nil)
+	if err != nil {
+		return describeOpenError(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
+	if err := eng.lockSchema(ctx, tx); err != nil {
+		return fmt.Errorf("lock the schema for migration: %w", err)
+	}
+	current, err := eng.schemaVersion(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if current > len(steps) {
+		return fmt.Errorf("schema version %d is newer than this binary knows (%d): use a newer usersvc", current, len(steps))
+	}
+	for _, step := range steps[current:max(current, target)] {
+		if _, err := tx.ExecContext(ctx, step.sql); err != nil {
+			return fmt.Errorf("migrate to version %d (%s): %w", step.version, step.name, err)
+		}
+		if hook := migrationHooks[step.version]; hook != nil {
+			if err := hook(ctx, tx); err != nil {
+				return fmt.Errorf("migrate to version %d (%s): %w", step.version, step.name, err)
+			}
+		}
+		if err := eng.setSchemaVersion(ctx, tx, step.version); err != nil {
+			return fmt.Errorf("set schema version %d: %w", step.version, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit migrations: %w", err)
+	}
+	return nil
+}
+
+// fillFoldKeys computes username_key and email_key for the users that
+// exist (step 3), a batch of rows at a time. Two addresses that differ only
+// in non-ASCII case were two users before and would be one now, so the
+// unique index stops the step, and the message names the user, rather than
+// choosing which to keep.
+func fillFoldKeys(ctx context.Context, tx *sqlx.Tx) error {
+	const batch = 1000
+	read := tx.Rebind("SELECT id, username, email FROM users WHERE id > ? ORDER BY id LIMIT ?")
+	update := tx.Rebind("UPDATE users SET username_key = ?, email_key = ? WHERE id = ?")
+	type row struct {
+		id, username string
+		email        *string
+	}
+	for after := ""; ; {
+		var rows []row
+		q, err := tx.QueryxContext(ctx, read, after, batch)
+		if err != nil {
+			return fmt.Errorf("read users: %w", err)
+		}
+		for q.Next() {
+			var r row
+			if err := q.Scan(&r.id, &r.username, &r.email); err != nil {
+				q.Close()
+				return fmt.Errorf("read users: %w", err)
+			}
+			rows = append(rows, r)
+		}
+		q.Close()
+		if err := q.Err(); err != nil {
+			return fmt.Errorf("read users: %w", err)
+		}
+		for _, r := range rows {
+			if _, err := tx.ExecContext(ctx, update, foldKey(r.username), emailKey(r.email), r.id); err != nil {
+				if r.email != nil {
+					return fmt.Errorf("user %s: its email %q is, apart from case, another user's too (change one of them with an older usersvc, then upgrade): %w", r.id, *r.email, err)
+				}
+				return fmt.Errorf("fill the keys of user %s: %w", r.id, err)
+			}
+		}
+		if len(rows) < batch {
+			return nil
+		}
+		after = rows[len(rows)-1].id
+	}
+}

@@ -1,0 +1,238 @@
+// postgres.go: the PostgreSQL engine, for teams that run several instances
+// on one database: a pool through pgx, writes as transactions that retry
+// when rows change under them, error codes, the schema version under an
+// advisory lock, and no backup (that is pg_dump's job).
+package main
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/jmoiron/sqlx"
+)
+
+//go:embed schema_postgres.sql
+var postgresSchema string
+
+// postgresEngine is one instance's pool on a PostgreSQL database that other
+// instances share: nothing here may assume it sees every write.
+type postgresEngine struct {
+	db       *sqlx.DB
+	redacted string // the URL without its password, for logs and errors
+	timeout  time.Duration
+}
+
+// schemaLockKey is the advisory lock migrations hold, so that instances
+// starting at once on an empty database migrate it exactly once.
+const schemaLockKey = 0x75736572737663 // "usersvc"
+
+// connectTimeout bounds each attempt to reach the server, so a database
+// that is down is a quick 503, not a hang.
+const connectTimeout = 3 * time.Second
+
+// openPostgres connects to the database at rawURL with a pool of
+// opts.maxConns connections, each with a statement timeout.
+func openPostgres(ctx context.Context, rawURL string, opts storeOptions) (*postgresEngine, error) {
+	redacted := redactURL(rawURL)
+	cfg, err := pgx.ParseConfig(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("database URL %s does not parse: %s", redacted, scrubPassword(err.Error(), rawURL))
+	}
+	if cfg.ConnectTimeout == 0 || cfg.ConnectTimeout > connectTimeout {
+		cfg.ConnectTimeout = connectTimeout
+	}
+	cfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(opts.statementTimeout.Milliseconds(), 10)
+	cfg.RuntimeParams["application_name"] = "usersvc"
+	db := sqlx.NewDb(stdlib.OpenDB(*cfg), "pgx")
+	db.SetMaxOpenConns(opts.maxConns)
+	db.SetMaxIdleConns(opts.maxConns)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	db.SetConnMaxLifetime(30 * time.Minute)
+	e := &postgresEngine{db: db, redacted: redacted, timeout: opts.statementTimeout}
+	pingCtx, cancel := context.WithTimeout(ctx, 2*connectTimeout)
+	defer cancel()
+	if err := db.PingContext(pingCtx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("database %s: %s", redacted, scrubPassword(err.Error(), rawURL))
+	}
+	return e, nil
+}
+
+// redactURL is a database URL with its password replaced, for anything a
+// person or a log may read.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "postgres://(a URL that does not parse)"
+	}
+	return u.Redacted()
+}
+
+// scrubPassword removes the URL's password from a message, should a
+// driver ever quote the URL.
+func scrubPassword(msg, raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(details withheld: the URL does not parse)"
+	}
+	if pw, ok := u.User.Password(); ok && pw != "" {
+		msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		msg = strings.ReplaceAll(msg, url.QueryEscape(pw), "xxxxx")
+	}
+	return msg
+}
+
+func (e *postgresEngine) reader() *sqlx.DB          { return e.db }
+func (e *postgresEngine) adminDB() *sqlx.DB         { return e.db }
+func (e *postgresEngine) describe() string          { return e.redacted }
+func (e *postgresEngine) forUpdate() string         { return " FOR UPDATE" }
+func (e *postgresEngine) pools() map[string]*sql.DB { return map[string]*sql.DB{"postgres": e.db.DB} }
+func (e *postgresEngine) close() error              { return e.db.Close() }
+
+// write runs fn in its own transaction (READ COMMITTED). Other instances
+// write at the same time, so fn names the row versions it read; when one
+// moved on (errRetry), or PostgreSQL reports a serialization failure or a
+// deadlock, fn runs again in a new transaction.
+func (e *postgresEngine) write(ctx context.Context, fn txFunc) error {
+	for try := 1; ; try++ {
+		err := e.runTx(ctx, fn)
+		if err == nil || try == maxWriteTries || !(errors.Is(err, errRetry) || isRetryable(err)) {
+			return err
+		}
+	}
+}
+
+// runTx runs fn in one transaction. The client leaving does not cut it
+// short (a write that is under way finishes, as on SQLite); the statement
+// timeout and this deadline bound it instead.
+func (e *postgresEngine) runTx(ctx context.Context, fn txFunc) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*e.timeout)
+	defer cancel()
+	tx, err := e.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin write: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
+	if err := fn(ctx, tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// pgCode is the SQLSTATE of a PostgreSQL error inside err, or "".
+func pgCode(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+// isRetryable reports a serialization failure or a deadlock: the
+// transaction did nothing, and running it again can succeed.
+func isRetryable(err error) bool {
+	c := pgCode(err)
+	return c == "40001" || c == "40P01"
+}
+
+// classify maps PostgreSQL's failures onto the domain's: a lost or refused
+// connection, a server shutting down, a read-only standby, too many
+// connections or a statement cut by the timeout are unavailable (503, the
+// cause in the log, and the pool reconnects by itself when the server is
+// back); a foreign key failure means the goal's user is gone.
+func (e *postgresEngine) classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	switch c := pgCode(err); {
+	case c == "23503":
+		return errUserNotFound
+	case c == "57014", // query_canceled: the statement timeout
+		c == "25006",                 // read_only_sql_transaction: a standby
+		strings.HasPrefix(c, "08"),   // connection exception
+		strings.HasPrefix(c, "53"),   // insufficient resources: too many connections, disk full
+		strings.HasPrefix(c, "57P"),  // admin or crash shutdown, cannot connect now
+		c == "40001" || c == "40P01": // retried already, still failing
+		return unavailable(err)
+	case c != "":
+		return err
+	}
+	if isConnectionFailure(err) {
+		return unavailable(err)
+	}
+	return err
+}
+
+// isConnectionFailure reports errors of reaching the server rather than of
+// the query: the database is down, restarting, or the network is.
+func isConnectionFailure(err error) bool {
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	return errors.As(err, &ce) || errors.As(err, &ne) || pgconn.Timeout(err) ||
+		errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, sql.ErrConnDone) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, errStoreClosed)
+}
+
+// isUniqueViolation reports a unique_violation.
+func (e *postgresEngine) isUniqueViolation(err error) bool { return pgCode(err) == "23505" }
+
+// ---- migrations ----
+
+func (e *postgresEngine) schemaSource() string { return postgresSchema }
+
+// lockSchema takes the migrations' advisory lock for the rest of the
+// transaction (other instances wait here, then find the schema current)
+// and makes sure the version table exists.
+func (e *postgresEngine) lockSchema(ctx context.Context, tx *sqlx.Tx) error {
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", int64(schemaLockKey)); err != nil {
+		return e.classify(err)
+	}
+	_, err := tx.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS usersvc_schema (version integer NOT NULL)")
+	return err
+}
+
+func (e *postgresEngine) schemaVersion(ctx context.Context, tx *sqlx.Tx) (int, error) {
+	var v int
+	if err := tx.GetContext(ctx, &v, "SELECT coalesce(max(version), 0) FROM usersvc_schema"); err != nil {
+		return 0, fmt.Errorf("read the schema version: %w", err)
+	}
+	return v, nil
+}
+
+func (e *postgresEngine) setSchemaVersion(ctx context.Context, tx *sqlx.Tx, v int) error {
+	if _, err := tx.ExecContext(ctx, "DELETE FROM usersvc_schema"); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, "INSERT INTO usersvc_schema (version) VALUES ($1)", v)
+	return err
+}
+
+// snapshot begins a read-only transaction that sees one state of the
+// database throughout.
+func (e *postgresEngine) snapshot(ctx context.Context) (*sqlx.Tx, error) {
+	return e.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+}
+
+// backup is refused: a consistent copy of a PostgreSQL database is
+// pg_dump's job.
+func (e *postgresEngine) backup(context.Context, string) error {
+	return errors.New("the database is PostgreSQL: back it up with pg_dump (for example: pg_dump --format=custom --file=usersvc.dump \"$USERSVC_DB\")")
+}

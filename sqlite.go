@@ -1,0 +1,492 @@
+// sqlite.go: the SQLite engine: the file (its checks, modes and lock), one
+// writer connection fed by group commit, a read-only pool, error codes,
+// the schema version in PRAGMA user_version, and backups.
+package main
+
+import (
+	"context"
+	"database/sql"
+	_ "embed"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/jmoiron/sqlx"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+//go:embed schema_sqlite.sql
+var sqliteSchema string
+
+func init() {
+	// sqlx does not know the modernc driver's name; its placeholders are "?".
+	sqlx.BindDriver("sqlite", sqlx.QUESTION)
+}
+
+// sqliteEngine owns one database file: a single writer connection that
+// commits writes in groups (runWriter) and a pool of read-only
+// connections. WAL lets the readers run while the writer commits.
+type sqliteEngine struct {
+	path    string
+	writeDB *sqlx.DB
+	readDB  *sqlx.DB
+	lock    *os.File // held with flock while serving; nil otherwise
+
+	ops        chan *writeOp
+	stopping   chan struct{}
+	writerDone chan struct{}
+	closeOnce  sync.Once
+	closeErr   error
+}
+
+// readConns is the size of the read pool: enough for reads to overlap on
+// 2 cores while one waits on the disk. Each holds its own SQLite page cache
+// (about 2 MiB), which counts against the 64 MiB RSS budget.
+const readConns = 4
+
+// dbFileMode is the mode of the database and, since SQLite gives its WAL
+// and shared-memory files the mode of the database, of those too: they
+// hold emails and password hashes.
+const dbFileMode = 0o600
+
+// sqlitePragmas are set on every connection through the DSN, so each pooled
+// connection gets them: WAL so readers never block the writer, FULL so an
+// acknowledged commit survives a power cut, foreign keys for the cascades,
+// and a busy timeout so a lock held elsewhere fails a write after a while
+// instead of at once or never.
+func sqlitePragmas(busy int64) []string {
+	return []string{"busy_timeout(" + strconv.FormatInt(busy, 10) + ")", "foreign_keys(1)", "journal_mode(WAL)", "synchronous(FULL)"}
+}
+
+// dsn builds a modernc.org/sqlite DSN for path with the pragmas and extra
+// parameters.
+func dsn(path string, pragmas []string, extra url.Values) string {
+	q := url.Values{"_pragma": pragmas}
+	for k, v := range extra {
+		q[k] = append(q[k], v...)
+	}
+	return uriPath(path) + "?" + q.Encode()
+}
+
+// uriPath is path as a SQLite file: URI, escaping the characters a URI
+// gives meaning to ("%", "?" and "#"), so any file name opens that file.
+func uriPath(path string) string {
+	return "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+}
+
+// openSQLite opens (creating when missing, readable by the owner only) the
+// database file at path and starts its writer. With opts.exclusive it
+// first takes the file's lock, so a second server on the same file is
+// refused: each server's cache assumes it sees every write.
+func openSQLite(ctx context.Context, path string, opts storeOptions) (*sqliteEngine, error) {
+	if err := checkDBPath(path); err != nil {
+		return nil, err
+	}
+	if err := createPrivate(path); err != nil {
+		return nil, err
+	}
+	e := &sqliteEngine{path: path, ops: make(chan *writeOp), stopping: make(chan struct{}), writerDone: make(chan struct{})}
+	if opts.exclusive {
+		lock, err := lockFile(path)
+		if err != nil {
+			return nil, err
+		}
+		e.lock = lock
+	}
+	pragmas := sqlitePragmas(opts.statementTimeout.Milliseconds())
+	var err error
+	if e.writeDB, err = sqlx.Open("sqlite", dsn(path, pragmas, url.Values{"_txlock": {"immediate"}})); err != nil {
+		e.unlock()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	e.writeDB.SetMaxOpenConns(1)
+	e.writeDB.SetMaxIdleConns(1)
+	e.writeDB.SetConnMaxLifetime(0)
+	e.writeDB.SetConnMaxIdleTime(0)
+	if e.readDB, err = sqlx.Open("sqlite", dsn(path, append(pragmas, "query_only(1)"), nil)); err != nil {
+		e.writeDB.Close()
+		e.unlock()
+		return nil, fmt.Errorf("open database %s for reading: %w", path, err)
+	}
+	e.readDB.SetMaxOpenConns(readConns)
+	e.readDB.SetMaxIdleConns(readConns)
+	e.readDB.SetConnMaxIdleTime(0)
+	go e.runWriter()
+	return e, nil
+}
+
+// checkDBPath gives a clear error for the mistakes SQLite reports badly: a
+// missing folder, a path that is a folder, a file we may not read and write.
+func checkDBPath(path string) error {
+	dir := filepath.Dir(path)
+	switch st, err := os.Stat(dir); {
+	case errors.Is(err, os.ErrNotExist) || err == nil && !st.IsDir():
+		return fmt.Errorf("database folder %s does not exist", dir)
+	case err != nil:
+		return fmt.Errorf("cannot reach the database folder: %w", err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil // missing: it will be created
+	}
+	if st.IsDir() {
+		return fmt.Errorf("database path %s is a folder, not a file", path)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("cannot read and write the database file: %w", err)
+	}
+	return f.Close()
+}
+
+// createPrivate creates path as an empty file readable and writable by the
+// owner only, whatever the umask, unless it exists already.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, dbFileMode)
+	if errors.Is(err, os.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create database file: %w", err)
+	}
+	defer f.Close()
+	if err := f.Chmod(dbFileMode); err != nil {
+		return fmt.Errorf("create database file: %w", err)
+	}
+	return nil
+}
+
+// lockFile takes an exclusive flock on the database file. SQLite's own
+// locks are fcntl locks, which flock does not touch, so readers such as
+// usersvc backup still work while the lock is held.
+func lockFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open database file to lock it: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("database %s is in use by another usersvc: stop that one first (usersvc backup works while it runs)", path)
+		}
+		return nil, fmt.Errorf("lock database file: %w", err)
+	}
+	return f, nil
+}
+
+func (e *sqliteEngine) unlock() {
+	if e.lock != nil {
+		e.lock.Close() // closing the descriptor releases the flock
+	}
+}
+
+func (e *sqliteEngine) reader() *sqlx.DB { return e.readDB }
+func (e *sqliteEngine) describe() string { return e.path }
+func (e *sqliteEngine) forUpdate() string {
+	return "" // one writer: a write transaction already excludes every other
+}
+
+func (e *sqliteEngine) pools() map[string]*sql.DB {
+	return map[string]*sql.DB{"reader": e.readDB.DB, "writer": e.writeDB.DB}
+}
+
+// close stops taking writes, commits the ones queued, closes the pools
+// and releases the file lock.
+func (e *sqliteEngine) close() error {
+	e.closeOnce.Do(func() {
+		close(e.stopping)
+		<-e.writerDone
+		e.closeErr = errors.Join(e.readDB.Close(), e.writeDB.Close())
+		e.unlock()
+	})
+	return e.closeErr
+}
+
+// sqliteCode is the extended SQLite result code inside err, or 0.
+func sqliteCode(err error) int {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code()
+	}
+	return 0
+}
+
+// classify marks the failures that mean the database cannot take the work
+// now (read-only, full, I/O, locked elsewhere past the busy timeout) as
+// unavailable, so clients get 503 and reads go on; a foreign key failure
+// can only mean the goal's user is gone.
+func (e *sqliteEngine) classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	code := sqliteCode(err)
+	switch code & 0xff {
+	case sqlite3.SQLITE_READONLY, sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR,
+		sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_PERM:
+		return unavailable(err)
+	}
+	switch {
+	case code == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
+		return errUserNotFound
+	case errors.Is(err, errStoreClosed):
+		return unavailable(err)
+	}
+	return err
+}
+
+// isUniqueViolation reports whether err is a UNIQUE constraint failure.
+func (e *sqliteEngine) isUniqueViolation(err error) bool {
+	c := sqliteCode(err)
+	return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+}
+
+// ---- migrations ----
+
+func (e *sqliteEngine) schemaSource() string { return sqliteSchema }
+
+// lockSchema has nothing to do: the migration's transaction is IMMEDIATE,
+// so it holds the one write lock, and the file lock keeps other servers out.
+func (e *sqliteEngine) lockSchema(context.Context, *sqlx.Tx) error { return nil }
+
+func (e *sqliteEngine) schemaVersion(ctx context.Context, tx *sqlx.Tx) (int, error) {
+	var v int
+	if err := tx.GetContext(ctx, &v, "PRAGMA user_version"); err != nil {
+		return 0, describeOpenError(err)
+	}
+	return v, nil
+}
+
+func (e *sqliteEngine) setSchemaVersion(ctx context.Context, tx *sqlx.Tx, v int) error {
+	_, err := tx.ExecContext(ctx, "PRAGMA user_version = "+strconv.Itoa(v))
+	return err
+}
+
+// adminDB is the connection migrations and copy run on: the writer's.
+func (e *sqliteEngine) adminDB() *sqlx.DB { return e.writeDB }
+
+// snapshot begins a read transaction: in WAL mode it reads one snapshot,
+// taken at its first statement, whatever is written meanwhile.
+func (e *sqliteEngine) snapshot(ctx context.Context) (*sqlx.Tx, error) {
+	return e.readDB.BeginTxx(ctx, nil)
+}
+
+// describeOpenError turns SQLite's first-contact failures into a sentence.
+func describeOpenError(err error) error {
+	switch sqliteCode(err) & 0xff {
+	case sqlite3.SQLITE_NOTADB:
+		return errors.New("file is not a SQLite database")
+	case sqlite3.SQLITE_CANTOPEN:
+		return fmt.Errorf("cannot open the file: %w", err)
+	case sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH:
+		return fmt.Errorf("cannot write the file: %w", err)
+	}
+	return fmt.Errorf("open: %w", err)
+}
+
+// ---- group commit ----
+
+// maxBatch caps how many writes share one transaction, so one commit never
+// waits on an unbounded queue.
+const maxBatch = 128
+
+var errStoreClosed = errors.New("store is closed")
+
+// writeOp is one caller's write: fn runs inside the batch transaction, under
+// its own savepoint, and err is sent on done once the batch has committed.
+type writeOp struct {
+	ctx  context.Context
+	fn   txFunc
+	done chan error
+}
+
+// write runs fn in a write transaction and returns once that transaction has
+// committed (the change is on disk) or failed. fn's changes are undone when
+// it returns an error; other writes in the same batch are not affected.
+// fn must use the ctx it is given (never the caller's: cancelling one
+// statement would roll back the whole shared transaction), must not keep tx,
+// and publishes results through its closure.
+func (e *sqliteEngine) write(ctx context.Context, fn txFunc) error {
+	op := &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	select {
+	case e.ops <- op:
+	case <-e.stopping:
+		return errStoreClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Once queued, the op may commit: wait for the answer even if ctx ends,
+	// so the caller never reports a failure for a write that landed.
+	return <-op.done
+}
+
+// runWriter takes queued writes and commits them in batches until the store
+// stops, then drains what is left.
+func (e *sqliteEngine) runWriter() {
+	defer close(e.writerDone)
+	for {
+		select {
+		case op := <-e.ops:
+			e.commitBatch(e.collectBatch(op))
+		case <-e.stopping:
+			for {
+				select {
+				case op := <-e.ops:
+					e.commitBatch(e.collectBatch(op))
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// collectBatch adds to first every write already waiting, up to maxBatch.
+func (e *sqliteEngine) collectBatch(first *writeOp) []*writeOp {
+	batch := []*writeOp{first}
+	for len(batch) < maxBatch {
+		select {
+		case op := <-e.ops:
+			batch = append(batch, op)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// commitBatch runs each op under its own savepoint in one transaction, then
+// commits once and answers every op.
+func (e *sqliteEngine) commitBatch(batch []*writeOp) {
+	results := make([]error, len(batch))
+	err := e.runBatch(batch, results)
+	for i, op := range batch {
+		if err != nil && results[i] == nil {
+			results[i] = err
+		}
+		op.done <- results[i]
+	}
+}
+
+// runBatch executes the batch; a returned error means nothing committed.
+func (e *sqliteEngine) runBatch(batch []*writeOp, results []error) error {
+	// Statements run without the callers' contexts: interrupting one
+	// statement would roll back the whole shared transaction.
+	ctx := context.Background()
+	tx, err := e.writeDB.BeginTxx(ctx, nil)
+	if err != nil {
+		return e.classify(fmt.Errorf("begin write: %w", err))
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
+	for i, op := range batch {
+		if err := op.ctx.Err(); err != nil {
+			results[i] = err
+			continue
+		}
+		if results[i], err = runOp(ctx, tx, op.fn); err != nil {
+			return e.classify(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return e.classify(fmt.Errorf("commit: %w", err))
+	}
+	return nil
+}
+
+// runOp runs fn under a savepoint, again while it asks for a retry, at
+// most maxWriteTries times. It returns fn's error, and a second error only
+// when the savepoint itself could not be managed (the transaction is then
+// unusable: after a full disk or an I/O error SQLite has already rolled
+// back the whole transaction).
+func runOp(ctx context.Context, tx *sqlx.Tx, fn txFunc) (fnErr, err error) {
+	for try := 1; ; try++ {
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT op"); err != nil {
+			return nil, fmt.Errorf("savepoint: %w", err)
+		}
+		fnErr = fn(ctx, tx)
+		if fnErr != nil {
+			if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT op"); err != nil {
+				return fnErr, fmt.Errorf("rollback to savepoint: %w", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT op"); err != nil {
+			return fnErr, fmt.Errorf("release savepoint: %w", err)
+		}
+		if !errors.Is(fnErr, errRetry) || try == maxWriteTries {
+			return fnErr, nil
+		}
+	}
+}
+
+// ---- backup ----
+
+// backup writes a consistent copy of the database to dst (see
+// backupSQLite).
+func (e *sqliteEngine) backup(ctx context.Context, dst string) error {
+	return backupSQLite(ctx, e.path, dst)
+}
+
+// backupSQLite writes a consistent copy of the database at src to dst
+// with VACUUM INTO, which reads one snapshot (safe while a server writes).
+// The copy is made beside dst, readable by the owner only, and linked into
+// place, so dst never holds a partial copy and an existing dst is never
+// overwritten.
+func backupSQLite(ctx context.Context, src, dst string) error {
+	if _, err := os.Stat(src); err != nil {
+		return fmt.Errorf("database %s: %w", src, err)
+	}
+	if _, err := os.Lstat(dst); err == nil {
+		return fmt.Errorf("%s already exists: refusing to overwrite it", dst)
+	}
+	tmp := dst + ".partial"
+	os.Remove(tmp) //nolint:errcheck // a leftover from a failed run, if any
+	defer os.Remove(tmp)
+	// VACUUM INTO accepts an empty file, and keeps its mode.
+	if err := createPrivate(tmp); err != nil {
+		return err
+	}
+	db, err := sqlx.Open("sqlite", dsn(src, nil, url.Values{"mode": {"ro"}}))
+	if err != nil {
+		return fmt.Errorf("open %s: %w", src, err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "VACUUM INTO ?", tmp); err != nil {
+		return fmt.Errorf("copy %s: %w", src, describeOpenError(err))
+	}
+	if err := checkIntegrity(ctx, tmp); err != nil {
+		return err
+	}
+	if err := os.Link(tmp, dst); err != nil {
+		return fmt.Errorf("put the copy at %s: %w", dst, err)
+	}
+	return nil
+}
+
+// checkIntegrity runs PRAGMA integrity_check and foreign_key_check on the
+// database at path.
+func checkIntegrity(ctx context.Context, path string) error {
+	db, err := sqlx.Open("sqlite", uriPath(path)+"?mode=ro")
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer db.Close()
+	var result string
+	if err := db.GetContext(ctx, &result, "PRAGMA integrity_check"); err != nil || result != "ok" {
+		return fmt.Errorf("integrity check of %s: %q %v", path, result, err)
+	}
+	rows, err := db.QueryContext(ctx, "PRAGMA foreign_key_check")
+	if err != nil {
+		return fmt.Errorf("foreign key check of %s: %w", path, err)
+	}
+	defer rows.Close()
+	if rows.Next() {
+		return fmt.Errorf("foreign key check of %s: a row points at nothing", path)
+	}
+	return rows.Err()
+}
