@@ -57,11 +57,25 @@ func newTestServer(t *testing.T) *testServer {
 // newTestServerWith starts the API with cfg on a fresh database.
 func newTestServerWith(t *testing.T, cfg config) *testServer {
 	t.Helper()
-	return newTestServerLogged(t, cfg, quietLogger())
+	return newTestServerLogged(t, cfg, errorLogger(t))
 }
 
 // quietLogger throws every line away.
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// errorLogger shows the server's error lines in the test's log (seen when
+// the test fails, or with -v) and drops the rest.
+func errorLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelError}))
+}
+
+// testLogWriter writes log lines to t.Log.
+type testLogWriter struct{ t testing.TB }
+
+func (w testLogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
 
 // newTestServerLogged starts the API with cfg on a fresh database, logging
 // to logger.

@@ -167,9 +167,14 @@ func (s *store) Ping(ctx context.Context) error {
 }
 
 // write runs fn as one write transaction (see engine.write) and classifies
-// what fails.
+// what fails. A write whose rows kept changing under it through every try
+// is answered as unavailable: retrying later can succeed.
 func (s *store) write(ctx context.Context, fn txFunc) error {
-	return s.eng.classify(s.eng.write(ctx, fn))
+	err := s.eng.classify(s.eng.write(ctx, fn))
+	if errors.Is(err, errRetry) {
+		return unavailable(err)
+	}
+	return err
 }
 
 // readStmt returns query prepared on the read pool, preparing it on first
@@ -195,8 +200,7 @@ func (s *store) queryRead(ctx context.Context, prepared bool, query string, args
 	if s.onQuery != nil {
 		s.onQuery()
 	}
-	ctx, cancel := s.readContext(ctx)
-	defer cancel()
+	ctx = s.readContext(ctx)
 	var rows *sql.Rows
 	var err error
 	if prepared {
@@ -210,15 +214,17 @@ func (s *store) queryRead(ctx context.Context, prepared bool, query string, args
 	return rows, s.eng.classify(err)
 }
 
-// readContext bounds a read. On SQLite reads are bounded by themselves (a
-// key lookup or at most a page of rows) and run to the end even if the
-// client leaves: a cancellable context costs two watcher goroutines a
-// query. PostgreSQL is across a network, so its reads get a deadline.
-func (s *store) readContext(ctx context.Context) (context.Context, context.CancelFunc) {
+// readContext is the context a read runs under. On SQLite reads are
+// bounded by themselves (a key lookup or at most a page of rows) and run
+// to the end even if the client leaves: a cancellable context costs two
+// watcher goroutines a query. On PostgreSQL, across a network, a read
+// follows the request (a client that leaves cancels it), and the server's
+// statement timeout bounds it.
+func (s *store) readContext(ctx context.Context) context.Context {
 	if _, ok := s.eng.(*sqliteEngine); ok {
-		return context.WithoutCancel(ctx), func() {}
+		return context.WithoutCancel(ctx)
 	}
-	return context.WithTimeout(ctx, defaultStatementTimeout)
+	return ctx
 }
 
 // page is one page of a list: rows with id > After (all when ""), at most
@@ -483,7 +489,7 @@ func userConflict(ctx context.Context, tx *sqlx.Tx, u *User) error {
 func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre *precondition) (User, error) {
 	var out User
 	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
-		u, err := txGetUser(ctx, tx, "id = ?", id)
+		u, err := s.txGetUser(ctx, tx, "id = ?", id)
 		if err != nil {
 			return err
 		}
@@ -508,7 +514,7 @@ func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre *p
 func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInput, pre *precondition, toCreate func() (User, error)) (out User, created bool, err error) {
 	err = s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		created = false
-		u, err := txGetUser(ctx, tx, "username_key = ?", foldKey(name))
+		u, err := s.txGetUser(ctx, tx, "username_key = ?", foldKey(name))
 		if errors.Is(err, errUserNotFound) {
 			if err := pre.allowsCreate(); err != nil {
 				return err
@@ -552,10 +558,12 @@ func retryOnUsernameTaken(err error) error {
 	return err
 }
 
-// txGetUser reads one user with every column inside a write transaction.
-func txGetUser(ctx context.Context, tx *sqlx.Tx, where string, arg any) (User, error) {
+// txGetUser reads one user with every column inside a write transaction,
+// locking its row where the engine has row locks: concurrent writes of one
+// user then take turns instead of retrying.
+func (s *store) txGetUser(ctx context.Context, tx *sqlx.Tx, where string, arg any) (User, error) {
 	var u User
-	err := scanUser(tx.QueryRowxContext(ctx, tx.Rebind("SELECT "+userColumns+" FROM users WHERE "+where), arg), &u)
+	err := scanUser(tx.QueryRowxContext(ctx, tx.Rebind("SELECT "+userColumns+" FROM users WHERE "+where+s.eng.forUpdate()), arg), &u)
 	return u, notFound(err, errUserNotFound, "get user for update")
 }
 
@@ -602,7 +610,7 @@ func changedOne(res sql.Result) error {
 // CASCADE), once pre accepts its current version.
 func (s *store) DeleteUser(ctx context.Context, id string, pre *precondition) error {
 	return s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
-		u, err := txGetUser(ctx, tx, "id = ?", id)
+		u, err := s.txGetUser(ctx, tx, "id = ?", id)
 		if err != nil {
 			return err
 		}
@@ -809,7 +817,7 @@ func (s *store) CreateGoal(ctx context.Context, g *Goal) error {
 func (s *store) UpdateGoal(ctx context.Context, id string, in *goalInput, pre *precondition) (Goal, error) {
 	var out Goal
 	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
-		g, err := txGetGoal(ctx, tx, id)
+		g, err := s.txGetGoal(ctx, tx, id)
 		if err != nil {
 			return err
 		}
@@ -838,7 +846,7 @@ func (s *store) UpdateGoal(ctx context.Context, id string, in *goalInput, pre *p
 func (s *store) DeleteGoal(ctx context.Context, id string, pre *precondition) (Goal, error) {
 	var out Goal
 	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
-		g, err := txGetGoal(ctx, tx, id)
+		g, err := s.txGetGoal(ctx, tx, id)
 		if err != nil {
 			return err
 		}
@@ -855,10 +863,11 @@ func (s *store) DeleteGoal(ctx context.Context, id string, pre *precondition) (G
 	return out, err
 }
 
-// txGetGoal reads one goal inside a write transaction.
-func txGetGoal(ctx context.Context, tx *sqlx.Tx, id string) (Goal, error) {
+// txGetGoal reads one goal inside a write transaction, locking its row
+// (see txGetUser).
+func (s *store) txGetGoal(ctx context.Context, tx *sqlx.Tx, id string) (Goal, error) {
 	var g Goal
-	err := scanGoal(tx.QueryRowxContext(ctx, tx.Rebind("SELECT "+goalColumns+" FROM goals WHERE id = ?"), id), &g)
+	err := scanGoal(tx.QueryRowxContext(ctx, tx.Rebind("SELECT "+goalColumns+" FROM goals WHERE id = ?"+s.eng.forUpdate()), id), &g)
 	return g, notFound(err, errGoalNotFound, "get goal for update")
 }
 
