@@ -163,6 +163,10 @@ func (ts *testServer) do(t *testing.T, method, path, body string, headers ...str
 		req.Header.Set("Content-Type", "application/json")
 	}
 	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i] == "Host" {
+			req.Host = headers[i+1] // the client sends req.Host, not a Host header
+			continue
+		}
 		req.Header.Set(headers[i], headers[i+1])
 	}
 	return ts.send(t, req)

@@ -1,0 +1,806 @@
+// hardening_test.go: the bounds of issue 10: what an attacker or a strict
+// client found at the edges. Each test drives the attack (bounded in count
+// and time, on loopback) and checks the bound the contract promises.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ---- 1. connections ----
+
+// procStatus reads a field of /proc/PID/status in KiB (VmRSS, VmHWM).
+func procStatus(t *testing.T, pid int, field string) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
+			return n
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
+}
+
+// openFDs counts the process's open file descriptors.
+func openFDs(t *testing.T, pid int) int {
+	t.Helper()
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// dialFrom opens a TCP connection to addr from the loopback address src
+// (Linux answers on all of 127.0.0.0/8), so one test can be many clients.
+func dialFrom(src, addr string) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 2 * time.Second}
+	return d.Dial("tcp", addr)
+}
+
+// closedByServer reports whether the server closes c within d (a read
+// that returns EOF or a reset, not a timeout).
+func closedByServer(c net.Conn, d time.Duration) bool {
+	c.SetReadDeadline(time.Now().Add(d)) //nolint:errcheck // a test
+	buf := make([]byte, 1)
+	_, err := c.Read(buf)
+	return err != nil && !isTimeout(err)
+}
+
+// getFrom sends GET path from src on a fresh connection and returns the
+// status and how long the answer took.
+func getFrom(t *testing.T, src, addr, path string) (int, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	c, err := dialFrom(src, addr)
+	if err != nil {
+		t.Fatalf("dial from %s: %v", src, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck // a test
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", path)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("GET %s from %s: %v", path, src, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, time.Since(start)
+}
+
+func TestConnectionsFromOneClientAreBounded(t *testing.T) {
+	// Today's attack: 6,000 connections from one address all stayed open;
+	// two clients with 10,000 sockets each used up the descriptors and
+	// /healthz timed out for everyone.
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	bin := buildTestBinary(t)
+	cmd, base := startProcess(t, bin, "-addr", "127.0.0.1:0", "-db", testDB(t), "-max-conns-per-client", "20", "-max-conns", "100")
+	defer func() { cmd.Process.Kill(); cmd.Wait() }() //nolint:errcheck // a test
+	addr := strings.TrimPrefix(base, "http://")
+	pid := cmd.Process.Pid
+	fdsBefore, rssBefore := openFDs(t, pid), procStatus(t, pid, "VmRSS")
+
+	const attempts = 600
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < attempts; i++ {
+		c, err := dialFrom("127.0.0.2", addr)
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		conns = append(conns, c)
+		// Each connection starts a request and trickles its headers: the
+		// kind that held 60 KB each.
+		fmt.Fprintf(c, "GET /api/users HTTP/1.1\r\nHost: localhost\r\nX-Pad: %s", strings.Repeat("a", 4000))
+	}
+	time.Sleep(300 * time.Millisecond) // let the server accept and close what it refuses
+	refused := 0
+	for _, c := range conns {
+		if closedByServer(c, 20*time.Millisecond) {
+			refused++
+		}
+	}
+	fds, rss := openFDs(t, pid), procStatus(t, pid, "VmRSS")
+	status, took := getFrom(t, "127.0.0.3", addr, "/healthz")
+	t.Logf("%d connections from one address: %d closed at once, %d kept; server fds %d → %d, RSS %d → %d KiB; /healthz from another address: %d in %v",
+		attempts, refused, attempts-refused, fdsBefore, fds, rssBefore, rss, status, took.Round(time.Millisecond))
+	if kept := attempts - refused; kept > 20 {
+		t.Fatalf("%d connections of one client stayed open, want at most 20", kept)
+	}
+	if fds > fdsBefore+20+5 {
+		t.Fatalf("the server holds %d descriptors (was %d): one client took more than its 20", fds, fdsBefore)
+	}
+	if status != 200 {
+		t.Fatalf("/healthz from another client answered %d during the attack", status)
+	}
+}
+
+func TestTooManyRequestsClosesTheConnection(t *testing.T) {
+	cfg := testConfig()
+	cfg.now, cfg.rateLimit, cfg.rateBurst = newFakeClock().Now, 1, 1
+	ts := newTestServerWith(t, cfg)
+	c, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rd := bufio.NewReader(c)
+	var statuses []int
+	for i := 0; i < 2; i++ {
+		fmt.Fprintf(c, "GET /api/users HTTP/1.1\r\nHost: localhost\r\n\r\n")
+		resp, err := http.ReadResponse(rd, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body) //nolint:errcheck // a test
+		resp.Body.Close()
+		statuses = append(statuses, resp.StatusCode)
+	}
+	if statuses[0] != 200 || statuses[1] != 429 {
+		t.Fatalf("statuses %v, want 200 then 429", statuses)
+	}
+	if !closedByServer(c, time.Second) {
+		t.Fatal("the connection stayed open after its 429")
+	}
+}
+
+func TestIdleConnectionsCloseAfterSixtySeconds(t *testing.T) {
+	if productionTimeouts.idle != 60*time.Second {
+		t.Fatalf("idle timeout %v, want 60s", productionTimeouts.idle)
+	}
+	// The mechanism, with a short idle time: a keep-alive connection left
+	// idle is closed by the server.
+	addr, _, _ := productionServer(t, httpTimeouts{readHeader: time.Second, read: time.Second, write: time.Second, idle: 200 * time.Millisecond})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("healthz: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if !closedByServer(c, 3*time.Second) {
+		t.Fatal("an idle keep-alive connection was not closed")
+	}
+}
+
+// ---- 3. goals: -max-goals and the 4 MiB page ----
+
+// bulkGoals inserts n goals for userID straight into the database (fast
+// fixtures; the API's own limits are what the tests then exercise), each
+// with a description of descLen characters.
+func bulkGoals(t *testing.T, ts *testServer, userID string, n, descLen int) {
+	t.Helper()
+	tx, err := ts.store.eng.adminDB().BeginTxx(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit a no-op
+	desc := strings.Repeat("d", descLen)
+	now := formatTime(time.Now())
+	var rows [][]any
+	for i := 0; i < n; i++ {
+		id, _ := newID()
+		rows = append(rows, []any{id, userID, "goal " + strconv.Itoa(i), "day", 30, desc, 1, now, now})
+		if len(rows) == copyBatch || i == n-1 {
+			if err := insertRows(t.Context(), tx, copyTables[1], rows); err != nil {
+				t.Fatal(err)
+			}
+			rows = rows[:0]
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMaxGoals(t *testing.T) {
+	cfg := testConfig()
+	cfg.maxGoals = 5
+	ts := newTestServerWith(t, cfg)
+	uid := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	// Concurrent creates cannot pass the limit together.
+	var wg sync.WaitGroup
+	statuses := make(chan int, 20)
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses <- ts.do(t, "POST", "/api/users/"+uid+"/goals", `{"title":"g","target_minutes":5}`).status
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	count := map[int]int{}
+	for s := range statuses {
+		count[s]++
+	}
+	if count[201] != 5 || count[409] != 15 {
+		t.Fatalf("statuses %v, want exactly 5×201 and 15×409", count)
+	}
+	r := ts.do(t, "POST", "/api/users/"+uid+"/goals", `{"title":"g","target_minutes":5}`)
+	expect(t, "goal beyond -max-goals", r, http.StatusConflict)
+	if msg, _ := errorsOf(t, r)["goals"].(string); !strings.Contains(msg, "5") {
+		t.Fatalf("409 body %s: want errors.goals naming the limit", r.body)
+	}
+	// Deleting one makes room again.
+	gid := ts.do(t, "GET", "/api/goals?user_id="+uid+"&limit=1", "").list(t)[0]["id"].(string)
+	expect(t, "delete a goal", ts.do(t, "DELETE", "/api/goals/"+gid, ""), http.StatusNoContent)
+	expect(t, "create after a delete", ts.do(t, "POST", "/api/users/"+uid+"/goals", `{"title":"g","target_minutes":5}`), http.StatusCreated)
+	// A user that has more goals than the limit (it was lowered) embeds
+	// only as many as the limit.
+	bulkGoals(t, ts, uid, 10, 10)
+	user := ts.do(t, "GET", "/api/users/"+uid+"?show=goals", "").json(t)["user"].(map[string]any)
+	if n := len(user["goals"].([]any)); n != 5 {
+		t.Fatalf("embedded %d goals, want -max-goals (5)", n)
+	}
+}
+
+// heapPeak samples the Go heap while fn runs and returns the peak growth
+// in MiB over the heap before it.
+func heapPeak(fn func()) float64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapAlloc
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var m runtime.MemStats
+		for {
+			runtime.ReadMemStats(&m)
+			if m.HeapAlloc > peak.Load() {
+				peak.Store(m.HeapAlloc)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	fn()
+	close(stop)
+	<-done
+	if peak.Load() < base {
+		return 0
+	}
+	return float64(peak.Load()-base) / (1 << 20)
+}
+
+func TestListPagesStayUnderFourMiB(t *testing.T) {
+	// Today's attack: 25,961 goals on one user, then ?show=goals.description
+	// answered 349 MB and took 1.08 GiB. Here 20 users with 1,000 goals of
+	// 1,500 characters each: 30 MB of descriptions behind one request.
+	if testing.Short() {
+		t.Skip("inserts 20,000 goals")
+	}
+	ts := newTestServer(t)
+	var ids []string
+	for i := 0; i < 20; i++ {
+		id := ts.mustCreateUser(t, fmt.Sprintf("user%02d", i), "")["id"].(string)
+		bulkGoals(t, ts, id, 1000, 1500)
+		ids = append(ids, id)
+	}
+	var pages [][]map[string]any
+	var sizes []int
+	var grew float64
+	for next := "/api/users?limit=1000&show=goals.description"; next != ""; {
+		var r response
+		grew = max(grew, heapPeak(func() { r = ts.do(t, "GET", next, "") })) // the page only, not its decoding
+		expect(t, next, r, http.StatusOK)
+		sizes = append(sizes, len(r.body))
+		pages = append(pages, r.list(t))
+		next = nextLink(t, r.header.Get("Link"))
+	}
+	t.Logf("20 users × 1,000 goals × 1,500 characters: %d pages of %v bytes; the heap grew at most %.1f MiB a request", len(pages), sizes, grew)
+	var seen []string
+	for i, p := range pages {
+		if sizes[i] > maxPageBytes {
+			t.Fatalf("page %d is %d bytes, over 4 MiB", i, sizes[i])
+		}
+		if len(p) == 0 {
+			t.Fatalf("page %d is empty", i)
+		}
+		for _, u := range p {
+			if n := len(u["goals"].([]any)); n != 1000 {
+				t.Fatalf("user %s embeds %d goals, want all 1000", u["username"], n)
+			}
+			seen = append(seen, u["id"].(string))
+		}
+	}
+	if strings.Join(seen, ",") != strings.Join(ids, ",") {
+		t.Fatalf("following Link saw %d users, want each of the 20 once, in order", len(seen))
+	}
+	if len(pages) < 8 {
+		t.Fatalf("%d pages: the 30 MB list was not split at 4 MiB", len(pages))
+	}
+	if grew > 48 { // the 30 MB at once took over 100 MiB
+		t.Fatalf("the heap grew by %.1f MiB serving 4 MiB pages: the embeds are not streamed", grew)
+	}
+	// A list of goals with descriptions and owners stays under 4 MiB too.
+	r := ts.do(t, "GET", "/api/goals?limit=1000&show=description,user.email", "")
+	if len(r.body) > maxPageBytes || len(r.list(t)) == 0 {
+		t.Fatalf("goals page of %d bytes", len(r.body))
+	}
+}
+
+// ---- 4 and 5. authenticate and the hashing queue ----
+
+func TestAuthenticateRefusesImpossibleInputsWithoutHashing(t *testing.T) {
+	// Today's attack: 1 MiB usernames were hashed and kept in the lockout
+	// table for 15 minutes (169 failures held 167 MiB).
+	cfg := testConfig()
+	cfg.maxLoginFailures = 2
+	ts := newTestServerWith(t, cfg)
+	ts.mustCreateUser(t, "zoe", "")
+	ts.api.hasher.warmUp(t.Context())
+	huge := strings.Repeat("z", 1<<20-100)
+	before := ts.hashes()
+	for _, body := range []string{
+		`{"username":"` + huge + `","password":"wrong horse"}`,
+		`{"username":"zoe","password":"` + huge + `"}`,
+		`{"username":"zoe","password":"short"}`,
+		`{"username":"zo","password":"wrong horse"}`,
+		`{"username":"zoe!","password":"wrong horse"}`,
+		`{"username":"zoe","password":"` + strings.Repeat("p", 257) + `"}`,
+	} {
+		r := ts.do(t, "POST", "/api/authenticate", body)
+		expect(t, "impossible credentials", r, http.StatusBadRequest)
+		if len(r.body) > 400 {
+			t.Fatalf("400 answer of %d bytes echoes the input", len(r.body))
+		}
+	}
+	if n := ts.hashes() - before; n != 0 {
+		t.Fatalf("%v hashes for inputs no user can have, want 0", n)
+	}
+	// Not counted: the right password still works after more refusals than
+	// the lockout allows.
+	expect(t, "right password", ts.do(t, "POST", "/api/authenticate", `{"username":"zoe","password":"correct horse"}`), http.StatusOK)
+	// And both fields are reported at once.
+	r := ts.do(t, "POST", "/api/authenticate", `{"username":"z","password":"x"}`)
+	if errs := errorsOf(t, r); errs["username"] == nil || errs["password"] == nil {
+		t.Fatalf("errors %s, want username and password", r.body)
+	}
+}
+
+func TestHashingIsBoundedPerClientAndInAll(t *testing.T) {
+	// Today's attack: one client kept 200 logins pending within its rate
+	// limit, and a legitimate login then waited 15 s behind them.
+	cfg := testConfig()
+	cfg.password = passwordParams{Memory: 4 * 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32} // a few ms a hash
+	ts := newTestServerWith(t, cfg)
+	ts.mustCreateUser(t, "zoe", "")
+	ts.api.hasher.warmUp(t.Context())
+	ts.Client().Transport.(*http.Transport).MaxIdleConnsPerHost = 200
+	const flood = 200
+	var wg sync.WaitGroup
+	type answer struct {
+		status int
+		retry  string
+		took   time.Duration
+	}
+	answers := make(chan answer, flood)
+	start := make(chan struct{})
+	for i := 0; i < flood; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			t0 := time.Now()
+			r := ts.do(t, "POST", "/api/authenticate", `{"username":"nobody","password":"wrong horse"}`, "X-Forwarded-For", "203.0.113.66")
+			answers <- answer{r.status, r.header.Get("Retry-After"), time.Since(t0)}
+		}()
+	}
+	close(start)
+	time.Sleep(5 * time.Millisecond)
+	legit := ts.do(t, "POST", "/api/authenticate", `{"username":"zoe","password":"correct horse"}`, "X-Forwarded-For", "198.51.100.10")
+	wg.Wait()
+	close(answers)
+	count := map[int]int{}
+	for a := range answers {
+		count[a.status]++
+		if a.status == 503 && a.retry == "" {
+			t.Fatal("503 without Retry-After")
+		}
+	}
+	t.Logf("200 concurrent logins from one client: %v; a login from another client: %d", count, legit.status)
+	expect(t, "a legitimate login during the flood", legit, http.StatusOK)
+	if count[503] < flood/2 || count[401]+count[503] != flood {
+		t.Fatalf("flood answers %v: one client may hold two places, the rest must be refused at once", count)
+	}
+}
+
+func TestHashingQueueIsBounded(t *testing.T) {
+	// Past the slots and the queue, a hash is refused at once, whoever
+	// asks; one client holds at most two places.
+	h := newPasswordHasher(testPasswordParams, prometheus.NewCounter(prometheus.CounterOpts{Name: "h"}), prometheus.NewCounter(prometheus.CounterOpts{Name: "r"}))
+	places := cap(h.slots) + h.queue
+	releases := make(chan func(), places)
+	for i := 0; i < places; i++ {
+		go func(i int) {
+			release, err := h.acquire(t.Context(), clientIP(i))
+			if err != nil {
+				t.Errorf("place %d: %v", i, err)
+				return
+			}
+			releases <- release
+		}(i)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h.mu.Lock()
+		pending := h.pending
+		h.mu.Unlock()
+		if pending == places {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d places taken", pending, places)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t0 := time.Now()
+	if _, err := h.acquire(t.Context(), "a newcomer"); err != errHashBusy {
+		t.Fatalf("with every place taken: %v, want errHashBusy", err)
+	}
+	if took := time.Since(t0); took > 100*time.Millisecond {
+		t.Fatalf("the refusal took %v: it must not wait", took)
+	}
+	// Free the places the slots hold; the queued ones then run in turn.
+	for i := 0; i < places; i++ {
+		(<-releases)()
+	}
+	first, err1 := h.acquire(t.Context(), "one client")
+	second, err2 := h.acquire(t.Context(), "one client")
+	_, err3 := h.acquire(t.Context(), "one client")
+	if err1 != nil || err2 != nil || err3 != errHashBusy {
+		t.Fatalf("one client's three places: %v, %v, %v; want two, then errHashBusy", err1, err2, err3)
+	}
+	first()
+	second()
+}
+
+func TestTakenUsernameIsRefusedBeforeHashing(t *testing.T) {
+	ts := newTestServer(t)
+	ts.mustCreateUser(t, "zoe", `,"email":"zoe@example.com"`)
+	other := ts.mustCreateUser(t, "max", "")["id"].(string)
+	ts.api.hasher.warmUp(t.Context())
+	before := ts.hashes()
+	for _, c := range []struct{ method, path, body, field string }{
+		{"POST", "/api/users", `{"username":"ZOE","password":"correct horse"}`, "username"},
+		{"POST", "/api/users", `{"username":"new","password":"correct horse","email":"ZOE@example.com"}`, "email"},
+		{"PATCH", "/api/users/" + other, `{"username":"zoe","password":"correct horse"}`, "username"},
+		{"PUT", "/api/users/by-username/max", `{"email":"zoe@EXAMPLE.com","password":"correct horse"}`, "email"},
+	} {
+		r := ts.do(t, c.method, c.path, c.body)
+		expect(t, c.method+" "+c.body, r, http.StatusConflict)
+		if errorsOf(t, r)[c.field] != "is already taken" {
+			t.Fatalf("%s: body %s, want %s taken", c.body, r.body, c.field)
+		}
+	}
+	if n := ts.hashes() - before; n != 0 {
+		t.Fatalf("%v hashes before the 409s, want 0", n)
+	}
+}
+
+// ---- 6. DNS rebinding ----
+
+func TestHostMustBeLocalWithoutAToken(t *testing.T) {
+	cfg := testConfig()
+	cfg.allowedHosts = parseHostList("Svc.Internal.Example, tools.example:9000")
+	ts := newTestServerWith(t, cfg)
+	id := ts.mustCreateUser(t, "zoe", `,"email":"zoe@example.com"`)["id"].(string)
+	for _, c := range []struct {
+		host string
+		want int
+	}{
+		{"rebind.attacker.example:8080", 403},
+		{"rebind.attacker.example", 403},
+		{"127.0.0.1.attacker.example", 403},
+		{"localhost.", 403},
+		{"localhost:8080", 200},
+		{"LOCALHOST", 200},
+		{"127.0.0.1:8080", 200},
+		{"[::1]:8080", 200},
+		{"svc.internal.example:1234", 200},
+		{"tools.example", 200},
+	} {
+		for _, req := range []struct{ method, path string }{{"GET", "/api/users?show=email"}, {"GET", "/healthz"}} {
+			r := ts.do(t, req.method, req.path, "", "Host", c.host)
+			expect(t, req.path+" with Host "+c.host, r, c.want)
+			if c.want == 403 && (strings.Contains(string(r.body), "zoe") || r.json(t)["error"] == nil) {
+				t.Fatalf("403 body %s", r.body)
+			}
+		}
+	}
+	expect(t, "DELETE through a rebound name", ts.do(t, "DELETE", "/api/users/"+id, "", "Host", "rebind.attacker.example:8080"), 403)
+	expect(t, "the user is still there", ts.do(t, "GET", "/api/users/"+id, ""), 200)
+
+	// With a token the token guards, whatever the Host.
+	cfg = testConfig()
+	cfg.token = "a-token-of-sixteen-plus"
+	tok := newTestServerWith(t, cfg)
+	expect(t, "any Host with the token", tok.do(t, "GET", "/api/users", "", "Host", "usersvc.example.com", "Authorization", "Bearer a-token-of-sixteen-plus"), 200)
+}
+
+// ---- 7. file modes ----
+
+func TestDatabaseFilesAreOwnerOnly(t *testing.T) {
+	onlySQLite(t, "file modes")
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "private.db")
+	ts := newTestServerAt(t, testConfig(), path, quietLogger(), storeOptions{})
+	ts.mustCreateUser(t, "zoe", "")
+	for _, f := range []string{path, path + "-wal", path + "-shm"} {
+		st, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s has mode %v under umask 022, want 0600", filepath.Base(f), st.Mode().Perm())
+		}
+	}
+	backup := filepath.Join(dir, "backup.db")
+	if err := backupDatabase(t.Context(), path, backup); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(backup); st.Mode().Perm() != 0o600 {
+		t.Fatalf("backup has mode %v, want 0600", st.Mode().Perm())
+	}
+}
+
+// ---- 9. malformed query strings ----
+
+func TestMalformedQueryStringsAreRefused(t *testing.T) {
+	ts := newTestServer(t)
+	ts.mustCreateUser(t, "alice", "")
+	ts.mustCreateUser(t, "bob", "")
+	for _, path := range []string{
+		"/api/users?username=alice%", "/api/users?limit=5%", "/api/users?limit=%zz", "/api/goals?user_id=%",
+		"/api/users?limit=5&limit=6", "/api/users?username=a&username=b", "/api/goals?user_id=x&user_id=y",
+	} {
+		r := ts.do(t, "GET", path, "")
+		expect(t, path, r, http.StatusBadRequest)
+	}
+}
+
+// ---- 10. Unicode case folding ----
+
+func TestEmailUniquenessFoldsUnicodeCase(t *testing.T) {
+	ts := newTestServer(t)
+	ts.mustCreateUser(t, "first", `,"email":"ü@example.com"`)
+	r := ts.do(t, "POST", "/api/users", `{"username":"second","password":"correct horse","email":"Ü@example.com"}`)
+	expect(t, "Ü@example.com after ü@example.com", r, http.StatusConflict)
+	if errorsOf(t, r)["email"] != "is already taken" {
+		t.Fatalf("409 body %s", r.body)
+	}
+	ts.mustCreateUser(t, "kelvin", `,"email":"k@example.com"`)
+	r = ts.do(t, "POST", "/api/users", `{"username":"kelvin2","password":"correct horse","email":"\u212a@example.com"}`)
+	expect(t, "the Kelvin sign folds to k", r, http.StatusConflict)
+	ts.mustCreateUser(t, "sigma", `,"email":"σ@example.com"`)
+	for _, email := range []string{"Σ@example.com", "ς@example.com"} {
+		expect(t, email, ts.do(t, "POST", "/api/users", `{"username":"sigma2","password":"correct horse","email":"`+email+`"}`), http.StatusConflict)
+	}
+	// Simple folding, not full: ß is not ss, and İ is not i.
+	ts.mustCreateUser(t, "strasse", `,"email":"straße@example.com"`)
+	ts.mustCreateUser(t, "strasse2", `,"email":"strasse@example.com"`)
+	ts.mustCreateUser(t, "idot", `,"email":"İ@example.com"`)
+	ts.mustCreateUser(t, "plaini", `,"email":"i@example.com"`)
+}
+
+func TestFoldKeyAgreesWithEqualFold(t *testing.T) {
+	pairs := []string{"a", "A", "ü", "Ü", "K", "k", "\u212a", "σ", "Σ", "ς", "ß", "ẞ", "İ", "i", "ı", "I", "ǅ", "ǆ", "Ǆ", "ſ", "s", "Ω", "\u2126", "µ", "μ", "日"}
+	for _, a := range pairs {
+		for _, b := range pairs {
+			if got, want := foldKey(a) == foldKey(b), strings.EqualFold(a, b); got != want {
+				t.Errorf("foldKey(%q) == foldKey(%q) is %v; strings.EqualFold says %v", a, b, got, want)
+			}
+		}
+	}
+	if foldKey("Zoe@Example.COM") != "zoe@example.com" {
+		t.Fatalf("foldKey of ASCII = %q, want lowercase", foldKey("Zoe@Example.COM"))
+	}
+}
+
+// ---- 11. every failing field at once ----
+
+func TestEveryFailingFieldIsReportedAtOnce(t *testing.T) {
+	ts := newTestServer(t)
+	r := ts.do(t, "POST", "/api/users", `{"username":"z","password":"short","nickname":"x","email":5}`)
+	expect(t, "mixed problems", r, http.StatusBadRequest)
+	errs := errorsOf(t, r)
+	for _, f := range []string{"username", "password", "nickname", "email"} {
+		if errs[f] == nil {
+			t.Fatalf("errors %s lack %s", r.body, f)
+		}
+	}
+	if errs["email"] != "must be a string" {
+		t.Fatalf("email: %v, want its type problem", errs["email"])
+	}
+	var b strings.Builder
+	b.WriteString(`{"username":"z"`)
+	for i := 0; i < 80000; i++ {
+		fmt.Fprintf(&b, `,"f%d":1`, i)
+	}
+	b.WriteString("}")
+	r = ts.do(t, "POST", "/api/users", b.String())
+	expect(t, "80,000 unknown fields", r, http.StatusBadRequest)
+	if n := len(errorsOf(t, r)); n != maxFieldErrors {
+		t.Fatalf("%d entries, want the cap %d", n, maxFieldErrors)
+	}
+	if len(r.body) > 8<<10 {
+		t.Fatalf("the answer is %d bytes", len(r.body))
+	}
+}
+
+// ---- 12, 13, 14: ETags and bodies sent back ----
+
+func TestIfMatchNeedsAnETagOfThatResource(t *testing.T) {
+	ts := newTestServer(t)
+	uid := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	other := ts.mustCreateUser(t, "max", "")["id"].(string)
+	gid := ts.mustCreateGoal(t, uid, `{"title":"a","target_minutes":5}`)["id"].(string)
+	goalTag := ts.do(t, "GET", "/api/goals/"+gid, "").header.Get("ETag")
+	otherTag := ts.do(t, "GET", "/api/users/"+other, "").header.Get("ETag")
+	for _, tag := range []string{goalTag, otherTag, `"1"`, `"2"`, `"1.x"`, `"3.x"`, `"` + strings.Repeat("0", 16) + `-x"`} {
+		expect(t, "If-Match "+tag, ts.do(t, "PATCH", "/api/users/"+uid, `{"full_name":"x"}`, "If-Match", tag), http.StatusPreconditionFailed)
+	}
+	for _, show := range []string{"", "?show=email", "?show=goals.description", "?show=full_name,goals"} {
+		tag := ts.do(t, "GET", "/api/users/"+uid+show, "").header.Get("ETag")
+		r := ts.do(t, "PATCH", "/api/users/"+uid, `{"full_name":"`+show+`"}`, "If-Match", tag)
+		expect(t, "If-Match read with show="+show, r, http.StatusOK)
+	}
+}
+
+func TestBodiesReadWithShowCanBeSentBack(t *testing.T) {
+	ts := newTestServer(t)
+	uid := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	gid := ts.mustCreateGoal(t, uid, `{"title":"a","target_minutes":5}`)["id"].(string)
+	user := mustRaw(t, ts.do(t, "GET", "/api/users/"+uid+"?show=email,full_name,goals.description", "").body, "user")
+	expect(t, "PUT the user as read with goals", ts.do(t, "PUT", "/api/users/"+uid, string(user)), http.StatusOK)
+	goal := mustRaw(t, ts.do(t, "GET", "/api/goals/"+gid+"?show=description,user.email", "").body, "goal")
+	expect(t, "PUT the goal as read with its user", ts.do(t, "PUT", "/api/goals/"+gid, string(goal)), http.StatusOK)
+}
+
+func TestIfNoneMatchStarIsCreateOnly(t *testing.T) {
+	ts := newTestServer(t)
+	r := ts.do(t, "PUT", "/api/users/by-username/zoe", `{"password":"correct horse","full_name":"First"}`, "If-None-Match", "*")
+	expect(t, "create-only when free", r, http.StatusCreated)
+	r = ts.do(t, "PUT", "/api/users/by-username/ZOE", `{"password":"other horse","full_name":"Second"}`, "If-None-Match", "*")
+	expect(t, "create-only when the user exists", r, http.StatusPreconditionFailed)
+	u := ts.do(t, "GET", "/api/users/by-username/zoe?show=full_name", "").json(t)["user"].(map[string]any)
+	if u["full_name"] != "First" {
+		t.Fatalf("If-None-Match: * overwrote the user: %v", u)
+	}
+	expect(t, "the old password still works", ts.do(t, "POST", "/api/authenticate", `{"username":"zoe","password":"correct horse"}`), http.StatusOK)
+}
+
+// ---- 15. /healthz is never limited ----
+
+func TestHealthzIsNeverLimited(t *testing.T) {
+	cfg := testConfig()
+	cfg.now, cfg.rateLimit, cfg.rateBurst, cfg.max404 = newFakeClock().Now, 1, 1, 2
+	ts := newTestServerWith(t, cfg)
+	for i := 0; i < 3; i++ {
+		ts.do(t, "GET", "/nope", "")
+	}
+	expect(t, "the API after the 404 cap", ts.do(t, "GET", "/api/users", ""), 429)
+	for i := 0; i < 20; i++ {
+		expect(t, "healthz", ts.do(t, "GET", "/healthz", ""), 200)
+	}
+}
+
+// ---- 16. a list's ETag covers its Link ----
+
+func TestListETagCoversLink(t *testing.T) {
+	ts := newTestServer(t)
+	ts.mustCreateUser(t, "a-user", "")
+	ts.mustCreateUser(t, "b-user", "")
+	r := ts.do(t, "GET", "/api/users?limit=2", "")
+	tag := r.header.Get("ETag")
+	if r.header.Get("Link") != "" {
+		t.Fatalf("a full last page has Link %q", r.header.Get("Link"))
+	}
+	ts.mustCreateUser(t, "c-user", "") // past the page: the body is the same, the Link is new
+	r2 := ts.do(t, "GET", "/api/users?limit=2", "", "If-None-Match", tag)
+	if r2.status != 200 || r2.header.Get("Link") == "" {
+		t.Fatalf("after a row was added past the page: %d, Link %q; want 200 with a Link", r2.status, r2.header.Get("Link"))
+	}
+	if string(r2.body) != string(r.body) {
+		t.Fatal("the page itself changed; the test meant only its Link to")
+	}
+}
+
+// ---- 17. show on authenticate ----
+
+func TestAuthenticateHonoursShow(t *testing.T) {
+	ts := newTestServer(t)
+	ts.mustCreateUser(t, "zoe", `,"email":"zoe@example.com"`)
+	login := `{"username":"zoe","password":"correct horse"}`
+	for _, show := range []string{"password", "nickname", "goals.password"} {
+		expect(t, "authenticate?show="+show, ts.do(t, "POST", "/api/authenticate?show="+show, login), http.StatusBadRequest)
+	}
+	r := ts.do(t, "POST", "/api/authenticate?show=email,goals", login)
+	expect(t, "authenticate?show=email,goals", r, http.StatusOK)
+	u := r.json(t)["user"].(map[string]any)
+	if u["email"] != "zoe@example.com" || u["goals"] == nil || strings.Contains(string(r.body), "argon2") {
+		t.Fatalf("authenticate with show: %s", r.body)
+	}
+}
+
+// ---- 18. command line and bodies ----
+
+func TestStartupErrorsFollowTheLogFormat(t *testing.T) {
+	var out, errOut strings.Builder
+	err := run(context.Background(), []string{"usersvc", "-log-format", "json", "-db", filepath.Join(t.TempDir(), "no", "x.db")}, envOf(), &out, &errOut)
+	if err == nil {
+		t.Fatal("started with a missing folder")
+	}
+	lines := strings.Split(strings.TrimSpace(errOut.String()), "\n")
+	var line map[string]any
+	if len(lines) != 1 || json.Unmarshal([]byte(lines[0]), &line) != nil || line["level"] != "ERROR" || line["msg"] == nil || line["time"] == nil {
+		t.Fatalf("start-up error with -log-format json: %q, want one JSON line with time, level, msg", errOut.String())
+	}
+	errOut.Reset()
+	err = run(context.Background(), []string{"usersvc", "-nope"}, envOf(), &out, &errOut)
+	if err == nil || exitCode(err) != 2 || strings.Count(errOut.String(), "-nope") != 1 {
+		t.Fatalf("unknown flag: exit %d, stderr %q; want exit 2 and the error printed once", exitCode(err), errOut.String())
+	}
+}
+
+func TestJSONBodiesEndWithANewline(t *testing.T) {
+	ts := newTestServer(t)
+	uid := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	for _, r := range []response{
+		ts.do(t, "GET", "/api/users", ""),
+		ts.do(t, "GET", "/api/users/"+uid, ""),
+		ts.do(t, "GET", "/api/users/nope", ""),
+		ts.do(t, "POST", "/api/users", `{}`),
+		ts.do(t, "GET", "/healthz", ""),
+		ts.do(t, "DELETE", "/api/users", ""),
+		ts.do(t, "GET", "/nope", ""),
+	} {
+		if !strings.HasSuffix(string(r.body), "}\n") && !strings.HasSuffix(string(r.body), "]\n") {
+			t.Fatalf("body %q does not end with a newline", r.body)
+		}
+		if cl, _ := strconv.Atoi(r.header.Get("Content-Length")); cl != len(r.body) {
+			t.Fatalf("Content-Length %d for a body of %d bytes", cl, len(r.body))
+		}
+	}
+}
