@@ -42,7 +42,7 @@ func newServer(cfg config, logger *slog.Logger, st *store) *server {
 		cfg: cfg, log: logger, store: st, metrics: m,
 		hasher:  newPasswordHasher(cfg.password, m.passwordHashes, m.hashesRefused),
 		limits:  newClientLimits(now, cfg.rateLimit, cfg.rateBurst, cfg.max404),
-		lockout: newLoginLockout(now, cfg.maxLoginFailures),
+		lockout: newLoginLockout(st, now, cfg.maxLoginFailures, logger),
 	}
 	go s.hasher.warmUp(context.Background())
 	mux := http.NewServeMux()
@@ -499,8 +499,12 @@ func (s *server) handleAuthenticate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	done, wait, ok := s.lockout.begin(c.Username.Value)
-	if !ok {
+	done, wait, err := s.lockout.begin(r.Context(), c.Username.Value)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if done == nil {
 		s.fail(w, r, &Error{Code: codeTooMany, Message: "too many failed attempts for this username: retry later", RetryAfter: wait})
 		return
 	}

@@ -4,10 +4,11 @@
 package main
 
 import (
+	"context"
+	"log/slog"
 	"math"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -211,91 +212,68 @@ func (c *countedConn) Close() error {
 	return err
 }
 
+// maxLockouts bounds the lockout table: when more usernames than this
+// have failures in their window, the oldest windows are forgotten first.
+const maxLockouts = 100_000
+
 // loginLockout counts failed authenticates per username (without regard to
-// case) in a fixed window; at max the username is locked until the window
-// ends, whatever password is sent. Attempts still being checked count too,
-// so a burst of concurrent guesses cannot slip past the limit.
+// case) in a window that starts at the first failure; at max the username
+// is locked until the window ends, whatever password is sent. Attempts
+// still being checked count too, so a burst of concurrent guesses cannot
+// slip past the limit. The counts live in the database: every instance
+// shares them, and a restart forgets nothing.
 type loginLockout struct {
-	now func() time.Time
-	max int // 0: off
+	store *store
+	now   func() time.Time
+	max   int // 0: off
+	log   *slog.Logger
 
 	mu        sync.Mutex
-	names     map[string]*loginAttempts
 	lastSweep time.Time
 }
 
-// loginAttempts is one username's failures in the current window and its
-// attempts in flight.
-type loginAttempts struct {
-	start    time.Time
-	failures int
-	inFlight int
-}
-
-func newLoginLockout(now func() time.Time, max int) *loginLockout {
-	return &loginLockout{now: now, max: max, names: map[string]*loginAttempts{}}
+func newLoginLockout(st *store, now func() time.Time, max int, log *slog.Logger) *loginLockout {
+	return &loginLockout{store: st, now: now, max: max, log: log}
 }
 
 // begin reserves an attempt for username. When the username is locked it
-// returns ok false and how long to wait; otherwise the caller must call
-// done with the outcome (an internal error is neither success nor failure).
-func (l *loginLockout) begin(username string) (done func(success, failed bool), wait time.Duration, ok bool) {
+// returns a nil done and how long to wait; otherwise the caller must call
+// done with the outcome (an internal error is neither success nor
+// failure).
+func (l *loginLockout) begin(ctx context.Context, username string) (done func(success, failed bool), wait time.Duration, err error) {
 	if l.max <= 0 {
-		return func(bool, bool) {}, 0, true
+		return func(bool, bool) {}, 0, nil
 	}
-	key := strings.ToLower(username)
 	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.sweep(now)
-	a, found := l.names[key]
-	if !found {
-		a = &loginAttempts{start: now}
-		l.names[key] = a
+	if err := l.sweep(ctx, now); err != nil {
+		return nil, 0, err
 	}
-	if now.Sub(a.start) >= windowLogin {
-		a.start, a.failures = now, 0
+	attempt, wait, err := l.store.BeginLogin(ctx, username, now, windowLogin, l.max)
+	if err != nil || attempt == "" {
+		return nil, max(wait, time.Second), err
 	}
-	if a.failures+a.inFlight >= l.max {
-		if a.failures >= l.max {
-			wait = a.start.Add(windowLogin).Sub(now)
+	return func(success, failed bool) {
+		// The outcome is recorded even if the client has gone.
+		err := l.store.FinishLogin(context.WithoutCancel(ctx), username, attempt, l.now(), windowLogin, success, failed)
+		if err != nil { // the attempt's pending mark then expires by itself
+			l.log.WarnContext(ctx, "record the outcome of a login", "err", err, "request_id", requestID(ctx))
 		}
-		return nil, max(wait, time.Second), false
-	}
-	a.inFlight++
-	return func(success, failed bool) { l.finish(key, a, success, failed) }, 0, true
+	}, 0, nil
 }
 
-// finish records the outcome of an attempt begun on a.
-func (l *loginLockout) finish(key string, a *loginAttempts, success, failed bool) {
+// sweep clears the lockout table of what it no longer needs, at most once
+// a sweepEvery.
+func (l *loginLockout) sweep(ctx context.Context, now time.Time) error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	a.inFlight--
-	switch {
-	case failed:
-		if a.failures == 0 {
-			a.start = l.now() // the window starts at the first failure
-		}
-		a.failures++
-	case success:
-		a.failures = 0
+	due := now.Sub(l.lastSweep) >= sweepEvery
+	if due {
+		l.lastSweep = now
 	}
-	if a.failures == 0 && a.inFlight == 0 && l.names[key] == a {
-		delete(l.names, key)
+	l.mu.Unlock()
+	if !due {
+		return nil
 	}
-}
-
-// sweep drops windows that have ended; l.mu must be held.
-func (l *loginLockout) sweep(now time.Time) {
-	if now.Sub(l.lastSweep) < sweepEvery {
-		return
-	}
-	l.lastSweep = now
-	for k, a := range l.names {
-		if a.inFlight == 0 && now.Sub(a.start) >= windowLogin {
-			delete(l.names, k)
-		}
-	}
+	return l.store.SweepLogins(ctx, now, windowLogin, maxLockouts)
 }
 
 // retryAfterSeconds renders a wait as a whole number of seconds, at least 1.

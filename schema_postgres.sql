@@ -47,3 +47,18 @@ DROP INDEX users_username_key;
 DROP INDEX users_email_key;
 CREATE UNIQUE INDEX users_username_fold ON users (username_key);
 CREATE UNIQUE INDEX users_email_fold ON users (email_key);
+
+-- version 4: the login lockout, shared by every instance and kept across restarts
+-- See schema_sqlite.sql. Times are Unix milliseconds.
+CREATE TABLE login_failures (
+    username_key text   NOT NULL PRIMARY KEY,
+    window_start bigint NOT NULL,
+    failures     integer NOT NULL
+);
+CREATE INDEX login_failures_window ON login_failures (window_start);
+CREATE TABLE login_pending (
+    id           text   NOT NULL PRIMARY KEY,
+    username_key text   NOT NULL,
+    started      bigint NOT NULL
+);
+CREATE INDEX login_pending_username ON login_pending (username_key, started);

@@ -45,3 +45,22 @@ DROP INDEX users_username_key;
 DROP INDEX users_email_key;
 CREATE UNIQUE INDEX users_username_fold ON users (username_key);
 CREATE UNIQUE INDEX users_email_fold ON users (email_key);
+
+-- version 4: the login lockout, shared by every instance and kept across restarts
+-- failures counts one username's failed authenticates in a window that
+-- starts at the first failure; login_pending holds the attempts being
+-- checked now, so concurrent guesses count before their answer. An attempt
+-- left behind by a crash is forgotten once it is older than any attempt
+-- can take.
+CREATE TABLE login_failures (
+    username_key TEXT    NOT NULL PRIMARY KEY,
+    window_start INTEGER NOT NULL,
+    failures     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX login_failures_window ON login_failures (window_start);
+CREATE TABLE login_pending (
+    id           TEXT    NOT NULL PRIMARY KEY,
+    username_key TEXT    NOT NULL,
+    started      INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX login_pending_username ON login_pending (username_key, started);

@@ -187,6 +187,77 @@ func TestAuthenticateLockout(t *testing.T) {
 	}
 }
 
+func TestLockoutSurvivesARestart(t *testing.T) {
+	clock := newFakeClock()
+	cfg := testConfig()
+	cfg.now, cfg.maxLoginFailures = clock.Now, 3
+	db := testDB(t)
+	first := newTestServerAt(t, cfg, db, errorLogger(t), storeOptions{})
+	first.mustCreateUser(t, "zoe", "")
+	login := func(ts *testServer, pw string) int {
+		return ts.do(t, "POST", "/api/authenticate", `{"username":"zoe","password":"`+pw+`"}`).status
+	}
+	for i := 0; i < 3; i++ {
+		if s := login(first, "wrong horse"); s != 401 {
+			t.Fatalf("miss %d: %d", i, s)
+		}
+	}
+	first.Close()
+	first.store.Close()
+	second := newTestServerAt(t, cfg, db, errorLogger(t), storeOptions{})
+	if s := login(second, "correct horse"); s != 429 {
+		t.Fatalf("after a restart the locked username got %d, want 429", s)
+	}
+	clock.Advance(windowLogin)
+	if s := login(second, "correct horse"); s != 200 {
+		t.Fatalf("after the window: %d, want 200", s)
+	}
+}
+
+func TestLockoutForgetsCrashedAttemptsAndStaysBounded(t *testing.T) {
+	clock := newFakeClock()
+	st, err := openStore(t.Context(), testDB(t), storeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	// Two attempts begun by an instance that then crashed: until they are
+	// stale they count, so a third of max 2 waits; then they are forgotten.
+	for i := 0; i < 2; i++ {
+		if a, _, err := st.BeginLogin(t.Context(), "zoe", clock.Now(), windowLogin, 2); a == "" || err != nil {
+			t.Fatalf("attempt %d: %q %v", i, a, err)
+		}
+	}
+	if a, wait, _ := st.BeginLogin(t.Context(), "ZOE", clock.Now(), windowLogin, 2); a != "" || wait <= 0 {
+		t.Fatalf("a third attempt while two are pending: %q, wait %v; want a wait", a, wait)
+	}
+	clock.Advance(staleAttempt + time.Second)
+	if a, _, _ := st.BeginLogin(t.Context(), "zoe", clock.Now(), windowLogin, 2); a == "" {
+		t.Fatal("attempts of a crashed instance still count after staleAttempt")
+	}
+	// A flood of usernames: the table keeps the newest maxEntries.
+	for i := 0; i < 30; i++ {
+		clock.Advance(time.Second)
+		a, _, err := st.BeginLogin(t.Context(), fmt.Sprintf("name%02d", i), clock.Now(), windowLogin, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.FinishLogin(t.Context(), fmt.Sprintf("name%02d", i), a, clock.Now(), windowLogin, false, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.SweepLogins(t.Context(), clock.Now(), windowLogin, 10); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var oldest string
+	st.db.Get(&n, "SELECT count(*) FROM login_failures")                                            //nolint:errcheck // checked below
+	st.db.Get(&oldest, "SELECT min(username_key) FROM login_failures WHERE username_key LIKE 'name%'") //nolint:errcheck
+	if n > 10 || oldest != "name20" {
+		t.Fatalf("after the sweep: %d rows, oldest kept %q; want at most 10, the newest (name20 on)", n, oldest)
+	}
+}
+
 func TestForwardedForNeedsTrustProxy(t *testing.T) {
 	proxies, err := parseTrustedProxies("127.0.0.1/32, 10.0.0.0/8")
 	if err != nil {

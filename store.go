@@ -81,6 +81,9 @@ type store struct {
 	stmts sync.Map
 	// onQuery is called for every read statement; tests count them.
 	onQuery func()
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // storeOptions tune openStore; the zero value is the production setting.
@@ -153,8 +156,11 @@ func backupDatabase(ctx context.Context, db, dst string) error {
 // Close finishes the writes under way and closes the database. It is safe
 // to call more than once.
 func (s *store) Close() error {
-	s.stmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
-	return s.eng.close()
+	s.closeOnce.Do(func() {
+		s.stmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
+		s.closeErr = s.eng.close()
+	})
+	return s.closeErr
 }
 
 // Ping runs a trivial query on the read pool.
@@ -878,4 +884,128 @@ func anySlice(ids []string) []any {
 		args[i] = id
 	}
 	return args
+}
+
+// ---- the login lockout ----
+
+// staleAttempt is how old an attempt still marked as being checked may be
+// before it is forgotten (its instance crashed): longer than any
+// authenticate takes.
+const staleAttempt = 2 * time.Minute
+
+// BeginLogin reserves an attempt at authenticating as name at time now,
+// unless the username is locked: its failures in the window plus the
+// attempts still being checked (on any instance) reach max. It returns the
+// attempt's id, or "" and how long to wait. The username's row is locked
+// while it counts, so concurrent attempts are counted one after another.
+func (s *store) BeginLogin(ctx context.Context, name string, now time.Time, window time.Duration, max int) (attempt string, wait time.Duration, err error) {
+	key, nowMS := foldKey(name), now.UnixMilli()
+	id, err := newID()
+	if err != nil {
+		return "", 0, err
+	}
+	err = s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
+		attempt, wait = "", 0
+		start, failures, err := lockLoginRow(ctx, tx, s.eng, key, nowMS)
+		if err != nil {
+			return err
+		}
+		if nowMS-start >= window.Milliseconds() {
+			start, failures = nowMS, 0
+		}
+		var pending int
+		if err := tx.GetContext(ctx, &pending, tx.Rebind("SELECT count(*) FROM login_pending WHERE username_key = ? AND started > ?"),
+			key, nowMS-staleAttempt.Milliseconds()); err != nil {
+			return fmt.Errorf("count pending logins: %w", err)
+		}
+		if failures+pending >= max {
+			wait = time.Second // attempts in flight: their answers come soon
+			if failures >= max {
+				wait = time.UnixMilli(start).Add(window).Sub(now)
+			}
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, tx.Rebind("INSERT INTO login_pending (id, username_key, started) VALUES (?, ?, ?)"), id, key, nowMS); err != nil {
+			return fmt.Errorf("record a pending login: %w", err)
+		}
+		attempt = id
+		return nil
+	})
+	return attempt, wait, err
+}
+
+// lockLoginRow reads (creating when missing) and locks the lockout row of
+// key: the start of its window and the failures in it.
+func lockLoginRow(ctx context.Context, tx *sqlx.Tx, eng engine, key string, nowMS int64) (start int64, failures int, err error) {
+	if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO login_failures (username_key, window_start, failures)
+		VALUES (?, ?, 0) ON CONFLICT (username_key) DO NOTHING`), key, nowMS); err != nil {
+		return 0, 0, fmt.Errorf("create the lockout row: %w", err)
+	}
+	err = tx.QueryRowxContext(ctx, tx.Rebind("SELECT window_start, failures FROM login_failures WHERE username_key = ?"+eng.forUpdate()), key).Scan(&start, &failures)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read the lockout row: %w", err)
+	}
+	return start, failures, nil
+}
+
+// FinishLogin records the outcome of attempt at time now: a failure counts
+// in the username's window (which starts at its first failure), a success
+// clears the username's failures, and anything else (an internal error)
+// only ends the attempt.
+func (s *store) FinishLogin(ctx context.Context, name, attempt string, now time.Time, window time.Duration, success, failed bool) error {
+	key, nowMS := foldKey(name), now.UnixMilli()
+	return s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, tx.Rebind("DELETE FROM login_pending WHERE id = ?"), attempt); err != nil {
+			return fmt.Errorf("end a pending login: %w", err)
+		}
+		start, failures, err := lockLoginRow(ctx, tx, s.eng, key, nowMS)
+		if err != nil {
+			return err
+		}
+		switch {
+		case failed && (failures == 0 || nowMS-start >= window.Milliseconds()):
+			start, failures = nowMS, 1
+		case failed:
+			failures++
+		case success:
+			failures = 0
+		}
+		_, err = tx.ExecContext(ctx, tx.Rebind("UPDATE login_failures SET window_start = ?, failures = ? WHERE username_key = ?"), start, failures, key)
+		if err != nil {
+			return fmt.Errorf("record a login: %w", err)
+		}
+		return nil
+	})
+}
+
+// SweepLogins forgets what the lockout no longer needs at time now:
+// attempts left pending by a crash, and usernames whose window has ended
+// with nothing pending. Then, if more than maxEntries usernames remain,
+// the oldest windows go first, so a flood of usernames cannot grow the
+// table without bound.
+func (s *store) SweepLogins(ctx context.Context, now time.Time, window time.Duration, maxEntries int) error {
+	nowMS := now.UnixMilli()
+	return s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, tx.Rebind("DELETE FROM login_pending WHERE started <= ?"), nowMS-staleAttempt.Milliseconds()); err != nil {
+			return fmt.Errorf("sweep pending logins: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`DELETE FROM login_failures WHERE (window_start <= ? OR failures = 0)
+			AND NOT EXISTS (SELECT 1 FROM login_pending p WHERE p.username_key = login_failures.username_key)`),
+			nowMS-window.Milliseconds()); err != nil {
+			return fmt.Errorf("sweep ended lockouts: %w", err)
+		}
+		var n int
+		if err := tx.GetContext(ctx, &n, "SELECT count(*) FROM login_failures"); err != nil {
+			return fmt.Errorf("count lockouts: %w", err)
+		}
+		if n <= maxEntries {
+			return nil
+		}
+		_, err := tx.ExecContext(ctx, tx.Rebind(`DELETE FROM login_failures WHERE username_key IN
+			(SELECT username_key FROM login_failures ORDER BY window_start LIMIT ?)`), n-maxEntries)
+		if err != nil {
+			return fmt.Errorf("trim lockouts to %d: %w", maxEntries, err)
+		}
+		return nil
+	})
 }
