@@ -162,8 +162,8 @@ func errorBody(err error) (int, any) {
 }
 
 // writeError answers err in the contract's shape, with Retry-After when
-// the error carries one. Only 5xx are logged at error level, with the
-// cause; their body never carries it.
+// the error carries one. 5xx are logged with the cause (at error level,
+// but for deliberate load shedding); their body never carries it.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	status, body := errorBody(err)
 	var de *Error
@@ -174,7 +174,13 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		// A client over its limits gets no more of this connection.
 		w.Header().Set("Connection", "close")
 	}
-	if status >= 500 {
+	switch {
+	case status >= 500 && de != nil && de.RetryAfter > 0:
+		// Load shed on purpose (hashing saturated): worth a warning, not
+		// an error.
+		log.WarnContext(r.Context(), "request refused", "method", r.Method, "route", routeLabel(r),
+			"status", status, "request_id", requestID(r.Context()), "err", err)
+	case status >= 500:
 		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "route", routeLabel(r),
 			"status", status, "request_id", requestID(r.Context()), "err", err)
 	}
