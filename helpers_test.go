@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -58,6 +59,14 @@ func newTestServer(t *testing.T) *testServer {
 func newTestServerWith(t *testing.T, cfg config) *testServer {
 	t.Helper()
 	return newTestServerLogged(t, cfg, errorLogger(t))
+}
+
+// slogTo is a text logger writing every line to w.
+func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+// newCounter is a Prometheus counter of a test's own.
+func newCounter(name string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Name: name})
 }
 
 // quietLogger throws every line away.

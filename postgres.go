@@ -105,15 +105,24 @@ func (e *postgresEngine) close() error              { return e.db.Close() }
 // write runs fn in its own transaction (READ COMMITTED). Other instances
 // write at the same time, so fn names the row versions it read; when one
 // moved on (errRetry), or PostgreSQL reports a serialization failure or a
-// deadlock, fn runs again in a new transaction.
+// deadlock, fn runs again in a new transaction. So does a transaction that
+// could not begin on a pooled connection the server had closed (a restart,
+// a failover): nothing was sent, and the pool dials afresh.
 func (e *postgresEngine) write(ctx context.Context, fn txFunc) error {
 	for try := 1; ; try++ {
 		err := e.runTx(ctx, fn)
-		if err == nil || try == maxWriteTries || !(errors.Is(err, errRetry) || isRetryable(err)) {
+		var be beginError
+		retry := errors.Is(err, errRetry) || isRetryable(err) || errors.As(err, &be) && isServerGone(err)
+		if err == nil || try == maxWriteTries || !retry {
 			return err
 		}
 	}
 }
+
+// beginError is a failure to begin a transaction: nothing of it ran.
+type beginError struct{ error }
+
+func (e beginError) Unwrap() error { return e.error }
 
 // runTx runs fn in one transaction. The client leaving does not cut it
 // short (a write that is under way finishes, as on SQLite); the statement
@@ -123,7 +132,7 @@ func (e *postgresEngine) runTx(ctx context.Context, fn txFunc) error {
 	defer cancel()
 	tx, err := e.db.BeginTxx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("begin write: %w", err)
+		return beginError{fmt.Errorf("begin write: %w", err)}
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
 	if err := fn(ctx, tx); err != nil {
@@ -177,6 +186,14 @@ func (e *postgresEngine) classify(err error) error {
 		return unavailable(err)
 	}
 	return err
+}
+
+// isServerGone reports a connection the server has closed or refused: a
+// connection failure, or an admin or crash shutdown, or a server that
+// cannot take connections yet.
+func isServerGone(err error) bool {
+	c := pgCode(err)
+	return isConnectionFailure(err) || strings.HasPrefix(c, "57P") || strings.HasPrefix(c, "08")
 }
 
 // isConnectionFailure reports errors of reaching the server rather than of

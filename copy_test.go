@@ -1,0 +1,137 @@
+// copy_test.go: usersvc copy between SQLite files (always) — whole or
+// absent, refusing a destination that holds anything. The copy to
+// PostgreSQL and back is in postgres_test.go.
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// seedCopySource fills a new SQLite database at path with n users (ten
+// distinct passwords, hashed with the test parameters) and two goals each,
+// and returns each username's password.
+func seedCopySource(t *testing.T, path string, n int) map[string]string {
+	t.Helper()
+	st, err := openStore(context.Background(), path, storeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	h := newTestHasher()
+	var hashes, plain []string
+	for i := 0; i < 10; i++ {
+		pw := fmt.Sprintf("password number %d", i)
+		phc, err := h.Hash(context.Background(), "seed", pw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hashes, plain = append(hashes, phc), append(plain, pw)
+	}
+	tx, err := st.eng.adminDB().BeginTxx(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit a no-op
+	passwords := map[string]string{}
+	var users, goals [][]any
+	// Users go in before their goals (the foreign key), a batch at a time.
+	flush := func(force bool) {
+		if !force && len(goals) < copyBatch {
+			return
+		}
+		for _, b := range []struct {
+			table copyTable
+			rows  *[][]any
+		}{{copyTables[0], &users}, {copyTables[1], &goals}} {
+			if len(*b.rows) == 0 {
+				continue
+			}
+			if err := insertRows(context.Background(), tx, b.table, *b.rows); err != nil {
+				t.Fatal(err)
+			}
+			*b.rows = (*b.rows)[:0]
+		}
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for i := 0; i < n; i++ {
+		id, _ := newID()
+		name := fmt.Sprintf("copy%05d", i)
+		passwords[name] = plain[i%10]
+		created, modified := formatTime(at.Add(time.Duration(i)*time.Millisecond)), formatTime(at.Add(time.Hour+time.Duration(i)*time.Second))
+		var email, fullName *string
+		if i%3 != 0 {
+			e := fmt.Sprintf("Copy%d@Exämple.com", i)
+			email = &e
+		}
+		if i%2 == 0 {
+			f := fmt.Sprintf("Copy «%d» \u2028 \"quoted\"", i)
+			fullName = &f
+		}
+		users = append(users, []any{id, name, foldKey(name), email, emailKey(email), fullName, hashes[i%10], int64(1 + i%7), created, modified})
+		for g := 0; g < 2; g++ {
+			gid, _ := newID()
+			var desc *string
+			if g == 0 {
+				d := strings.Repeat("ü", i%50)
+				desc = &d
+			}
+			goals = append(goals, []any{gid, id, fmt.Sprintf("goal %d of %s", g, name), []string{"day", "week"}[g], 1 + i%10080, desc, int64(1 + g), created, modified})
+		}
+		flush(false)
+	}
+	flush(true)
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return passwords
+}
+
+func TestCopyIsWholeAndRefusesANonEmptyDestination(t *testing.T) {
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "src.db"), filepath.Join(dir, "dst.db")
+	seedCopySource(t, src, 1200)
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"usersvc", "copy", src, dst}, envOf(), &out, io.Discard); err != nil {
+		t.Fatalf("copy: %v", err)
+	}
+	if !strings.Contains(out.String(), "copied 1200 users and 2400 goals from "+src+" to "+dst) {
+		t.Fatalf("copy said %q", out.String())
+	}
+	a := newTestServerAt(t, testConfig(), src, errorLogger(t), storeOptions{})
+	b := newTestServerAt(t, testConfig(), dst, errorLogger(t), storeOptions{})
+	for next := "/api/users?limit=500&show=email,full_name,goals.description"; next != ""; {
+		ra, rb := a.do(t, "GET", next, ""), b.do(t, "GET", next, "")
+		if !bytes.Equal(ra.body, rb.body) || ra.header.Get("ETag") != rb.header.Get("ETag") {
+			t.Fatalf("%s differs between the source and its copy", next)
+		}
+		next = nextLink(t, ra.header.Get("Link"))
+	}
+	// A destination a server holds is refused by its lock; one that holds
+	// anything is refused, and nothing is written to it.
+	err := run(context.Background(), []string{"usersvc", "copy", src, dst}, envOf(), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "in use by another usersvc") {
+		t.Fatalf("a copy into a database a server holds: %v", err)
+	}
+	b.Close()
+	b.store.Close()
+	err = run(context.Background(), []string{"usersvc", "copy", src, dst}, envOf(), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "not empty") || !strings.Contains(err.Error(), "1200 users") {
+		t.Fatalf("a copy into a non-empty database: %v", err)
+	}
+	b = newTestServerAt(t, testConfig(), dst, errorLogger(t), storeOptions{})
+	var n int
+	b.sqlGet(t, &n, "SELECT count(*) FROM goals")
+	if n != 2400 {
+		t.Fatalf("the refused copy changed the destination: %d goals", n)
+	}
+	if err := run(context.Background(), []string{"usersvc", "copy", src}, envOf(), io.Discard, io.Discard); err == nil || exitCode(err) != 2 {
+		t.Fatalf("copy with one argument: %v, want a usage error", err)
+	}
+}
