@@ -262,14 +262,18 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-// newLogger returns the process logger in the configured format.
-func newLogger(cfg config, w io.Writer) *slog.Logger {
+// newLogger returns the process logger in the configured format, writing
+// to w through a buffer (see bufferedLog). Closing it writes out what it
+// still holds.
+func newLogger(cfg config, w io.Writer) (*slog.Logger, io.Closer) {
 	level, _ := parseLevel(cfg.logLevel)
 	opts := &slog.HandlerOptions{Level: level}
+	buf := newBufferedLog(w)
+	var h slog.Handler = slog.NewTextHandler(buf, opts)
 	if cfg.logFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(buf, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(flushingHandler{h, buf}), buf
 }
 
 // run is the whole program: parse, then serve or run a subcommand. It
@@ -291,7 +295,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(rest) > 0 {
 		return runCommand(ctx, cfg, rest, stdout)
 	}
-	return serve(ctx, cfg, newLogger(cfg, stderr))
+	logger, logs := newLogger(cfg, stderr)
+	defer logs.Close()
+	return serve(ctx, cfg, logger)
 }
 
 // reportError prints a start-up error as one line: a JSON log line with

@@ -9,13 +9,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -265,5 +269,61 @@ func TestCancelledRequestIsNotAnInternalError(t *testing.T) {
 	writeError(rec, req, logger, errors.New("disk on fire at /var/lib/x"))
 	if rec.Code != 500 || rec.Body.String() != `{"error":"internal error"}`+"\n" || !strings.Contains(logs.String(), "disk on fire") {
 		t.Fatalf("unexpected: %d %s; log %s", rec.Code, rec.Body, logs.String())
+	}
+}
+
+func TestEveryAccessLineReachesTheFileByShutdown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	bin := buildTestBinary(t)
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-db", testDB(t), "-rate-limit", "0", "-max-404", "0")
+	cmd.Stderr = logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The start line is written at once, not held in the buffer.
+	var base string
+	for deadline := time.Now().Add(10 * time.Second); base == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		b, _ := os.ReadFile(logPath)
+		if m := servingAddr.FindSubmatch(b); m != nil {
+			base = "http://" + string(m[1])
+		}
+	}
+	if base == "" {
+		cmd.Process.Kill()
+		t.Fatal("no start line")
+	}
+	const n = 2000
+	client := &http.Client{}
+	for i := 0; i < n; i++ {
+		resp, err := client.Get(base + "/api/users?limit=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body) //nolint:errcheck // a test
+		resp.Body.Close()
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(string(b), "msg=request method=GET"); got != n {
+		t.Fatalf("%d access lines in the file after a graceful stop, want %d", got, n)
+	}
+	if !strings.Contains(string(b), "msg=stopped") {
+		t.Fatal("the stop line is missing")
 	}
 }
