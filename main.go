@@ -85,6 +85,7 @@ type config struct {
 	maxConns          int
 	maxConnsPerClient int
 	dbMaxConns        int
+	admin             bool
 
 	// now is the clock of the limits' windows; nil means time.Now. Tests
 	// inject one to move time without sleeping.
@@ -129,6 +130,7 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (c
 	fs.IntVar(&cfg.maxGoals, "max-goals", defaultMaxGoals, "goals one user may have")
 	fs.IntVar(&cfg.maxConns, "max-conns", 1024, "open connections in all; more wait in the kernel's backlog")
 	fs.IntVar(&cfg.maxConnsPerClient, "max-conns-per-client", 64, "open connections from one client address (an IPv6 /64); more are closed at once; 0 turns it off")
+	fs.BoolVar(&cfg.admin, "admin", true, "serve the admin page at /admin/")
 	if err := applyEnv(fs, getenv); err != nil {
 		return cfg, nil, err
 	}
@@ -239,6 +241,7 @@ Usage:
   usersvc [flags] backup FILE  write a consistent copy of the SQLite database to FILE
   usersvc copy SRC DST         copy every user and goal from database SRC to the
                                empty database DST (each a SQLite path or a URL)
+  usersvc openapi              print the OpenAPI 3.1 document (JSON)
   usersvc version              print the version
 
 Flags (each also read from its environment variable; a flag wins):
@@ -316,6 +319,9 @@ func runCommand(ctx context.Context, cfg config, rest []string, stdout io.Writer
 	case "version":
 		fmt.Fprintln(stdout, versionString())
 		return nil
+	case "openapi":
+		_, err := stdout.Write(openapiJSON)
+		return err
 	case "backup":
 		if len(rest) != 2 {
 			return usageError{"usage: usersvc [-db FILE] backup COPY"}

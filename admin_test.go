@@ -1,0 +1,35 @@
+// admin_test.go: the admin page as served (its headers, the flag that
+// turns it off). The page itself is tested in a browser in browser_test.go.
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestAdminPageIsServedWithItsOwnPolicy(t *testing.T) {
+	ts := newTestServer(t)
+	for _, path := range []string{"/admin/", "/admin/app.js", "/admin/app.css"} {
+		req := ts.do(t, "GET", path, "")
+		if req.status != 200 {
+			t.Fatalf("GET %s: %d", path, req.status)
+		}
+		csp := req.header.Get("Content-Security-Policy")
+		for _, want := range []string{"script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'", "default-src 'none'"} {
+			if !strings.Contains(csp, want) {
+				t.Fatalf("%s: CSP %q lacks %s", path, csp, want)
+			}
+		}
+		if strings.Contains(csp, "unsafe") || req.header.Get("X-Frame-Options") != "DENY" || req.header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Fatalf("%s: headers %v", path, req.header)
+		}
+	}
+	page := ts.do(t, "GET", "/admin/", "")
+	if !strings.Contains(string(page.body), `<script type="module" src="app.js">`) || strings.Contains(string(page.body), "<script>") {
+		t.Fatalf("the page loads no script of its own, or an inline one:\n%s", page.body)
+	}
+	cfg := testConfig()
+	cfg.admin = false
+	off := newTestServerWith(t, cfg)
+	expect(t, "GET /admin/ with -admin=false", off.do(t, "GET", "/admin/", ""), 404)
+}
