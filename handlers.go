@@ -28,6 +28,7 @@ type server struct {
 	limits  *clientLimits
 	lockout *loginLockout
 	metrics *metrics
+	cache   *userCache // nil when off
 	handler http.Handler
 }
 
@@ -43,6 +44,7 @@ func newServer(cfg config, logger *slog.Logger, st *store) *server {
 		hasher:  newPasswordHasher(cfg.password, m.passwordHashes, m.hashesRefused),
 		limits:  newClientLimits(now, cfg.rateLimit, cfg.rateBurst, cfg.max404),
 		lockout: newLoginLockout(st, now, cfg.maxLoginFailures, logger),
+		cache:   newUserCache(st, userCacheBytes, m.cacheHits, m.cacheMisses),
 	}
 	go s.hasher.warmUp(context.Background())
 	mux := http.NewServeMux()
@@ -327,19 +329,34 @@ func (s *server) hashPassword(ctx context.Context, in *userInput) error {
 	return nil
 }
 
-// handleGetUser serves GET /api/users/{id}.
+// handleGetUser serves GET /api/users/{id}, from the cache when it holds
+// a current answer.
 func (s *server) handleGetUser(w http.ResponseWriter, r *http.Request) {
 	id, show, err := userRoute(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	key := userCacheKey{id: id, show: show}
+	if e, ok := s.cache.get(key); ok {
+		writeCacheable(w, r, http.StatusOK, e.body, e.etag)
+		return
+	}
+	gen := s.cache.generation(id) // noted before the read: see userCache.put
 	u, err := s.store.GetUser(r.Context(), id, show.extras())
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.writeUser(w, r, http.StatusOK, &u, show)
+	buf := getBuffer()
+	defer putBuffer(buf)
+	etag, err := s.renderUser(r.Context(), buf, &u, show)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.cache.put(key, *buf, etag, gen)
+	writeCacheable(w, r, http.StatusOK, *buf, etag)
 }
 
 // handleGetUserByUsername serves GET /api/users/by-username/{username}.
@@ -548,15 +565,27 @@ func (s *server) checkPassword(ctx context.Context, username, password string) (
 // writeUser writes {"user": {...}} with status and its ETag, embedding the
 // user's goals when show asks for them.
 func (s *server) writeUser(w http.ResponseWriter, r *http.Request, status int, u *User, show userShow) {
+	buf := getBuffer()
+	defer putBuffer(buf)
+	etag, err := s.renderUser(r.Context(), buf, u, show)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeCacheable(w, r, status, *buf, etag)
+}
+
+// renderUser writes {"user": {...}} for u into buf, embedding its goals
+// when show asks for them, and returns its ETag.
+func (s *server) renderUser(ctx context.Context, buf *[]byte, u *User, show userShow) (string, error) {
 	var goals []Goal
 	if show.Goals {
 		var err error
-		if goals, err = s.store.GoalsOfUser(r.Context(), u.ID); err != nil {
-			s.fail(w, r, err)
-			return
+		if goals, err = s.store.GoalsOfUser(ctx, u.ID); err != nil {
+			return "", err
 		}
 	}
-	writeObject(w, r, status, `{"user":`, resourceKey{"user", u.ID, u.Version}, func(b []byte) []byte { return appendUser(b, u, show, goals) })
+	return renderObject(buf, `{"user":`, resourceKey{"user", u.ID, u.Version}, func(b []byte) []byte { return appendUser(b, u, show, goals) }), nil
 }
 
 // readUserInput decodes and checks a user body; creating makes the
@@ -770,7 +799,10 @@ func (s *server) writeGoal(w http.ResponseWriter, r *http.Request, status int, g
 		}
 		owner = &u
 	}
-	writeObject(w, r, status, `{"goal":`, resourceKey{"goal", g.ID, g.Version}, func(b []byte) []byte { return appendGoal(b, g, show, owner) })
+	buf := getBuffer()
+	defer putBuffer(buf)
+	etag := renderObject(buf, `{"goal":`, resourceKey{"goal", g.ID, g.Version}, func(b []byte) []byte { return appendGoal(b, g, show, owner) })
+	writeCacheable(w, r, status, *buf, etag)
 }
 
 // readGoalInput decodes and checks a goal body; creating makes the

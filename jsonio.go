@@ -91,15 +91,14 @@ type resourceKey struct {
 	version int64
 }
 
-// writeObject writes prefix (`{"user":`), the object appendObj writes, and
-// "}", with status and the resource's ETag.
-func writeObject(w http.ResponseWriter, r *http.Request, status int, prefix string, key resourceKey, appendObj func([]byte) []byte) {
-	buf := getBuffer()
-	defer putBuffer(buf)
-	b := appendObj(append(*buf, prefix...))
-	b = append(b, '}')
+// renderObject writes into buf prefix (`{"user":`), the object appendObj
+// writes, "}" and the newline every body ends with, and returns the
+// resource's ETag.
+func renderObject(buf *[]byte, prefix string, key resourceKey, appendObj func([]byte) []byte) string {
+	b := appendObj(append((*buf)[:0], prefix...))
+	b = append(b, '}', '\n')
 	*buf = b
-	writeCacheable(w, r, status, b, resourceETag(key.kind, key.id, key.version, b))
+	return resourceETag(key.kind, key.id, key.version, b)
 }
 
 // writeJSON writes body, already marshalled, with status. Every JSON body

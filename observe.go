@@ -26,6 +26,8 @@ type metrics struct {
 	inFlight       prometheus.Gauge
 	passwordHashes prometheus.Counter
 	hashesRefused  prometheus.Counter
+	cacheHits      prometheus.Counter
+	cacheMisses    prometheus.Counter
 }
 
 // newMetrics registers the HTTP, database pool and Go runtime collectors.
@@ -53,8 +55,16 @@ func newMetrics(st *store) *metrics {
 			Name: "usersvc_password_hashes_refused_total",
 			Help: "Requests answered 503 because password hashing was saturated.",
 		}),
+		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "usersvc_user_cache_hits_total",
+			Help: "GETs of one user answered from the read cache.",
+		}),
+		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "usersvc_user_cache_misses_total",
+			Help: "GETs of one user the read cache held no current answer for.",
+		}),
 	}
-	m.registry.MustRegister(m.requests, m.duration, m.inFlight, m.passwordHashes, m.hashesRefused,
+	m.registry.MustRegister(m.requests, m.duration, m.inFlight, m.passwordHashes, m.hashesRefused, m.cacheHits, m.cacheMisses,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -12,8 +12,10 @@ import (
 	"iter"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/jmoiron/sqlx"
 )
 
@@ -82,8 +84,46 @@ type store struct {
 	// onQuery is called for every read statement; tests count them.
 	onQuery func()
 
+	// changes counts the writes of each user (and of its goals), in
+	// stripes: see Generation.
+	changes [changeStripes]atomic.Uint64
+
 	closeOnce sync.Once
 	closeErr  error
+}
+
+// changeStripes is how many generation counters the users share: a write
+// to one user also moves the counter of the others in its stripe, which
+// costs a cache miss, never a stale answer.
+const changeStripes = 1 << 14
+
+// Generation is a number that moves whenever a write to the user with id
+// (or to one of its goals) is done, before the writer is answered. A
+// reader that notes it before reading and finds it unchanged later knows
+// its answer is still current, as long as this process sees every write
+// (SeesEveryWrite).
+func (s *store) Generation(userID string) uint64 {
+	return s.changes[xxhash.Sum64String(userID)%changeStripes].Load()
+}
+
+// touched moves the generation of the users a write changed. Write
+// methods defer it: it runs once the write has committed (or failed),
+// before their caller can answer anyone.
+func (s *store) touched(userIDs ...string) {
+	for _, id := range userIDs {
+		if id != "" {
+			s.changes[xxhash.Sum64String(id)%changeStripes].Add(1)
+		}
+	}
+}
+
+// SeesEveryWrite reports whether every write to the database goes through
+// this store: on SQLite the file is locked to one server (and there is one
+// writer); on PostgreSQL other instances write too, and this one would not
+// know.
+func (s *store) SeesEveryWrite() bool {
+	_, ok := s.eng.(*sqliteEngine)
+	return ok
 }
 
 // storeOptions tune openStore; the zero value is the production setting.
@@ -493,6 +533,7 @@ func userConflict(ctx context.Context, tx *sqlx.Tx, u *User) error {
 // UpdateUser applies in to the user with id once pre accepts its current
 // version; it returns the updated user.
 func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre *precondition) (User, error) {
+	defer s.touched(id)
 	var out User
 	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		u, err := s.txGetUser(ctx, tx, "id = ?", id)
@@ -518,6 +559,7 @@ func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre *p
 // the user once: the loser's insert meets the unique index and runs again
 // as an update.
 func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInput, pre *precondition, toCreate func() (User, error)) (out User, created bool, err error) {
+	defer func() { s.touched(out.ID) }()
 	err = s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		created = false
 		u, err := s.txGetUser(ctx, tx, "username_key = ?", foldKey(name))
@@ -615,6 +657,7 @@ func changedOne(res sql.Result) error {
 // DeleteUser deletes the user with id, and its goals with it (ON DELETE
 // CASCADE), once pre accepts its current version.
 func (s *store) DeleteUser(ctx context.Context, id string, pre *precondition) error {
+	defer s.touched(id)
 	return s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		u, err := s.txGetUser(ctx, tx, "id = ?", id)
 		if err != nil {
@@ -785,6 +828,7 @@ func errTooManyGoals(max int) error {
 // -max-goals goals already is a conflict. The owner's row is locked for
 // the count, so concurrent creates cannot pass the limit together.
 func (s *store) CreateGoal(ctx context.Context, g *Goal) error {
+	defer s.touched(g.UserID)
 	created := *g
 	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		created = *g
@@ -822,6 +866,7 @@ func (s *store) CreateGoal(ctx context.Context, g *Goal) error {
 // accepts its current version; it returns the updated goal.
 func (s *store) UpdateGoal(ctx context.Context, id string, in *goalInput, pre *precondition) (Goal, error) {
 	var out Goal
+	defer func() { s.touched(out.UserID) }()
 	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		g, err := s.txGetGoal(ctx, tx, id)
 		if err != nil {
@@ -851,6 +896,7 @@ func (s *store) UpdateGoal(ctx context.Context, id string, in *goalInput, pre *p
 // owner.
 func (s *store) DeleteGoal(ctx context.Context, id string, pre *precondition) (Goal, error) {
 	var out Goal
+	defer func() { s.touched(out.UserID) }()
 	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		g, err := s.txGetGoal(ctx, tx, id)
 		if err != nil {

@@ -1,0 +1,193 @@
+// cache_test.go: the read cache is never stale. Writers change, give goals
+// to and delete users while readers read them through the cache, one user
+// at a time, in list pages and with their goals embedded; a read that
+// starts after an acknowledged write must see it.
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// ackLedger is, per user, the newest write each client was told of: the
+// full_name sequence, the number of goals, and whether it is deleted; and
+// whether its delete has been sent (a read that overlaps it may see either
+// side).
+type ackLedger struct {
+	mu       sync.Mutex
+	seq      map[string]int
+	goals    map[string]int
+	gone     map[string]bool
+	deleting map[string]bool
+}
+
+// noted is what the ledger says of one user at one moment.
+type noted struct {
+	seq, goals int
+	gone       bool
+}
+
+func (l *ackLedger) note(id string) noted {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return noted{l.seq[id], l.goals[id], l.gone[id]}
+}
+
+// deleteSent reports whether the user's delete has been sent.
+func (l *ackLedger) deleteSent(id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.deleting[id]
+}
+
+// checkUser fails the test when u (a user object read, or nil for a 404)
+// is older than n, which was noted before the read started. A read that
+// overlapped the user's delete may see it gone, or its goals going.
+func checkUser(t *testing.T, l *ackLedger, how, id string, u map[string]any, n noted) {
+	t.Helper()
+	overlapped := l.deleteSent(id)
+	if u == nil {
+		if !overlapped {
+			t.Errorf("%s %s: 404 for a user that exists", how, id)
+		}
+		return
+	}
+	if n.gone {
+		t.Errorf("%s %s: a user deleted before the read began was served: %v", how, id, u)
+		return
+	}
+	if overlapped {
+		return
+	}
+	seq, _ := strconv.Atoi(strings.TrimPrefix(fmt.Sprint(u["full_name"]), "seq-"))
+	if seq < n.seq {
+		t.Errorf("%s %s: full_name seq-%d, but seq-%d was acknowledged before the read began", how, id, seq, n.seq)
+	}
+	if goals, ok := u["goals"].([]any); ok && len(goals) < n.goals {
+		t.Errorf("%s %s: %d goals, but %d were acknowledged before the read began", how, id, len(goals), n.goals)
+	}
+}
+
+func TestCachedReadsAreNeverStale(t *testing.T) {
+	ts := newTestServer(t)
+	ts.Client().Transport.(*http.Transport).MaxIdleConnsPerHost = 32
+	l := &ackLedger{seq: map[string]int{}, goals: map[string]int{}, gone: map[string]bool{}, deleting: map[string]bool{}}
+	var ids []string
+	for i := 0; i < 16; i++ {
+		id := ts.mustCreateUser(t, fmt.Sprintf("cached%02d", i), `,"full_name":"seq-0"`)["id"].(string)
+		ids = append(ids, id)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	var reads, writes atomic.Int64
+	var wg sync.WaitGroup
+	// One writer per user, so each user's acknowledged sequence rises: it
+	// renames, adds goals, and at the end of the run deletes half of them.
+	for i, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seq := 1; time.Now().Before(deadline); seq++ {
+				r := ts.do(t, "PATCH", "/api/users/"+id, fmt.Sprintf(`{"full_name":"seq-%d"}`, seq))
+				if r.status != 200 {
+					t.Errorf("PATCH: %d %s", r.status, r.body)
+					return
+				}
+				l.mu.Lock()
+				l.seq[id] = seq
+				l.mu.Unlock()
+				if seq%5 == 0 {
+					if r := ts.do(t, "POST", "/api/users/"+id+"/goals", `{"title":"g","target_minutes":5}`); r.status != 201 {
+						t.Errorf("POST goal: %d %s", r.status, r.body)
+						return
+					}
+					l.mu.Lock()
+					l.goals[id]++
+					l.mu.Unlock()
+				}
+				writes.Add(1)
+			}
+			if i%2 == 0 {
+				l.mu.Lock()
+				l.deleting[id] = true
+				l.mu.Unlock()
+				if r := ts.do(t, "DELETE", "/api/users/"+id, ""); r.status != 204 {
+					t.Errorf("DELETE: %d", r.status)
+					return
+				}
+				l.mu.Lock()
+				l.gone[id] = true
+				l.mu.Unlock()
+			}
+		}()
+	}
+	// Readers, until a little after the writers stop (the deletes happen
+	// then).
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), 1))
+			for time.Now().Before(deadline.Add(500 * time.Millisecond)) {
+				id := ids[rng.IntN(len(ids))]
+				switch rng.IntN(4) {
+				case 0, 1: // one user, through the cache
+					n := l.note(id)
+					r := ts.do(t, "GET", "/api/users/"+id+"?show=full_name", "")
+					var u map[string]any
+					if r.status == 200 {
+						u = r.json(t)["user"].(map[string]any)
+					}
+					checkUser(t, l, "GET", id, u, n)
+				case 2: // with its goals embedded, through the cache
+					n := l.note(id)
+					r := ts.do(t, "GET", "/api/users/"+id+"?show=full_name,goals", "")
+					var u map[string]any
+					if r.status == 200 {
+						u = r.json(t)["user"].(map[string]any)
+					}
+					checkUser(t, l, "GET with goals", id, u, n)
+				default: // a list page of them all
+					before := map[string]noted{}
+					for _, id := range ids {
+						before[id] = l.note(id)
+					}
+					seen := map[string]map[string]any{}
+					for _, u := range ts.do(t, "GET", "/api/users?limit=100&show=full_name,goals", "").list(t) {
+						seen[u["id"].(string)] = u
+					}
+					for _, id := range ids {
+						if u, ok := seen[id]; ok || !before[id].gone {
+							checkUser(t, l, "list", id, u, before[id])
+						}
+					}
+				}
+				reads.Add(1)
+			}
+		}(g)
+	}
+	wg.Wait()
+	hits := testutil.ToFloat64(ts.api.metrics.cacheHits)
+	t.Logf("%d reads against %d acknowledged writes; %v answered from the cache", reads.Load(), writes.Load(), hits)
+	if reads.Load() < 2000 {
+		t.Fatalf("only %d reads: not enough rounds to prove anything", reads.Load())
+	}
+	if ts.store.SeesEveryWrite() && hits < 100 {
+		t.Fatalf("only %v reads hit the cache: the test did not exercise it", hits)
+	}
+}
+
+func TestCacheIsOffWhereOtherInstancesWrite(t *testing.T) {
+	ts := newTestServer(t)
+	if got := ts.api.cache != nil; got != (testBackend == "sqlite") {
+		t.Fatalf("cache on = %v on %s; want it on SQLite only", got, testBackend)
+	}
+}
