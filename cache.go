@@ -10,9 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// userCacheBytes bounds the cache: about 60,000 users as GET shows them by
-// default, within the 64 MiB a server serving a million users stays under.
-const userCacheBytes = 16 << 20
+// defaultCacheMiB bounds the cache (-cache-size): see README's figures.
+const defaultCacheMiB = 16
 
 // entryOverhead is what an entry costs beyond its bytes: the key, the
 // slice and string headers, and the cache's own node.

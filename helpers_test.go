@@ -38,7 +38,7 @@ type testServer struct {
 func testConfig() config {
 	proxies, _ := parseTrustedProxies("127.0.0.1/32")
 	return config{addr: "127.0.0.1:0", logFormat: "text", logLevel: "info", password: testPasswordParams,
-		maxGoals: defaultMaxGoals, maxConns: 1024, dbMaxConns: defaultDBMaxConns, trustProxy: proxies, admin: true}
+		maxGoals: defaultMaxGoals, maxConns: 1024, dbMaxConns: defaultDBMaxConns, trustProxy: proxies, admin: true, cacheMiB: defaultCacheMiB}
 }
 
 // clientIP is the address of the i-th of many test clients, for

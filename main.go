@@ -22,7 +22,6 @@ import (
 )
 
 func main() {
-	tuneGC(os.Getenv)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
@@ -31,23 +30,24 @@ func main() {
 }
 
 // Garbage collector settings for a small service: collect less often
-// (GOGC=400: the live heap is a few MiB, so this costs little memory) but
-// hold the Go heap to a soft limit, so a busy server spends less CPU on GC
-// and still stays within 64 MiB of RSS with SQLite's page caches (measured
-// by BenchmarkServerRSS1M). GOGC and GOMEMLIMIT in the environment win.
+// (GOGC=400: the live heap is a few MiB beside the read cache, so this
+// costs little memory) but hold the Go heap to a soft limit: the heap the
+// server needs plus the read cache. A busy server then spends little CPU
+// on GC and stays within 64 MiB of RSS with SQLite's page caches (measured
+// by bench/run). GOGC and GOMEMLIMIT in the environment win.
 const (
-	gcPercent   = 400
-	memoryLimit = 24 << 20
+	gcPercent     = 400
+	heapAllowance = 24 << 20
 )
 
-// tuneGC applies gcPercent and memoryLimit unless the environment sets its
-// own.
-func tuneGC(getenv func(string) string) {
+// tuneGC applies gcPercent and a memory limit of heapAllowance plus the
+// read cache's bytes, unless the environment sets its own.
+func tuneGC(getenv func(string) string, cacheBytes int) {
 	if getenv("GOGC") == "" {
 		debug.SetGCPercent(gcPercent)
 	}
 	if getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(memoryLimit)
+		debug.SetMemoryLimit(int64(heapAllowance + cacheBytes))
 	}
 }
 
@@ -86,6 +86,7 @@ type config struct {
 	maxConnsPerClient int
 	dbMaxConns        int
 	admin             bool
+	cacheMiB          int
 
 	// now is the clock of the limits' windows; nil means time.Now. Tests
 	// inject one to move time without sleeping.
@@ -131,6 +132,7 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (c
 	fs.IntVar(&cfg.maxConns, "max-conns", 1024, "open connections in all; more wait in the kernel's backlog")
 	fs.IntVar(&cfg.maxConnsPerClient, "max-conns-per-client", 64, "open connections from one client address (an IPv6 /64); more are closed at once; 0 turns it off")
 	fs.BoolVar(&cfg.admin, "admin", true, "serve the admin page at /admin/")
+	fs.IntVar(&cfg.cacheMiB, "cache-size", defaultCacheMiB, "MiB of rendered users the read cache holds (SQLite only); 0 turns it off")
 	if err := applyEnv(fs, getenv); err != nil {
 		return cfg, nil, err
 	}
@@ -166,8 +168,8 @@ func checkFlags(cfg *config) error {
 	if cfg.rateLimit < 0 || cfg.rateBurst < 1 && cfg.rateLimit > 0 || cfg.max404 < 0 || cfg.maxLoginFailures < 0 {
 		return usageError{"-rate-limit, -max-404 and -max-login-failures must be 0 or more, and -rate-burst at least 1"}
 	}
-	if cfg.maxGoals < 1 || cfg.maxConns < 1 || cfg.maxConnsPerClient < 0 || cfg.dbMaxConns < 1 {
-		return usageError{"-max-goals, -max-conns and -db-max-conns must be at least 1, and -max-conns-per-client 0 or more"}
+	if cfg.maxGoals < 1 || cfg.maxConns < 1 || cfg.maxConnsPerClient < 0 || cfg.dbMaxConns < 1 || cfg.cacheMiB < 0 || cfg.cacheMiB > 1<<20 {
+		return usageError{"-max-goals, -max-conns and -db-max-conns must be at least 1, and -max-conns-per-client and -cache-size 0 or more"}
 	}
 	return nil
 }
@@ -398,6 +400,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err := checkExposure(cfg); err != nil {
 		return err
 	}
+	tuneGC(os.Getenv, cfg.cacheMiB<<20)
 	st, err := openStore(ctx, cfg.db, storeOptions{exclusive: true, maxGoals: cfg.maxGoals, maxConns: cfg.dbMaxConns})
 	if err != nil {
 		return err

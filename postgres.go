@@ -153,6 +153,27 @@ func pgCode(err error) string {
 	return ""
 }
 
+// query runs a read on the pool; pgx prepares and keeps each query text
+// on each connection by itself.
+func (e *postgresEngine) query(ctx context.Context, query string, _ bool, args ...any) (rowsIter, error) {
+	return e.db.QueryContext(ctx, e.db.Rebind(query), args...)
+}
+
+// abortsOnError is true: after a failed statement PostgreSQL refuses the
+// rest of the transaction, unless it was under a savepoint.
+func (e *postgresEngine) abortsOnError() bool { return true }
+
+// txExec runs a statement in a write transaction; pgx keeps the prepared
+// statement on the connection by itself.
+func (e *postgresEngine) txExec(ctx context.Context, tx *sqlx.Tx, query string, args ...any) (sql.Result, error) {
+	return tx.ExecContext(ctx, tx.Rebind(query), args...)
+}
+
+// txQueryRow is txExec for a query that returns one row.
+func (e *postgresEngine) txQueryRow(ctx context.Context, tx *sqlx.Tx, query string, args ...any) *sql.Row {
+	return tx.QueryRowContext(ctx, tx.Rebind(query), args...)
+}
+
 // isRetryable reports a serialization failure or a deadlock: the
 // transaction did nothing, and running it again can succeed.
 func isRetryable(err error) bool {

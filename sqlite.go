@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	"modernc.org/sqlite"
@@ -36,8 +37,12 @@ func init() {
 type sqliteEngine struct {
 	path    string
 	writeDB *sqlx.DB
-	readDB  *sqlx.DB
-	lock    *os.File // held with flock while serving; nil otherwise
+	readDB  *sqlx.DB      // database/sql reads: copy's snapshot, tests
+	reads   *sqliteReader // the request path's reads (sqlite_reader.go)
+	lock    *os.File      // held with flock while serving; nil otherwise
+
+	writeStmts sync.Map // *sql.Stmt on writeDB, by query text
+	noted      sync.Map // query texts to prepare when the writer is free
 
 	ops        chan *writeOp
 	stopping   chan struct{}
@@ -116,8 +121,9 @@ func openSQLite(ctx context.Context, path string, opts storeOptions) (*sqliteEng
 		return nil, fmt.Errorf("open database %s for reading: %w", path, err)
 	}
 	e.readDB.SetMaxOpenConns(readConns)
-	e.readDB.SetMaxIdleConns(readConns)
-	e.readDB.SetConnMaxIdleTime(0)
+	e.readDB.SetMaxIdleConns(1)
+	e.readDB.SetConnMaxIdleTime(time.Minute)
+	e.reads = newSQLiteReader(path, readConns, int(opts.statementTimeout.Milliseconds()))
 	go e.runWriter()
 	return e, nil
 }
@@ -193,6 +199,45 @@ func (e *sqliteEngine) forUpdate() string {
 	return "" // one writer: a write transaction already excludes every other
 }
 
+// abortsOnError is false: SQLite undoes a failed statement and the
+// transaction goes on.
+func (e *sqliteEngine) abortsOnError() bool { return false }
+
+// txExec runs a statement in the write transaction, through the writer
+// connection's kept prepared statement for query when there is one:
+// parsing SQL costs more than running these. The first time a query comes,
+// it runs unprepared and is noted; the writer prepares it between batches
+// (prepareNoted), when its one connection is free.
+func (e *sqliteEngine) txExec(ctx context.Context, tx *sqlx.Tx, query string, args ...any) (sql.Result, error) {
+	if st, ok := e.writeStmts.Load(query); ok {
+		return tx.StmtContext(ctx, st.(*sql.Stmt)).ExecContext(ctx, args...)
+	}
+	e.noted.Store(query, true)
+	return tx.ExecContext(ctx, query, args...)
+}
+
+// txQueryRow is txExec for a query that returns one row.
+func (e *sqliteEngine) txQueryRow(ctx context.Context, tx *sqlx.Tx, query string, args ...any) *sql.Row {
+	if st, ok := e.writeStmts.Load(query); ok {
+		return tx.StmtContext(ctx, st.(*sql.Stmt)).QueryRowContext(ctx, args...)
+	}
+	e.noted.Store(query, true)
+	return tx.QueryRowContext(ctx, query, args...)
+}
+
+// prepareNoted prepares on the writer connection the write queries seen
+// unprepared. The writer calls it between batches: inside a transaction
+// the one connection is taken. The write queries are a small, fixed set.
+func (e *sqliteEngine) prepareNoted() {
+	e.noted.Range(func(q, _ any) bool {
+		e.noted.Delete(q)
+		if st, err := e.writeDB.Prepare(q.(string)); err == nil {
+			e.writeStmts.Store(q, st)
+		}
+		return true
+	})
+}
+
 func (e *sqliteEngine) pools() map[string]*sql.DB {
 	return map[string]*sql.DB{"reader": e.readDB.DB, "writer": e.writeDB.DB}
 }
@@ -203,19 +248,31 @@ func (e *sqliteEngine) close() error {
 	e.closeOnce.Do(func() {
 		close(e.stopping)
 		<-e.writerDone
+		e.writeStmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
+		e.reads.close()
 		e.closeErr = errors.Join(e.readDB.Close(), e.writeDB.Close())
 		e.unlock()
 	})
 	return e.closeErr
 }
 
-// sqliteCode is the extended SQLite result code inside err, or 0.
+// sqliteCode is the extended SQLite result code inside err (from the
+// driver, or from the read path), or 0.
 func sqliteCode(err error) int {
-	var se *sqlite.Error
-	if errors.As(err, &se) {
-		return se.Code()
+	var de *sqlite.Error
+	var re *sqliteError
+	switch {
+	case errors.As(err, &de):
+		return de.Code()
+	case errors.As(err, &re):
+		return re.code
 	}
 	return 0
+}
+
+// query runs a read on the read path's pool (sqlite_reader.go).
+func (e *sqliteEngine) query(_ context.Context, query string, keep bool, args ...any) (rowsIter, error) {
+	return e.reads.query(query, keep, args...)
 }
 
 // classify marks the failures that mean the database cannot take the work
@@ -334,6 +391,7 @@ func (e *sqliteEngine) runWriter() {
 		select {
 		case op := <-e.ops:
 			e.commitBatch(e.collectBatch(op))
+			e.prepareNoted()
 		case <-e.stopping:
 			for {
 				select {
@@ -389,7 +447,7 @@ func (e *sqliteEngine) runBatch(batch []*writeOp, results []error) error {
 			results[i] = err
 			continue
 		}
-		if results[i], err = runOp(ctx, tx, op.fn); err != nil {
+		if results[i], err = e.runOp(ctx, tx, op.fn); err != nil {
 			return e.classify(err)
 		}
 	}
@@ -404,18 +462,18 @@ func (e *sqliteEngine) runBatch(batch []*writeOp, results []error) error {
 // when the savepoint itself could not be managed (the transaction is then
 // unusable: after a full disk or an I/O error SQLite has already rolled
 // back the whole transaction).
-func runOp(ctx context.Context, tx *sqlx.Tx, fn txFunc) (fnErr, err error) {
+func (e *sqliteEngine) runOp(ctx context.Context, tx *sqlx.Tx, fn txFunc) (fnErr, err error) {
 	for try := 1; ; try++ {
-		if _, err := tx.ExecContext(ctx, "SAVEPOINT op"); err != nil {
+		if _, err := e.txExec(ctx, tx, "SAVEPOINT op"); err != nil {
 			return nil, fmt.Errorf("savepoint: %w", err)
 		}
 		fnErr = fn(ctx, tx)
 		if fnErr != nil {
-			if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT op"); err != nil {
+			if _, err := e.txExec(ctx, tx, "ROLLBACK TO SAVEPOINT op"); err != nil {
 				return fnErr, fmt.Errorf("rollback to savepoint: %w", err)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT op"); err != nil {
+		if _, err := e.txExec(ctx, tx, "RELEASE SAVEPOINT op"); err != nil {
 			return fnErr, fmt.Errorf("release savepoint: %w", err)
 		}
 		if !errors.Is(fnErr, errRetry) || try == maxWriteTries {

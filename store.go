@@ -23,8 +23,12 @@ import (
 // transaction runs, how driver errors are classified, how the schema
 // version is kept, and backups.
 type engine interface {
-	// reader is the pool reads run on.
+	// reader is a database/sql pool to read with outside the request
+	// path (health, copy, tests).
 	reader() *sqlx.DB
+	// query runs a read; keep says its text does not vary with the data,
+	// so its prepared statement may be kept.
+	query(ctx context.Context, query string, keep bool, args ...any) (rowsIter, error)
 	// write runs fn in a write transaction and returns once its changes
 	// are committed, or failed (then nothing of fn's is kept). When fn
 	// returns errRetry, or the database reports a serialization failure,
@@ -39,6 +43,14 @@ type engine interface {
 	// forUpdate is appended to a SELECT inside a write to lock its rows
 	// until commit; "" where writes are serialised anyway.
 	forUpdate() string
+	// txExec and txQueryRow run a statement with "?" placeholders in a
+	// write transaction, its prepared statement kept where that pays.
+	txExec(ctx context.Context, tx *sqlx.Tx, query string, args ...any) (sql.Result, error)
+	txQueryRow(ctx context.Context, tx *sqlx.Tx, query string, args ...any) *sql.Row
+	// abortsOnError reports whether a failed statement aborts the whole
+	// transaction (then the store uses savepoints around statements that
+	// may fail on purpose).
+	abortsOnError() bool
 	// Migrations: lock them against other instances, read and set the
 	// schema version, and the numbered steps of this engine's schema.
 	lockSchema(ctx context.Context, tx *sqlx.Tx) error
@@ -79,8 +91,6 @@ type store struct {
 	now      func() time.Time
 	maxGoals int
 
-	// stmts caches prepared read statements by query text.
-	stmts sync.Map
 	// onQuery is called for every read statement; tests count them.
 	onQuery func()
 
@@ -196,81 +206,60 @@ func backupDatabase(ctx context.Context, db, dst string) error {
 // Close finishes the writes under way and closes the database. It is safe
 // to call more than once.
 func (s *store) Close() error {
-	s.closeOnce.Do(func() {
-		s.stmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
-		s.closeErr = s.eng.close()
-	})
+	s.closeOnce.Do(func() { s.closeErr = s.eng.close() })
 	return s.closeErr
 }
 
-// Ping runs a trivial query on the read pool.
+// Ping runs a trivial query on the read path.
 func (s *store) Ping(ctx context.Context) error {
-	var one int
-	if err := s.db.GetContext(ctx, &one, "SELECT 1"); err != nil {
+	rows, err := s.queryRead(ctx, true, "SELECT 1")
+	if err != nil {
 		return fmt.Errorf("ping database: %w", err)
 	}
+	defer rows.Close()
+	if !rows.Next() {
+		return fmt.Errorf("ping database: %w", cmpErr(rows.Err(), errors.New("no row")))
+	}
 	return nil
+}
+
+// cmpErr is err, or def when err is nil.
+func cmpErr(err, def error) error {
+	if err != nil {
+		return err
+	}
+	return def
 }
 
 // write runs fn as one write transaction (see engine.write) and classifies
 // what fails. A write whose rows kept changing under it through every try
 // is answered as unavailable: retrying later can succeed.
-func (s *store) write(ctx context.Context, fn txFunc) error {
-	err := s.eng.classify(s.eng.write(ctx, fn))
+func (s *store) write(ctx context.Context, fn func(ctx context.Context, t wtx) error) error {
+	err := s.eng.classify(s.eng.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
+		return fn(ctx, wtx{tx: tx, eng: s.eng})
+	}))
 	if errors.Is(err, errRetry) {
 		return unavailable(err)
 	}
 	return err
 }
 
-// readStmt returns query prepared on the read pool, preparing it on first
-// use: parsing SQL on every request costs more than running it.
-func (s *store) readStmt(ctx context.Context, query string) (*sql.Stmt, error) {
-	if st, ok := s.stmts.Load(query); ok {
-		return st.(*sql.Stmt), nil
-	}
-	st, err := s.db.PrepareContext(ctx, s.db.Rebind(query))
-	if err != nil {
-		return nil, fmt.Errorf("prepare: %w", err)
-	}
-	if prev, loaded := s.stmts.LoadOrStore(query, st); loaded {
-		st.Close()
-		return prev.(*sql.Stmt), nil
-	}
-	return st, nil
+// rowsIter is the rows of a read: *sql.Rows, or SQLite's read path's.
+type rowsIter interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+	Close() error
 }
 
-// queryRead runs a query on the read pool; prepared says whether to keep
-// its statement (only for query texts that do not vary with the data).
-func (s *store) queryRead(ctx context.Context, prepared bool, query string, args ...any) (*sql.Rows, error) {
+// queryRead runs a read; prepared says whether its statement may be kept
+// (only for query texts that do not vary with the data).
+func (s *store) queryRead(ctx context.Context, prepared bool, query string, args ...any) (rowsIter, error) {
 	if s.onQuery != nil {
 		s.onQuery()
 	}
-	ctx = s.readContext(ctx)
-	var rows *sql.Rows
-	var err error
-	if prepared {
-		var st *sql.Stmt
-		if st, err = s.readStmt(ctx, query); err == nil {
-			rows, err = st.QueryContext(ctx, args...)
-		}
-	} else {
-		rows, err = s.db.QueryContext(ctx, s.db.Rebind(query), args...)
-	}
+	rows, err := s.eng.query(ctx, query, prepared, args...)
 	return rows, s.eng.classify(err)
-}
-
-// readContext is the context a read runs under. On SQLite reads are
-// bounded by themselves (a key lookup or at most a page of rows) and run
-// to the end even if the client leaves: a cancellable context costs two
-// watcher goroutines a query. On PostgreSQL, across a network, a read
-// follows the request (a client that leaves cancels it), and the server's
-// statement timeout bounds it.
-func (s *store) readContext(ctx context.Context) context.Context {
-	if _, ok := s.eng.(*sqliteEngine); ok {
-		return context.WithoutCancel(ctx)
-	}
-	return ctx
 }
 
 // page is one page of a list: rows with id > After (all when ""), at most
@@ -454,9 +443,9 @@ func (s *store) TakenFields(ctx context.Context, username, email *string, except
 // username or email is a conflict naming it.
 func (s *store) CreateUser(ctx context.Context, u *User) error {
 	created := *u
-	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, t wtx) error {
 		created = *u
-		return s.insertUser(ctx, tx, &created)
+		return s.insertUser(ctx, t, &created)
 	})
 	if err != nil {
 		return err
@@ -467,19 +456,19 @@ func (s *store) CreateUser(ctx context.Context, u *User) error {
 
 // insertUser inserts u inside tx, under a savepoint: on PostgreSQL a failed
 // statement aborts the transaction, and the conflict is then looked up.
-func (s *store) insertUser(ctx context.Context, tx *sqlx.Tx, u *User) error {
+func (s *store) insertUser(ctx context.Context, t wtx, u *User) error {
 	u.Version = 1
 	u.CreatedAt = formatTime(s.now())
 	u.ModifiedAt = u.CreatedAt
-	err := savepoint(ctx, tx, "insert_user", func() error {
-		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO users (id, username, username_key, email, email_key,
+	err := t.savepoint(ctx, "insert_user", func() error {
+		_, err := t.exec(ctx, (`INSERT INTO users (id, username, username_key, email, email_key,
 			full_name, password_hash, version, created_at, modified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 			u.ID, u.Username, foldKey(u.Username), u.Email, emailKey(u.Email), u.FullName, u.PasswordHash,
 			u.Version, u.CreatedAt, u.ModifiedAt)
 		return err
 	})
 	if s.eng.isUniqueViolation(err) {
-		return userConflict(ctx, tx, u)
+		return userConflict(ctx, t, u)
 	}
 	if err != nil {
 		return fmt.Errorf("insert user: %w", err)
@@ -487,19 +476,47 @@ func (s *store) insertUser(ctx context.Context, tx *sqlx.Tx, u *User) error {
 	return nil
 }
 
-// savepoint runs fn under a savepoint named name, rolling back to it when
-// fn fails so the transaction stays usable.
-func savepoint(ctx context.Context, tx *sqlx.Tx, name string, fn func() error) error {
-	if _, err := tx.ExecContext(ctx, "SAVEPOINT "+name); err != nil {
+// wtx is a write transaction as the store's writes use it: queries with
+// "?" placeholders, their statements kept where the engine keeps them.
+type wtx struct {
+	tx  *sqlx.Tx
+	eng engine
+}
+
+// exec runs a statement.
+func (t wtx) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return t.eng.txExec(ctx, t.tx, query, args...)
+}
+
+// row runs a query whose one row the caller scans (sql.ErrNoRows when
+// there is none).
+func (t wtx) row(ctx context.Context, query string, args ...any) *sql.Row {
+	return t.eng.txQueryRow(ctx, t.tx, query, args...)
+}
+
+// get scans the one row of a query into dest.
+func (t wtx) get(ctx context.Context, dest any, query string, args ...any) error {
+	return t.row(ctx, query, args...).Scan(dest)
+}
+
+// savepoint runs fn under a savepoint named name where the engine needs
+// one to carry on after a failed statement (PostgreSQL aborts the whole
+// transaction otherwise; SQLite undoes the one statement by itself),
+// rolling back to it when fn fails so the transaction stays usable.
+func (t wtx) savepoint(ctx context.Context, name string, fn func() error) error {
+	if !t.eng.abortsOnError() {
+		return fn()
+	}
+	if _, err := t.exec(ctx, "SAVEPOINT "+name); err != nil {
 		return fmt.Errorf("savepoint: %w", err)
 	}
 	if err := fn(); err != nil {
-		if _, rbErr := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT "+name); rbErr != nil {
+		if _, rbErr := t.exec(ctx, "ROLLBACK TO SAVEPOINT "+name); rbErr != nil {
 			return errors.Join(err, fmt.Errorf("rollback to savepoint: %w", rbErr))
 		}
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT "+name); err != nil {
+	if _, err := t.exec(ctx, "RELEASE SAVEPOINT "+name); err != nil {
 		return fmt.Errorf("release savepoint: %w", err)
 	}
 	return nil
@@ -508,7 +525,7 @@ func savepoint(ctx context.Context, tx *sqlx.Tx, name string, fn func() error) e
 // userConflict finds which unique fields of u another user already holds.
 // It runs in the write's transaction. When it finds none, the other
 // write that held the value is gone by now, and the write is retried.
-func userConflict(ctx context.Context, tx *sqlx.Tx, u *User) error {
+func userConflict(ctx context.Context, t wtx, u *User) error {
 	var fields []string
 	for _, f := range []struct {
 		name, column, key string
@@ -517,7 +534,7 @@ func userConflict(ctx context.Context, tx *sqlx.Tx, u *User) error {
 			continue
 		}
 		var n int
-		if err := tx.GetContext(ctx, &n, tx.Rebind("SELECT count(*) FROM users WHERE "+f.column+" = ? AND id <> ?"), f.key, u.ID); err != nil {
+		if err := t.get(ctx, &n, ("SELECT count(*) FROM users WHERE " + f.column + " = ? AND id <> ?"), f.key, u.ID); err != nil {
 			return fmt.Errorf("find conflict: %w", err)
 		}
 		if n > 0 {
@@ -534,9 +551,12 @@ func userConflict(ctx context.Context, tx *sqlx.Tx, u *User) error {
 // version; it returns the updated user.
 func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre *precondition) (User, error) {
 	defer s.touched(id)
+	if pre == nil {
+		return s.setUserFields(ctx, id, in)
+	}
 	var out User
-	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
-		u, err := s.txGetUser(ctx, tx, "id = ?", id)
+	err := s.write(ctx, func(ctx context.Context, t wtx) error {
+		u, err := s.txGetUser(ctx, t, "id = ?", id)
 		if err != nil {
 			return err
 		}
@@ -544,11 +564,56 @@ func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre *p
 			return err
 		}
 		in.apply(&u)
-		if err := s.updateUser(ctx, tx, &u); err != nil {
+		if err := s.updateUser(ctx, t, &u); err != nil {
 			return err
 		}
 		out = u
 		return nil
+	})
+	return out, err
+}
+
+// setUserFields is an update that no If-Match conditions, in one
+// statement: it sets only the columns of the fields in the body, counts
+// the version up in place, and returns the row. Nothing is read first, so
+// there is nothing to go stale: concurrent updates of different fields
+// both survive, and each is one version. (An update with If-Match reads
+// the row, checks its version, and writes only where the version is still
+// the one read.) Setting fewer columns also spares the unique indexes
+// when the username and email are not being changed.
+func (s *store) setUserFields(ctx context.Context, id string, in *userInput) (User, error) {
+	var set strings.Builder
+	var args []any
+	column := func(name string, v any) {
+		set.WriteString(name + " = ?, ")
+		args = append(args, v)
+	}
+	if in.Username.Set {
+		column("username", in.Username.Value)
+		column("username_key", foldKey(in.Username.Value))
+	}
+	if in.Email.Set {
+		column("email", nullable(in.Email))
+		column("email_key", emailKey(nullable(in.Email)))
+	}
+	if in.FullName.Set {
+		column("full_name", nullable(in.FullName))
+	}
+	if in.passwordHash != "" {
+		column("password_hash", in.passwordHash)
+	}
+	query := "UPDATE users SET " + set.String() + "version = version + 1, modified_at = ? WHERE id = ? RETURNING " + userColumns
+	var out User
+	err := s.write(ctx, func(ctx context.Context, t wtx) error {
+		err := t.savepoint(ctx, "set_user", func() error {
+			return scanUser(t.row(ctx, query, append(args, formatTime(s.now()), id)...), &out)
+		})
+		if s.eng.isUniqueViolation(err) {
+			u := User{ID: id}
+			in.apply(&u)
+			return userConflict(ctx, t, &u)
+		}
+		return notFound(err, errUserNotFound, "update user")
 	})
 	return out, err
 }
@@ -560,9 +625,9 @@ func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre *p
 // as an update.
 func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInput, pre *precondition, toCreate func() (User, error)) (out User, created bool, err error) {
 	defer func() { s.touched(out.ID) }()
-	err = s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
+	err = s.write(ctx, func(ctx context.Context, t wtx) error {
 		created = false
-		u, err := s.txGetUser(ctx, tx, "username_key = ?", foldKey(name))
+		u, err := s.txGetUser(ctx, t, "username_key = ?", foldKey(name))
 		if errors.Is(err, errUserNotFound) {
 			if err := pre.allowsCreate(); err != nil {
 				return err
@@ -571,7 +636,7 @@ func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInpu
 			if err != nil {
 				return err
 			}
-			if err := s.insertUser(ctx, tx, &nu); err != nil {
+			if err := s.insertUser(ctx, t, &nu); err != nil {
 				return retryOnUsernameTaken(err)
 			}
 			out, created = nu, true
@@ -584,7 +649,7 @@ func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInpu
 			return err
 		}
 		in.apply(&u)
-		if err := s.updateUser(ctx, tx, &u); err != nil {
+		if err := s.updateUser(ctx, t, &u); err != nil {
 			return err
 		}
 		out = u
@@ -609,23 +674,23 @@ func retryOnUsernameTaken(err error) error {
 // txGetUser reads one user with every column inside a write transaction,
 // locking its row where the engine has row locks: concurrent writes of one
 // user then take turns instead of retrying.
-func (s *store) txGetUser(ctx context.Context, tx *sqlx.Tx, where string, arg any) (User, error) {
+func (s *store) txGetUser(ctx context.Context, t wtx, where string, arg any) (User, error) {
 	var u User
-	err := scanUser(tx.QueryRowxContext(ctx, tx.Rebind("SELECT "+userColumns+" FROM users WHERE "+where+s.eng.forUpdate()), arg), &u)
+	err := scanUser(t.row(ctx, ("SELECT "+userColumns+" FROM users WHERE "+where+s.eng.forUpdate()), arg), &u)
 	return u, notFound(err, errUserNotFound, "get user for update")
 }
 
 // updateUser writes every column of u where its row still has the version
 // u was read at, bumping version and modified_at. When another write got
 // there first, it returns errRetry.
-func (s *store) updateUser(ctx context.Context, tx *sqlx.Tx, u *User) error {
+func (s *store) updateUser(ctx context.Context, t wtx, u *User) error {
 	read := u.Version
 	u.Version++
 	u.ModifiedAt = formatTime(s.now())
 	var res sql.Result
-	err := savepoint(ctx, tx, "update_user", func() error {
+	err := t.savepoint(ctx, "update_user", func() error {
 		var err error
-		res, err = tx.ExecContext(ctx, tx.Rebind(`UPDATE users SET username = ?, username_key = ?, email = ?,
+		res, err = t.exec(ctx, (`UPDATE users SET username = ?, username_key = ?, email = ?,
 			email_key = ?, full_name = ?, password_hash = ?, version = ?, modified_at = ?
 			WHERE id = ? AND version = ?`),
 			u.Username, foldKey(u.Username), u.Email, emailKey(u.Email), u.FullName, u.PasswordHash,
@@ -633,7 +698,7 @@ func (s *store) updateUser(ctx context.Context, tx *sqlx.Tx, u *User) error {
 		return err
 	})
 	if s.eng.isUniqueViolation(err) {
-		return userConflict(ctx, tx, u)
+		return userConflict(ctx, t, u)
 	}
 	if err != nil {
 		return fmt.Errorf("update user: %w", err)
@@ -658,15 +723,15 @@ func changedOne(res sql.Result) error {
 // CASCADE), once pre accepts its current version.
 func (s *store) DeleteUser(ctx context.Context, id string, pre *precondition) error {
 	defer s.touched(id)
-	return s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
-		u, err := s.txGetUser(ctx, tx, "id = ?", id)
+	return s.write(ctx, func(ctx context.Context, t wtx) error {
+		u, err := s.txGetUser(ctx, t, "id = ?", id)
 		if err != nil {
 			return err
 		}
 		if err := pre.check(u.ID, u.Version); err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, tx.Rebind("DELETE FROM users WHERE id = ? AND version = ?"), id, u.Version)
+		res, err := t.exec(ctx, ("DELETE FROM users WHERE id = ? AND version = ?"), id, u.Version)
 		if err != nil {
 			return fmt.Errorf("delete user: %w", err)
 		}
@@ -830,15 +895,15 @@ func errTooManyGoals(max int) error {
 func (s *store) CreateGoal(ctx context.Context, g *Goal) error {
 	defer s.touched(g.UserID)
 	created := *g
-	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, t wtx) error {
 		created = *g
 		var owner string
-		err := tx.GetContext(ctx, &owner, tx.Rebind("SELECT id FROM users WHERE id = ?"+s.eng.forUpdate()), g.UserID)
+		err := t.get(ctx, &owner, ("SELECT id FROM users WHERE id = ?" + s.eng.forUpdate()), g.UserID)
 		if err := notFound(err, errUserNotFound, "lock goal owner"); err != nil {
 			return err
 		}
 		var n int
-		if err := tx.GetContext(ctx, &n, tx.Rebind("SELECT count(*) FROM goals WHERE user_id = ?"), g.UserID); err != nil {
+		if err := t.get(ctx, &n, ("SELECT count(*) FROM goals WHERE user_id = ?"), g.UserID); err != nil {
 			return fmt.Errorf("count goals: %w", err)
 		}
 		if n >= s.maxGoals {
@@ -847,7 +912,7 @@ func (s *store) CreateGoal(ctx context.Context, g *Goal) error {
 		created.Version = 1
 		created.CreatedAt = formatTime(s.now())
 		created.ModifiedAt = created.CreatedAt
-		_, err = tx.ExecContext(ctx, tx.Rebind(`INSERT INTO goals (`+goalColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		_, err = t.exec(ctx, (`INSERT INTO goals (` + goalColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 			created.ID, created.UserID, created.Title, created.Period, created.TargetMinutes, created.Description,
 			created.Version, created.CreatedAt, created.ModifiedAt)
 		if err != nil {
@@ -867,8 +932,12 @@ func (s *store) CreateGoal(ctx context.Context, g *Goal) error {
 func (s *store) UpdateGoal(ctx context.Context, id string, in *goalInput, pre *precondition) (Goal, error) {
 	var out Goal
 	defer func() { s.touched(out.UserID) }()
-	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
-		g, err := s.txGetGoal(ctx, tx, id)
+	if pre == nil {
+		err := s.setGoalFields(ctx, id, in, &out)
+		return out, err
+	}
+	err := s.write(ctx, func(ctx context.Context, t wtx) error {
+		g, err := s.txGetGoal(ctx, t, id)
 		if err != nil {
 			return err
 		}
@@ -879,7 +948,7 @@ func (s *store) UpdateGoal(ctx context.Context, id string, in *goalInput, pre *p
 		read := g.Version
 		g.Version++
 		g.ModifiedAt = formatTime(s.now())
-		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE goals SET title = ?, period = ?, target_minutes = ?,
+		res, err := t.exec(ctx, (`UPDATE goals SET title = ?, period = ?, target_minutes = ?,
 			description = ?, version = ?, modified_at = ? WHERE id = ? AND version = ?`),
 			g.Title, g.Period, g.TargetMinutes, g.Description, g.Version, g.ModifiedAt, g.ID, read)
 		if err != nil {
@@ -891,21 +960,49 @@ func (s *store) UpdateGoal(ctx context.Context, id string, in *goalInput, pre *p
 	return out, err
 }
 
+// setGoalFields is an update of a goal that no If-Match conditions, in
+// one statement (see setUserFields); it fills out with the row.
+func (s *store) setGoalFields(ctx context.Context, id string, in *goalInput, out *Goal) error {
+	var set strings.Builder
+	var args []any
+	column := func(name string, v any) {
+		set.WriteString(name + " = ?, ")
+		args = append(args, v)
+	}
+	if in.Title.Set {
+		column("title", in.Title.Value)
+	}
+	if in.Period.Set {
+		column("period", in.Period.Value)
+	}
+	if in.TargetMinutes.Set {
+		column("target_minutes", in.TargetMinutes.Value)
+	}
+	if in.Description.Set {
+		column("description", nullable(in.Description))
+	}
+	query := "UPDATE goals SET " + set.String() + "version = version + 1, modified_at = ? WHERE id = ? RETURNING " + goalColumns
+	return s.write(ctx, func(ctx context.Context, t wtx) error {
+		err := scanGoal(t.row(ctx, query, append(args, formatTime(s.now()), id)...), out)
+		return notFound(err, errGoalNotFound, "update goal")
+	})
+}
+
 // DeleteGoal deletes the goal with id once pre (when given) accepts its
 // current version. It returns the goal as it was, so callers know its
 // owner.
 func (s *store) DeleteGoal(ctx context.Context, id string, pre *precondition) (Goal, error) {
 	var out Goal
 	defer func() { s.touched(out.UserID) }()
-	err := s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
-		g, err := s.txGetGoal(ctx, tx, id)
+	err := s.write(ctx, func(ctx context.Context, t wtx) error {
+		g, err := s.txGetGoal(ctx, t, id)
 		if err != nil {
 			return err
 		}
 		if err := pre.check(g.ID, g.Version); err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, tx.Rebind("DELETE FROM goals WHERE id = ? AND version = ?"), id, g.Version)
+		res, err := t.exec(ctx, ("DELETE FROM goals WHERE id = ? AND version = ?"), id, g.Version)
 		if err != nil {
 			return fmt.Errorf("delete goal: %w", err)
 		}
@@ -917,9 +1014,9 @@ func (s *store) DeleteGoal(ctx context.Context, id string, pre *precondition) (G
 
 // txGetGoal reads one goal inside a write transaction, locking its row
 // (see txGetUser).
-func (s *store) txGetGoal(ctx context.Context, tx *sqlx.Tx, id string) (Goal, error) {
+func (s *store) txGetGoal(ctx context.Context, t wtx, id string) (Goal, error) {
 	var g Goal
-	err := scanGoal(tx.QueryRowxContext(ctx, tx.Rebind("SELECT "+goalColumns+" FROM goals WHERE id = ?"+s.eng.forUpdate()), id), &g)
+	err := scanGoal(t.row(ctx, ("SELECT "+goalColumns+" FROM goals WHERE id = ?"+s.eng.forUpdate()), id), &g)
 	return g, notFound(err, errGoalNotFound, "get goal for update")
 }
 
@@ -950,9 +1047,9 @@ func (s *store) BeginLogin(ctx context.Context, name string, now time.Time, wind
 	if err != nil {
 		return "", 0, err
 	}
-	err = s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
+	err = s.write(ctx, func(ctx context.Context, t wtx) error {
 		attempt, wait = "", 0
-		start, failures, err := lockLoginRow(ctx, tx, s.eng, key, nowMS)
+		start, failures, err := lockLoginRow(ctx, t, key, nowMS)
 		if err != nil {
 			return err
 		}
@@ -960,7 +1057,7 @@ func (s *store) BeginLogin(ctx context.Context, name string, now time.Time, wind
 			start, failures = nowMS, 0
 		}
 		var pending int
-		if err := tx.GetContext(ctx, &pending, tx.Rebind("SELECT count(*) FROM login_pending WHERE username_key = ? AND started > ?"),
+		if err := t.get(ctx, &pending, ("SELECT count(*) FROM login_pending WHERE username_key = ? AND started > ?"),
 			key, nowMS-staleAttempt.Milliseconds()); err != nil {
 			return fmt.Errorf("count pending logins: %w", err)
 		}
@@ -971,7 +1068,7 @@ func (s *store) BeginLogin(ctx context.Context, name string, now time.Time, wind
 			}
 			return nil
 		}
-		if _, err := tx.ExecContext(ctx, tx.Rebind("INSERT INTO login_pending (id, username_key, started) VALUES (?, ?, ?)"), id, key, nowMS); err != nil {
+		if _, err := t.exec(ctx, ("INSERT INTO login_pending (id, username_key, started) VALUES (?, ?, ?)"), id, key, nowMS); err != nil {
 			return fmt.Errorf("record a pending login: %w", err)
 		}
 		attempt = id
@@ -982,12 +1079,12 @@ func (s *store) BeginLogin(ctx context.Context, name string, now time.Time, wind
 
 // lockLoginRow reads (creating when missing) and locks the lockout row of
 // key: the start of its window and the failures in it.
-func lockLoginRow(ctx context.Context, tx *sqlx.Tx, eng engine, key string, nowMS int64) (start int64, failures int, err error) {
-	if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO login_failures (username_key, window_start, failures)
+func lockLoginRow(ctx context.Context, t wtx, key string, nowMS int64) (start int64, failures int, err error) {
+	if _, err := t.exec(ctx, (`INSERT INTO login_failures (username_key, window_start, failures)
 		VALUES (?, ?, 0) ON CONFLICT (username_key) DO NOTHING`), key, nowMS); err != nil {
 		return 0, 0, fmt.Errorf("create the lockout row: %w", err)
 	}
-	err = tx.QueryRowxContext(ctx, tx.Rebind("SELECT window_start, failures FROM login_failures WHERE username_key = ?"+eng.forUpdate()), key).Scan(&start, &failures)
+	err = t.row(ctx, ("SELECT window_start, failures FROM login_failures WHERE username_key = ?"+t.eng.forUpdate()), key).Scan(&start, &failures)
 	if err != nil {
 		return 0, 0, fmt.Errorf("read the lockout row: %w", err)
 	}
@@ -1000,11 +1097,11 @@ func lockLoginRow(ctx context.Context, tx *sqlx.Tx, eng engine, key string, nowM
 // only ends the attempt.
 func (s *store) FinishLogin(ctx context.Context, name, attempt string, now time.Time, window time.Duration, success, failed bool) error {
 	key, nowMS := foldKey(name), now.UnixMilli()
-	return s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
-		if _, err := tx.ExecContext(ctx, tx.Rebind("DELETE FROM login_pending WHERE id = ?"), attempt); err != nil {
+	return s.write(ctx, func(ctx context.Context, t wtx) error {
+		if _, err := t.exec(ctx, ("DELETE FROM login_pending WHERE id = ?"), attempt); err != nil {
 			return fmt.Errorf("end a pending login: %w", err)
 		}
-		start, failures, err := lockLoginRow(ctx, tx, s.eng, key, nowMS)
+		start, failures, err := lockLoginRow(ctx, t, key, nowMS)
 		if err != nil {
 			return err
 		}
@@ -1016,7 +1113,7 @@ func (s *store) FinishLogin(ctx context.Context, name, attempt string, now time.
 		case success:
 			failures = 0
 		}
-		_, err = tx.ExecContext(ctx, tx.Rebind("UPDATE login_failures SET window_start = ?, failures = ? WHERE username_key = ?"), start, failures, key)
+		_, err = t.exec(ctx, ("UPDATE login_failures SET window_start = ?, failures = ? WHERE username_key = ?"), start, failures, key)
 		if err != nil {
 			return fmt.Errorf("record a login: %w", err)
 		}
@@ -1031,23 +1128,23 @@ func (s *store) FinishLogin(ctx context.Context, name, attempt string, now time.
 // table without bound.
 func (s *store) SweepLogins(ctx context.Context, now time.Time, window time.Duration, maxEntries int) error {
 	nowMS := now.UnixMilli()
-	return s.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
-		if _, err := tx.ExecContext(ctx, tx.Rebind("DELETE FROM login_pending WHERE started <= ?"), nowMS-staleAttempt.Milliseconds()); err != nil {
+	return s.write(ctx, func(ctx context.Context, t wtx) error {
+		if _, err := t.exec(ctx, ("DELETE FROM login_pending WHERE started <= ?"), nowMS-staleAttempt.Milliseconds()); err != nil {
 			return fmt.Errorf("sweep pending logins: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, tx.Rebind(`DELETE FROM login_failures WHERE (window_start <= ? OR failures = 0)
+		if _, err := t.exec(ctx, (`DELETE FROM login_failures WHERE (window_start <= ? OR failures = 0)
 			AND NOT EXISTS (SELECT 1 FROM login_pending p WHERE p.username_key = login_failures.username_key)`),
 			nowMS-window.Milliseconds()); err != nil {
 			return fmt.Errorf("sweep ended lockouts: %w", err)
 		}
 		var n int
-		if err := tx.GetContext(ctx, &n, "SELECT count(*) FROM login_failures"); err != nil {
+		if err := t.get(ctx, &n, "SELECT count(*) FROM login_failures"); err != nil {
 			return fmt.Errorf("count lockouts: %w", err)
 		}
 		if n <= maxEntries {
 			return nil
 		}
-		_, err := tx.ExecContext(ctx, tx.Rebind(`DELETE FROM login_failures WHERE username_key IN
+		_, err := t.exec(ctx, (`DELETE FROM login_failures WHERE username_key IN
 			(SELECT username_key FROM login_failures ORDER BY window_start LIMIT ?)`), n-maxEntries)
 		if err != nil {
 			return fmt.Errorf("trim lockouts to %d: %w", maxEntries, err)
