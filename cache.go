@@ -6,23 +6,53 @@
 package main
 
 import (
-	"github.com/maypok86/otter/v2"
+	"context"
+	"encoding/binary"
+	"time"
+
+	"github.com/allegro/bigcache/v3"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// defaultCacheMiB bounds the cache (-cache-size): see README's figures.
+// defaultCacheMiB bounds the cache (-cache-size). A user as GET shows it
+// by default takes about 230 bytes here, so 16 MiB hold about 70,000.
 const defaultCacheMiB = 16
 
-// entryOverhead is what an entry costs beyond its bytes: the key, the
-// slice and string headers, and the cache's own node.
-const entryOverhead = 128
-
-// userCache maps a user and what its answer shows to that answer.
+// userCache maps a user and what its answer shows to that answer. The
+// entries live in bigcache's byte queues, which hold no pointers: the
+// garbage collector never scans them, however many there are. When it is
+// full, the oldest entries go first.
 type userCache struct {
 	store        *store
-	entries      *otter.Cache[userCacheKey, cachedUser]
+	entries      *bigcache.BigCache
 	hits, misses prometheus.Counter
 }
+
+// newUserCache returns a cache of maxMiB for the users of st, or nil when
+// st cannot know of every write (several instances on PostgreSQL): a cache
+// there could serve what another instance has changed, so there is none.
+func newUserCache(st *store, maxMiB int, hits, misses prometheus.Counter) *userCache {
+	if !st.SeesEveryWrite() || maxMiB <= 0 {
+		return nil
+	}
+	cfg := bigcache.DefaultConfig(100 * 365 * 24 * time.Hour) // entries never expire by age
+	cfg.CleanWindow = 0
+	cfg.Shards = 64
+	cfg.MaxEntriesInWindow = 64 * 100 // small start: the queues grow to HardMaxCacheSize
+	cfg.MaxEntrySize = 256
+	cfg.HardMaxCacheSize = maxMiB
+	cfg.Hasher = xxhasher{}
+	entries, err := bigcache.New(context.Background(), cfg)
+	if err != nil {
+		panic(err) // only for a configuration that does not make sense
+	}
+	return &userCache{store: st, entries: entries, hits: hits, misses: misses}
+}
+
+// xxhasher is bigcache's key hash: the xxhash the ETags use.
+type xxhasher struct{}
+
+func (xxhasher) Sum64(key string) uint64 { return xxhashString(key) }
 
 // userCacheKey is one representation of one user: its id and the show=
 // it was asked with.
@@ -31,27 +61,21 @@ type userCacheKey struct {
 	show userShow
 }
 
-// cachedUser is one answer, as sent, and the generation it was read at.
+// String is the key as the cache stores it: the id and one byte of flags.
+func (k userCacheKey) String() string {
+	var flags byte
+	for i, on := range []bool{k.show.Email, k.show.FullName, k.show.Goals, k.show.GoalDescription} {
+		if on {
+			flags |= 1 << i
+		}
+	}
+	return k.id + string(rune('a'+flags))
+}
+
+// cachedUser is one answer, as sent.
 type cachedUser struct {
 	body []byte
 	etag string
-	gen  uint64
-}
-
-// newUserCache returns a cache for the users of st, or nil when st cannot
-// know of every write (several instances on PostgreSQL): a cache there
-// could serve what another instance has changed, so there is none.
-func newUserCache(st *store, maxBytes int, hits, misses prometheus.Counter) *userCache {
-	if !st.SeesEveryWrite() || maxBytes <= 0 {
-		return nil
-	}
-	entries := otter.Must(&otter.Options[userCacheKey, cachedUser]{
-		MaximumWeight: uint64(maxBytes),
-		Weigher: func(k userCacheKey, v cachedUser) uint32 {
-			return uint32(len(k.id) + len(v.body) + len(v.etag) + entryOverhead)
-		},
-	})
-	return &userCache{store: st, entries: entries, hits: hits, misses: misses}
 }
 
 // generation is the user's write generation, to note before a read.
@@ -62,25 +86,32 @@ func (c *userCache) generation(id string) uint64 {
 	return c.store.Generation(id)
 }
 
-// get returns the answer held for key, if it is still current.
+// get returns the answer held for key, if it is still current. An entry
+// is: the generation (8 bytes), the ETag's length (1 byte), the ETag, the
+// body.
 func (c *userCache) get(key userCacheKey) (cachedUser, bool) {
 	if c == nil {
 		return cachedUser{}, false
 	}
-	e, ok := c.entries.GetIfPresent(key)
-	if !ok || e.gen != c.store.Generation(key.id) {
+	e, err := c.entries.Get(key.String())
+	if err != nil || len(e) < 9 || binary.LittleEndian.Uint64(e) != c.store.Generation(key.id) || len(e) < 9+int(e[8]) {
 		c.misses.Inc()
 		return cachedUser{}, false
 	}
 	c.hits.Inc()
-	return e, true
+	n := int(e[8])
+	return cachedUser{etag: string(e[9 : 9+n]), body: e[9+n:]}, true
 }
 
 // put keeps an answer read at generation gen. One whose user has been
 // written since is not kept (and would not be served: get checks again).
 func (c *userCache) put(key userCacheKey, body []byte, etag string, gen uint64) {
-	if c == nil || gen != c.store.Generation(key.id) {
+	if c == nil || gen != c.store.Generation(key.id) || len(etag) > 255 {
 		return
 	}
-	c.entries.Set(key, cachedUser{body: append([]byte(nil), body...), etag: etag, gen: gen})
+	e := make([]byte, 9, 9+len(etag)+len(body))
+	binary.LittleEndian.PutUint64(e, gen)
+	e[8] = byte(len(etag))
+	e = append(append(e, etag...), body...)
+	c.entries.Set(key.String(), e) //nolint:errcheck // an entry too large is simply not kept
 }

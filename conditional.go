@@ -49,6 +49,9 @@ func listETag(body []byte, link string) string {
 	return `"` + hex16(d.Sum64()) + `"`
 }
 
+// xxhashString is the xxhash64 of s.
+func xxhashString(s string) uint64 { return xxhash.Sum64String(s) }
+
 // hex16 is v as 16 lowercase hex digits.
 func hex16(v uint64) string {
 	const digits = "0123456789abcdef"
