@@ -394,8 +394,8 @@ func checkExchange(req *http.Request, sent []byte, resp *http.Response, body []b
 	if req.Method == http.MethodHead {
 		return "" // the document describes no HEAD; net/http derives it from GET
 	}
-	if strings.HasPrefix(req.URL.Path, "/admin/") {
-		return "" // the admin page: HTML, CSS and JavaScript, not the JSON API
+	if strings.HasPrefix(req.URL.Path, "/admin/") && resp.StatusCode < 400 {
+		return "" // the admin page's files: HTML, CSS and JavaScript (its errors are JSON as anywhere)
 	}
 	_, router, err := loadAPISpec()
 	if err != nil {
@@ -582,6 +582,8 @@ func TestSpecCheckCatchesWhatTheDocumentForbids(t *testing.T) {
 		{"an accepted body the document refuses", "PATCH", "/api/users/" + id, `{"username":"x"}`, 200, jsonHeaders(), user, "request"},
 		{"a refused body is not judged", "PATCH", "/api/users/" + id, `{"username":"x"}`, 400, jsonHeaders(), `{"errors":{"username":"too short"}}`, ""},
 		{"no such path", "GET", "/nope", "", 404, jsonHeaders(), `{"error":"not found"}`, ""},
+		{"the admin page", "GET", "/admin/", "", 200, http.Header{"Content-Type": {"text/html; charset=utf-8"}}, "<!doctype html>", ""},
+		{"no such admin file", "GET", "/admin/nope", "", 404, http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, "404 page not found", "JSON"},
 		{"no such path, in text", "GET", "/nope", "", 404, http.Header{}, "404 page not found", "JSON"},
 		{"no such method", "DELETE", "/api/users", "", 405, jsonHeaders("Allow", "GET, HEAD, POST"), `{"error":"method not allowed"}`, ""},
 		{"no such method, no Allow", "DELETE", "/api/users", "", 405, jsonHeaders(), `{"error":"method not allowed"}`, "Allow"},
