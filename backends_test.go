@@ -55,6 +55,10 @@ func skipWithout(t testing.TB, part, why string) {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	cleanupFixtures()
+	if testBackend == "sqlite" && wholeSuiteRun() {
+		// Once, on the first engine: the second runs the same tests.
+		code = max(code, checkSpecCoverage())
+	}
 	if testBackend == "sqlite" && !fuzzingOrBenchmarking() {
 		code = max(code, runOnPostgres())
 	}

@@ -105,6 +105,10 @@ func newTestServerAt(t *testing.T, cfg config, db string, logger *slog.Logger, o
 	cfg.db = db
 	api := newServer(cfg, logger, st)
 	srv := httptest.NewServer(api)
+	// Every exchange through the server's client is checked against
+	// openapi.json (openapi_test.go).
+	client := srv.Client()
+	client.Transport = &specCheck{base: client.Transport, owner: t}
 	t.Cleanup(func() {
 		srv.Close()
 		if err := st.Close(); err != nil {
@@ -181,14 +185,24 @@ func (ts *testServer) do(t *testing.T, method, path, body string, headers ...str
 	return ts.send(t, req)
 }
 
-// send sends req and reads the whole response.
+// transport is the HTTP transport under the client's document check, for a
+// test that tunes its connections.
+func (ts *testServer) transport() *http.Transport {
+	return ts.Client().Transport.(*specCheck).base.(*http.Transport)
+}
+
+// send sends req and reads the whole response; a response openapi.json
+// does not allow fails t.
 func (ts *testServer) send(t *testing.T, req *http.Request) response {
 	t.Helper()
-	resp, err := ts.Client().Do(req)
+	resp, err := ts.Client().Do(withTest(req, t))
 	if err != nil {
 		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
 	}
 	defer resp.Body.Close()
+	if rb, ok := resp.Body.(*readBody); ok { // read already, to be checked
+		return response{status: resp.StatusCode, header: resp.Header, body: rb.body}
+	}
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatalf("%s %s: read body: %v", req.Method, req.URL.Path, err)

@@ -28,7 +28,7 @@ func TestMixedLoad(t *testing.T) {
 	var logs syncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	ts := newTestServerLogged(t, testConfig(), logger)
-	ts.Client().Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+	ts.transport().MaxIdleConnsPerHost = 64
 	var (
 		mu      sync.Mutex
 		created = map[string]bool{}
