@@ -868,7 +868,11 @@ async function deleteGoal(id) {
 // ---- Confirmation dialog ---------------------------------------------------
 
 // askToConfirm opens the modal dialog naming what is to be deleted. Cancel
-// (or Escape) does nothing; the focus returns where it was.
+// (or Escape) does nothing; the focus returns where it was. Nothing listens
+// for the dialog's "close" event: the browser fires it late, after a quick
+// Cancel-then-Delete has opened the dialog again, and it would forget the new
+// action. An action left by Escape is harmless: the next askToConfirm
+// replaces it, and Delete cannot be pressed while the dialog is closed.
 function askToConfirm(heading, text, buttonLabel, action) {
   state.confirm = action;
   $("confirm-heading").textContent = heading;
@@ -911,7 +915,6 @@ function init() {
   $("goal-cancel").addEventListener("click", onCancelGoal);
   $("confirm-yes").addEventListener("click", onConfirmYes);
   $("confirm-no").addEventListener("click", onConfirmNo);
-  $("confirm-dialog").addEventListener("close", () => { state.confirm = null; });
   start();
 }
 
