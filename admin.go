@@ -6,7 +6,11 @@ package main
 import (
 	"embed"
 	"io/fs"
+	"log/slog"
 	"net/http"
+	"strings"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 //go:embed admin
@@ -19,19 +23,45 @@ const adminCSP = "default-src 'none'; script-src 'self'; style-src 'self'; conne
 
 // adminHandler serves the embedded admin/ folder under /admin/ with the
 // page's Content-Security-Policy (in place of the API's, which allows
-// nothing). The files are revalidated on every load (no-cache), with the
-// ETag of their content, so a new binary's page is never mixed with an
-// old one's script.
-func adminHandler() http.Handler {
+// nothing). The files are revalidated on every load (no-cache) against an
+// ETag of their content, so a new binary's page is never mixed with an old
+// one's script, and an unchanged page costs a 304. A path that names no
+// file is the API's JSON 404.
+func adminHandler(log *slog.Logger) http.Handler {
 	sub, err := fs.Sub(adminFiles, "admin")
 	if err != nil {
 		panic(err) // the folder is embedded: it is always there
 	}
+	etags := adminETags(sub)
 	files := http.StripPrefix("/admin/", http.FileServerFS(sub))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimPrefix(r.URL.Path, "/admin/")
+		if name == "" {
+			name = "index.html"
+		}
+		etag, ok := etags[name]
+		if !ok {
+			writeError(w, r, log, errRouteNotFound)
+			return
+		}
 		h := w.Header()
 		h.Set("Content-Security-Policy", adminCSP)
 		h.Set("Cache-Control", "no-cache")
+		h.Set("ETag", etag)
 		files.ServeHTTP(w, r)
 	})
+}
+
+// adminETags is the ETag of each file of the page: a hash of its bytes.
+func adminETags(files fs.FS) map[string]string {
+	etags := map[string]string{}
+	fs.WalkDir(files, ".", func(path string, d fs.DirEntry, err error) error { //nolint:errcheck // an embedded tree
+		if err == nil && !d.IsDir() {
+			if b, err := fs.ReadFile(files, path); err == nil {
+				etags[path] = `"` + hex16(xxhash.Sum64(b)) + `"`
+			}
+		}
+		return nil
+	})
+	return etags
 }

@@ -28,6 +28,11 @@ func TestAdminPageIsServedWithItsOwnPolicy(t *testing.T) {
 	if !strings.Contains(string(page.body), `<script type="module" src="app.js">`) || strings.Contains(string(page.body), "<script>") {
 		t.Fatalf("the page loads no script of its own, or an inline one:\n%s", page.body)
 	}
+	tag := page.header.Get("ETag")
+	if r := ts.do(t, "GET", "/admin/", "", "If-None-Match", tag); tag == "" || r.status != 304 {
+		t.Fatalf("/admin/ with If-None-Match %q: %d, want 304", tag, r.status)
+	}
+	expect(t, "a file the page does not have", ts.do(t, "GET", "/admin/nope.js", ""), 404)
 	cfg := testConfig()
 	cfg.admin = false
 	off := newTestServerWith(t, cfg)

@@ -7,7 +7,6 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,7 +78,7 @@ func checkUser(t *testing.T, l *ackLedger, how, id string, u map[string]any, n n
 
 func TestCachedReadsAreNeverStale(t *testing.T) {
 	ts := newTestServer(t)
-	ts.Client().Transport.(*http.Transport).MaxIdleConnsPerHost = 32
+	ts.transport().MaxIdleConnsPerHost = 32
 	l := &ackLedger{seq: map[string]int{}, goals: map[string]int{}, gone: map[string]bool{}, deleting: map[string]bool{}}
 	var ids []string
 	for i := 0; i < 16; i++ {

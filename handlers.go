@@ -70,7 +70,7 @@ func (s *server) addRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /metrics", s.metrics.handler())
 	mux.HandleFunc("GET /openapi.json", handleOpenAPI)
 	if s.cfg.admin {
-		mux.Handle("GET /admin/", adminHandler())
+		mux.Handle("GET /admin/", adminHandler(s.log))
 	}
 	mux.HandleFunc("GET /api/users", s.handleListUsers)
 	mux.HandleFunc("POST /api/users", s.handleCreateUser)

@@ -100,6 +100,7 @@ type store struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	closed    atomic.Bool
 }
 
 // changeStripes is how many generation counters the users share: a write
@@ -206,7 +207,10 @@ func backupDatabase(ctx context.Context, db, dst string) error {
 // Close finishes the writes under way and closes the database. It is safe
 // to call more than once.
 func (s *store) Close() error {
-	s.closeOnce.Do(func() { s.closeErr = s.eng.close() })
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.closeErr = s.eng.close()
+	})
 	return s.closeErr
 }
 
@@ -235,6 +239,9 @@ func cmpErr(err, def error) error {
 // what fails. A write whose rows kept changing under it through every try
 // is answered as unavailable: retrying later can succeed.
 func (s *store) write(ctx context.Context, fn func(ctx context.Context, t wtx) error) error {
+	if s.closed.Load() {
+		return unavailable(errStoreClosed)
+	}
 	err := s.eng.classify(s.eng.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		return fn(ctx, wtx{tx: tx, eng: s.eng})
 	}))
@@ -257,6 +264,9 @@ type rowsIter interface {
 func (s *store) queryRead(ctx context.Context, prepared bool, query string, args ...any) (rowsIter, error) {
 	if s.onQuery != nil {
 		s.onQuery()
+	}
+	if s.closed.Load() {
+		return nil, unavailable(errStoreClosed)
 	}
 	rows, err := s.eng.query(ctx, query, prepared, args...)
 	return rows, s.eng.classify(err)
