@@ -55,9 +55,8 @@ func newServer(cfg config, logger *slog.Logger, st *store) *server {
 	h = withClientLimits(s.limits, logger, h)
 	h = withAllowedHosts(cfg.token, cfg.allowedHosts, logger, h)
 	h = withObservability(s.metrics, logger, h)
-	h = withClient(cfg.trustProxy, h)
 	h = withSecurityHeaders(h)
-	s.handler = withRequestID(h)
+	s.handler = withRequestInfo(cfg.trustProxy, h)
 	return s
 }
 

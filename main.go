@@ -278,7 +278,7 @@ func newLogger(cfg config, w io.Writer) (*slog.Logger, io.Closer) {
 	if cfg.logFormat == "json" {
 		h = slog.NewJSONHandler(buf, opts)
 	}
-	return slog.New(flushingHandler{h, buf}), buf
+	return slog.New(flushingHandler{Handler: h, buf: buf, direct: true, json: cfg.logFormat == "json"}), buf
 }
 
 // run is the whole program: parse, then serve or run a subcommand. It

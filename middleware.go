@@ -15,21 +15,30 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync/atomic"
 )
 
-// ctxKey keys the values middleware puts in a request's context.
+// ctxKey keys what middleware puts in a request's context.
 type ctxKey int
 
-const (
-	requestIDKey ctxKey = iota
-	clientKey
-)
+const requestInfoKey ctxKey = iota
+
+// requestInfo is what the middleware learns of a request before it is
+// handled: its id and its client. It is one value in the context, so a
+// request is copied once to carry it.
+type requestInfo struct {
+	id     string
+	client client
+}
+
+// infoOf returns what the middleware learnt of the request ctx belongs to.
+func infoOf(ctx context.Context) requestInfo {
+	info, _ := ctx.Value(requestInfoKey).(requestInfo)
+	return info
+}
 
 // requestID returns the id of the request ctx belongs to, or "".
-func requestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey).(string)
-	return id
-}
+func requestID(ctx context.Context) string { return infoOf(ctx).id }
 
 // saneRequestID reports whether a client's X-Request-ID may be reused: 1 to
 // 128 characters of A-Z a-z 0-9 - _ . (nothing that could forge a log line).
@@ -46,23 +55,44 @@ func saneRequestID(id string) bool {
 	return true
 }
 
-// newRequestID returns 16 random bytes in hex.
+// Request ids are 8 random bytes chosen at start, then a counter, in hex.
+// They are unique, which is all an id needs to be (they are not secrets),
+// and cost no call to the system's random source.
+var (
+	requestIDPrefix = func() (p [16]byte) {
+		var b [8]byte
+		rand.Read(b[:]) //nolint:errcheck // crypto/rand.Read never fails
+		hex.Encode(p[:], b[:])
+		return p
+	}()
+	requestIDCount atomic.Uint64
+)
+
+// newRequestID returns a new request id: 32 hex digits.
 func newRequestID() string {
-	var b [16]byte
-	rand.Read(b[:]) //nolint:errcheck // crypto/rand.Read never fails
-	return hex.EncodeToString(b[:])
+	var b [32]byte
+	copy(b[:16], requestIDPrefix[:])
+	v := requestIDCount.Add(1)
+	for i := 31; i >= 16; i-- {
+		b[i] = hexDigits[v&0xf]
+		v >>= 4
+	}
+	return string(b[:])
 }
 
-// withRequestID sets X-Request-ID on the response (the client's when sane)
-// and puts it in the request's context for log lines.
-func withRequestID(next http.Handler) http.Handler {
+// withRequestInfo works out the request's id (the client's X-Request-ID
+// when sane, else a new one, set on the response) and its client (see
+// clientAddr), once, for the limits and the log lines.
+func withRequestInfo(trusted trustedProxies, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("X-Request-ID")
 		if !saneRequestID(id) {
 			id = newRequestID()
 		}
-		w.Header().Set("X-Request-ID", id)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey, id)))
+		w.Header()["X-Request-Id"] = []string{id}
+		ip := clientAddr(r, trusted)
+		info := requestInfo{id: id, client: client{addr: ip.String(), key: limitKey(ip)}}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestInfoKey, info)))
 	})
 }
 
@@ -102,11 +132,9 @@ type client struct {
 	key  string
 }
 
-// clientOf returns the client a request came from (set by withClient).
-func clientOf(ctx context.Context) client {
-	c, _ := ctx.Value(clientKey).(client)
-	return c
-}
+// clientOf returns the client a request came from (set by
+// withRequestInfo).
+func clientOf(ctx context.Context) client { return infoOf(ctx).client }
 
 // trustedProxies are the networks of the proxies in front of usersvc
 // (-trust-proxy); only a peer in them may name the client in
@@ -195,16 +223,6 @@ func limitKey(ip netip.Addr) string {
 		return netip.PrefixFrom(ip, 64).Masked().String()
 	}
 	return ip.String()
-}
-
-// withClient works out who sent the request (see clientAddr) once, for the
-// limits and the access log.
-func withClient(trusted trustedProxies, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ip := clientAddr(r, trusted)
-		c := client{addr: ip.String(), key: limitKey(ip)}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientKey, c)))
-	})
 }
 
 // ---- Host ----

@@ -1,15 +1,12 @@
-// observe.go: what an operator sees: Prometheus metrics and one access log
-// line per request.
+// observe.go: what an operator sees: Prometheus metrics, and the
+// middleware that counts, times and logs every request (accesslog.go
+// writes its line).
 package main
 
 import (
-	"bufio"
-	"context"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -99,9 +96,6 @@ func methodLabel(method string) string {
 	return "OTHER"
 }
 
-// accessLogMessage is the message of every access log line.
-const accessLogMessage = "request"
-
 // withObservability counts, times and logs every request: one access log
 // line with method, route, status, bytes, duration, client address and
 // request id. Bodies, passwords and tokens are never logged.
@@ -121,101 +115,9 @@ func withObservability(m *metrics, log *slog.Logger, next http.Handler) http.Han
 		method := methodLabel(r.Method)
 		m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
 		m.duration.WithLabelValues(method, route).Observe(elapsed.Seconds())
-		log.LogAttrs(r.Context(), slog.LevelInfo, accessLogMessage,
-			slog.String("method", r.Method),
-			slog.String("route", route),
-			slog.Int("status", status),
-			slog.Int("bytes", sw.bytes),
-			slog.Duration("duration", elapsed),
-			slog.String("client", clientOf(r.Context()).addr),
-			slog.String("request_id", requestID(r.Context())),
-		)
+		logAccess(r.Context(), log, accessLine{
+			time: start.Add(elapsed), method: r.Method, route: route, status: status, bytes: sw.bytes,
+			duration: elapsed, client: clientOf(r.Context()).addr, requestID: requestID(r.Context()),
+		})
 	})
-}
-
-// ---- the log's buffer ----
-
-// logFlushEvery is how often buffered log lines reach their file at the
-// latest (as nginx's access_log buffer=… flush=…).
-const logFlushEvery = time.Second
-
-// logBufferSize is how much of the log is held before it is written.
-const logBufferSize = 64 << 10
-
-// bufferedLog holds log lines and writes them in batches, so a busy
-// server makes one write syscall a second (or a full buffer), not one a
-// request. Lines that matter at once (anything but an access line, and
-// anything at warning level or above) are written at once, in order, by
-// flushingHandler.
-type bufferedLog struct {
-	mu   sync.Mutex
-	w    *bufio.Writer
-	stop chan struct{}
-	done chan struct{}
-}
-
-// newBufferedLog buffers writes to w and flushes them every
-// logFlushEvery until Close.
-func newBufferedLog(w io.Writer) *bufferedLog {
-	b := &bufferedLog{w: bufio.NewWriterSize(w, logBufferSize), stop: make(chan struct{}), done: make(chan struct{})}
-	go b.flushEvery(logFlushEvery)
-	return b
-}
-
-func (b *bufferedLog) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.w.Write(p)
-}
-
-// Flush writes out what is held.
-func (b *bufferedLog) Flush() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.w.Flush()
-}
-
-func (b *bufferedLog) flushEvery(d time.Duration) {
-	defer close(b.done)
-	tick := time.NewTicker(d)
-	defer tick.Stop()
-	for {
-		select {
-		case <-tick.C:
-			b.Flush() //nolint:errcheck // nowhere to report a log that cannot be written
-		case <-b.stop:
-			return
-		}
-	}
-}
-
-// Close stops the flushing and writes out the rest.
-func (b *bufferedLog) Close() error {
-	close(b.stop)
-	<-b.done
-	return b.Flush()
-}
-
-// flushingHandler writes a record through next into the buffer, and
-// flushes the buffer after a record that should not wait: any but an
-// access line, or at warning level and above.
-type flushingHandler struct {
-	slog.Handler
-	buf *bufferedLog
-}
-
-func (h flushingHandler) Handle(ctx context.Context, r slog.Record) error {
-	err := h.Handler.Handle(ctx, r)
-	if r.Level >= slog.LevelWarn || r.Message != accessLogMessage {
-		h.buf.Flush() //nolint:errcheck // as in flushEvery
-	}
-	return err
-}
-
-func (h flushingHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return flushingHandler{h.Handler.WithAttrs(attrs), h.buf}
-}
-
-func (h flushingHandler) WithGroup(name string) slog.Handler {
-	return flushingHandler{h.Handler.WithGroup(name), h.buf}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -325,5 +326,51 @@ func TestEveryAccessLineReachesTheFileByShutdown(t *testing.T) {
 	}
 	if !strings.Contains(string(b), "msg=stopped") {
 		t.Fatal("the stop line is missing")
+	}
+}
+
+func TestAccessLineIsWhatSlogWouldWrite(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	routes := []string{"GET /api/users/{id}", "unmatched", "PATCH /api/users/by-username/{username}", "GET /healthz"}
+	clients := []string{"127.0.0.1", "2001:db8::1", "198.51.100.7", "::1"}
+	for i := 0; i < 2000; i++ {
+		a := accessLine{
+			time:      time.Unix(1_790_000_000+int64(rng.IntN(1e6)), int64(rng.IntN(1e9))).In([]*time.Location{time.UTC, time.FixedZone("X", 5*3600)}[i%2]),
+			method:    []string{"GET", "PATCH", "OTHER-METHOD"}[i%3],
+			route:     routes[rng.IntN(len(routes))],
+			status:    []int{200, 304, 404, 503}[i%4],
+			bytes:     rng.IntN(1 << 22),
+			duration:  time.Duration(rng.Int64N(int64(90 * time.Second))),
+			client:    clients[rng.IntN(len(clients))],
+			requestID: fmt.Sprintf("%032x", rng.Uint64()),
+		}
+		if !a.plain() {
+			t.Fatalf("line %d is not plain: %+v", i, a)
+		}
+		for _, json := range []bool{false, true} {
+			var want bytes.Buffer
+			var h slog.Handler = slog.NewTextHandler(&want, nil)
+			got := a.appendText(nil)
+			if json {
+				h, got = slog.NewJSONHandler(&want, nil), a.appendJSON(nil)
+			}
+			r := slog.NewRecord(a.time, slog.LevelInfo, accessLogMessage, 0)
+			r.AddAttrs(slog.String("method", a.method), slog.String("route", a.route), slog.Int("status", a.status),
+				slog.Int("bytes", a.bytes), slog.Duration("duration", a.duration), slog.String("client", a.client),
+				slog.String("request_id", a.requestID))
+			if err := h.Handle(context.Background(), r); err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != want.String() {
+				t.Fatalf("json=%v:\n got %s\nwant %s", json, got, want.String())
+			}
+		}
+	}
+	// A line that is not plain (a request id a client sent, say, or an odd
+	// method) goes through slog itself.
+	for _, a := range []accessLine{{method: "G=T", route: "unmatched", client: "x", requestID: "y"}, {method: "GET", route: "a  b", client: "x", requestID: "y"}, {method: "GET", route: "unmatched", client: "", requestID: "y"}} {
+		if a.plain() {
+			t.Fatalf("%+v is not plain", a)
+		}
 	}
 }
