@@ -37,7 +37,7 @@ func main() {
 // by bench/run). GOGC and GOMEMLIMIT in the environment win.
 const (
 	gcPercent     = 400
-	heapAllowance = 24 << 20
+	heapAllowance = 20 << 20
 )
 
 // tuneGC applies gcPercent and a memory limit of heapAllowance plus the
