@@ -169,7 +169,9 @@ func (s *server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 	users = users[:min(len(users), pg.Limit)]
 	embed := s.goalEmbedder(r.Context(), users, show)
 	defer embed.stop()
-	body, kept, err := renderPage(len(users), func(b []byte, i int) ([]byte, error) {
+	buf := getBuffer()
+	defer putBuffer(buf)
+	body, kept, err := renderPage(buf, len(users), func(b []byte, i int) ([]byte, error) {
 		goals, err := embed.goalsOf(users[i].ID)
 		return appendUser(b, &users[i], show, goals), err
 	})
@@ -680,7 +682,9 @@ func (s *server) listGoals(w http.ResponseWriter, r *http.Request, userID *strin
 			return
 		}
 	}
-	body, kept, _ := renderPage(len(goals), func(b []byte, i int) ([]byte, error) {
+	buf := getBuffer()
+	defer putBuffer(buf)
+	body, kept, _ := renderPage(buf, len(goals), func(b []byte, i int) ([]byte, error) {
 		var owner *User
 		if u, ok := owners[goals[i].UserID]; ok {
 			owner = &u
@@ -882,9 +886,11 @@ func parseLimit(s string) (int, error) {
 // appendItem, stopping before an item that would take the body past
 // maxPageBytes (a page always holds at least one item). It returns the
 // body and how many items it holds.
-func renderPage(n int, appendItem func(b []byte, i int) ([]byte, error)) ([]byte, int, error) {
-	b := make([]byte, 0, 1024)
-	b = append(b, '[')
+// The body is rendered into buf (a pooled buffer, which keeps its size
+// from page to page).
+func renderPage(buf *[]byte, n int, appendItem func(b []byte, i int) ([]byte, error)) ([]byte, int, error) {
+	b := append((*buf)[:0], '[')
+	defer func() { *buf = b }()
 	for i := 0; i < n; i++ {
 		mark := len(b)
 		if i > 0 {

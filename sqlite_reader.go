@@ -333,7 +333,7 @@ func (rs *readRows) text(col int32) string {
 		// A new chunk, twice the last (a single row needs one small one, a
 		// page of 100 a handful); strings already handed out keep the old
 		// one alive.
-		rs.arena = make([]byte, 0, max(256, 2*cap(rs.arena), 2*n))
+		rs.arena = make([]byte, 0, max(512, 2*cap(rs.arena), 2*n))
 	}
 	start := len(rs.arena)
 	rs.arena = append(rs.arena, unsafe.Slice((*byte)(cPointer(p)), n)...)
