@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/binary"
 	"time"
+	"unsafe"
 
 	"github.com/allegro/bigcache/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,15 +62,16 @@ type userCacheKey struct {
 	show userShow
 }
 
-// String is the key as the cache stores it: the id and one byte of flags.
-func (k userCacheKey) String() string {
-	var flags byte
-	for i, on := range []bool{k.show.Email, k.show.FullName, k.show.Goals, k.show.GoalDescription} {
+// appendTo writes the key as the cache stores it: the id and one byte of
+// flags.
+func (k userCacheKey) appendTo(b []byte) []byte {
+	flags := byte('a')
+	for i, on := range [...]bool{k.show.Email, k.show.FullName, k.show.Goals, k.show.GoalDescription} {
 		if on {
 			flags |= 1 << i
 		}
 	}
-	return k.id + string(rune('a'+flags))
+	return append(append(b, k.id...), flags)
 }
 
 // cachedUser is one answer, as sent.
@@ -93,14 +95,18 @@ func (c *userCache) get(key userCacheKey) (cachedUser, bool) {
 	if c == nil {
 		return cachedUser{}, false
 	}
-	e, err := c.entries.Get(key.String())
-	if err != nil || len(e) < 9 || binary.LittleEndian.Uint64(e) != c.store.Generation(key.id) || len(e) < 9+int(e[8]) {
+	var kb [64]byte
+	k := key.appendTo(kb[:0])
+	// bigcache reads the key and keeps none of it; the entry it returns is
+	// a copy of our own, so the ETag may share its bytes.
+	e, err := c.entries.Get(unsafe.String(unsafe.SliceData(k), len(k)))
+	if err != nil || len(e) < 9 || e[8] == 0 || binary.LittleEndian.Uint64(e) != c.store.Generation(key.id) || len(e) < 9+int(e[8]) {
 		c.misses.Inc()
 		return cachedUser{}, false
 	}
 	c.hits.Inc()
 	n := int(e[8])
-	return cachedUser{etag: string(e[9 : 9+n]), body: e[9+n:]}, true
+	return cachedUser{etag: unsafe.String(&e[9], n), body: e[9+n:]}, true
 }
 
 // put keeps an answer read at generation gen. One whose user has been
@@ -113,5 +119,5 @@ func (c *userCache) put(key userCacheKey, body []byte, etag string, gen uint64) 
 	binary.LittleEndian.PutUint64(e, gen)
 	e[8] = byte(len(etag))
 	e = append(append(e, etag...), body...)
-	c.entries.Set(key.String(), e) //nolint:errcheck // an entry too large is simply not kept
+	c.entries.Set(string(key.appendTo(nil)), e) //nolint:errcheck // an entry too large is simply not kept
 }

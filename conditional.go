@@ -155,7 +155,7 @@ func anyTagMatches(tags []string, prefix string, weak bool) bool {
 // writeCacheable writes body with its ETag; a GET or HEAD whose
 // If-None-Match names it gets 304 with the ETag and no body.
 func writeCacheable(w http.ResponseWriter, r *http.Request, status int, body []byte, etag string) {
-	w.Header().Set("ETag", etag)
+	w.Header()["Etag"] = []string{etag} // the canonical form of ETag, set without canonicalizing
 	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && noneMatch(r, etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return

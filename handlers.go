@@ -130,7 +130,7 @@ func (s *server) handleUserSubpath(w http.ResponseWriter, r *http.Request) {
 // userRoute reads ?show= and the {id} of a user route; a malformed id is
 // a 404, like an unknown one.
 func userRoute(r *http.Request) (string, userShow, error) {
-	show, err := parseUserShow(r.URL.Query()["show"])
+	show, err := parseUserShow(showValues(r))
 	if err != nil {
 		return "", show, err
 	}
@@ -139,6 +139,15 @@ func userRoute(r *http.Request) (string, userShow, error) {
 		return "", show, errUserNotFound
 	}
 	return id, show, nil
+}
+
+// showValues are the request's ?show= values; a request without a query
+// string (most reads of one resource) costs no parsing.
+func showValues(r *http.Request) []string {
+	if r.URL.RawQuery == "" {
+		return nil
+	}
+	return r.URL.Query()["show"]
 }
 
 // handleListUsers serves GET /api/users: a page of users in id order,
@@ -604,7 +613,7 @@ func readUserInput(w http.ResponseWriter, r *http.Request, creating bool) (userI
 // goalRoute reads ?show= and the {id} of a goal route; a malformed id is
 // a 404, like an unknown one.
 func goalRoute(r *http.Request) (string, goalShow, error) {
-	show, err := parseGoalShow(r.URL.Query()["show"])
+	show, err := parseGoalShow(showValues(r))
 	if err != nil {
 		return "", show, err
 	}

@@ -410,9 +410,18 @@ func emailKeyString(email *string) string {
 // parseID accepts only the canonical lowercase text of a UUID, so one
 // resource has one URL.
 func parseID(s string) (string, bool) {
-	u, err := uuid.Parse(s)
-	if err != nil || u.String() != s {
+	if len(s) != 36 {
 		return "", false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if c != '-' {
+				return "", false
+			}
+		case !('0' <= c && c <= '9' || 'a' <= c && c <= 'f'):
+			return "", false
+		}
 	}
 	return s, true
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,11 +26,15 @@ type metrics struct {
 	hashesRefused  prometheus.Counter
 	cacheHits      prometheus.Counter
 	cacheMisses    prometheus.Counter
+
+	mu      sync.RWMutex
+	byRoute map[routeKey]routeMetrics
 }
 
 // newMetrics registers the HTTP, database pool and Go runtime collectors.
 func newMetrics(st *store) *metrics {
 	m := &metrics{
+		byRoute:  map[routeKey]routeMetrics{},
 		registry: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "http_requests_total",
@@ -69,6 +74,38 @@ func newMetrics(st *store) *metrics {
 		m.registry.MustRegister(collectors.NewDBStatsCollector(db, name))
 	}
 	return m
+}
+
+// routeMetrics are the counters of one method, route and status, looked
+// up once: finding a labelled child hashes its labels every time.
+type routeMetrics struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+// routeKey names a routeMetrics.
+type routeKey struct {
+	method, route string
+	status        int
+}
+
+// count records one answer of method on route with status, that took d.
+func (m *metrics) count(method, route string, status int, d time.Duration) {
+	k := routeKey{method, route, status}
+	m.mu.RLock()
+	rm, ok := m.byRoute[k]
+	m.mu.RUnlock()
+	if !ok {
+		rm = routeMetrics{
+			requests: m.requests.WithLabelValues(method, route, strconv.Itoa(status)),
+			duration: m.duration.WithLabelValues(method, route),
+		}
+		m.mu.Lock()
+		m.byRoute[k] = rm // bounded: routes and methods are labels already bounded
+		m.mu.Unlock()
+	}
+	rm.requests.Inc()
+	rm.duration.Observe(d.Seconds())
 }
 
 // handler serves GET /metrics in the Prometheus text format.
@@ -113,8 +150,7 @@ func withObservability(m *metrics, log *slog.Logger, next http.Handler) http.Han
 		}
 		route := routeLabel(r)
 		method := methodLabel(r.Method)
-		m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
-		m.duration.WithLabelValues(method, route).Observe(elapsed.Seconds())
+		m.count(method, route, status, elapsed)
 		logAccess(r.Context(), log, accessLine{
 			time: start.Add(elapsed), method: r.Method, route: route, status: status, bytes: sw.bytes,
 			duration: elapsed, client: clientOf(r.Context()).addr, requestID: requestID(r.Context()),
