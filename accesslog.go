@@ -96,7 +96,35 @@ func isPlain(s string) bool {
 // route, which is a pattern such as "GET /api/users/{id}": plain apart
 // from the space after the method (text quotes it, as slog does).
 func (a accessLine) plain() bool {
-	return isPlain(a.method) && isPlain(a.client) && isPlain(a.requestID) && plainRoute(a.route)
+	_, ok := routeText(a.route)
+	return ok && isPlain(a.method) && isPlain(a.client) && isPlain(a.requestID)
+}
+
+// routeTexts holds each route as the text format writes it (quoted when
+// it has a space) and whether it is plain. Routes are the mux's patterns
+// and "unmatched": a few, computed once each.
+var routeTexts sync.Map // string → routeTextEntry
+
+type routeTextEntry struct {
+	text  string
+	plain bool
+}
+
+// routeText is route as the text format writes it, and whether it is
+// plain (see plainRoute).
+func routeText(route string) (string, bool) {
+	if e, ok := routeTexts.Load(route); ok {
+		e := e.(routeTextEntry)
+		return e.text, e.plain
+	}
+	e := routeTextEntry{text: route, plain: plainRoute(route)}
+	if len(splitSpaces(route)) > 1 {
+		e.text = strconv.Quote(route)
+	}
+	if e.plain { // only plain routes are kept: the mux's, not made-up ones
+		routeTexts.Store(route, e)
+	}
+	return e.text, e.plain
 }
 
 // plainRoute reports whether a route is plain words separated by single
@@ -135,11 +163,8 @@ func (a accessLine) appendText(b []byte) []byte {
 	b = append(b, " method="...)
 	b = append(b, a.method...)
 	b = append(b, " route="...)
-	if len(splitSpaces(a.route)) > 1 {
-		b = strconv.AppendQuote(b, a.route)
-	} else {
-		b = append(b, a.route...)
-	}
+	text, _ := routeText(a.route)
+	b = append(b, text...)
 	b = append(b, " status="...)
 	b = strconv.AppendInt(b, int64(a.status), 10)
 	b = append(b, " bytes="...)
