@@ -16,8 +16,8 @@ import (
 )
 
 // defaultCacheMiB bounds the cache (-cache-size). A user as GET shows it
-// by default takes about 230 bytes here, so 24 MiB hold about 100,000.
-const defaultCacheMiB = 24
+// by default takes about 230 bytes here, so 20 MiB hold about 90,000.
+const defaultCacheMiB = 20
 
 // userCache maps a user and what its answer shows to that answer. The
 // entries live in bigcache's byte queues, which hold no pointers: the

@@ -103,10 +103,11 @@ type store struct {
 	closed    atomic.Bool
 }
 
-// changeStripes is how many generation counters the users share: a write
+// changeStripes is how many generation counters the users share (1 MiB of
+// them, so 100,000 users busy at once rarely share one): a write
 // to one user also moves the counter of the others in its stripe, which
 // costs a cache miss, never a stale answer.
-const changeStripes = 1 << 14
+const changeStripes = 1 << 17
 
 // Generation is a number that moves whenever a write to the user with id
 // (or to one of its goals) is done, before the writer is answered. A
