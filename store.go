@@ -615,10 +615,18 @@ func (s *store) setUserFields(ctx context.Context, id string, in *userInput) (Us
 	}
 	query := "UPDATE users SET " + set.String() + "version = version + 1, modified_at = ? WHERE id = ? RETURNING " + userColumns
 	var out User
+	update := func(ctx context.Context, t wtx) error {
+		return scanUser(t.row(ctx, query, append(args, formatTime(s.now()), id)...), &out)
+	}
 	err := s.write(ctx, func(ctx context.Context, t wtx) error {
-		err := t.savepoint(ctx, "set_user", func() error {
-			return scanUser(t.row(ctx, query, append(args, formatTime(s.now()), id)...), &out)
-		})
+		var err error
+		if in.Username.Set || in.Email.Set {
+			// A unique index may refuse it: look up which after it, under a
+			// savepoint where a failed statement aborts the transaction.
+			err = t.savepoint(ctx, "set_user", func() error { return update(ctx, t) })
+		} else {
+			err = update(ctx, t)
+		}
 		if s.eng.isUniqueViolation(err) {
 			u := User{ID: id}
 			in.apply(&u)
