@@ -8,6 +8,8 @@ package main
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
+	"log/slog"
 	"time"
 	"unsafe"
 
@@ -32,7 +34,7 @@ type userCache struct {
 // newUserCache returns a cache of maxMiB for the users of st, or nil when
 // st cannot know of every write (several instances on PostgreSQL): a cache
 // there could serve what another instance has changed, so there is none.
-func newUserCache(st *store, maxMiB int, hits, misses prometheus.Counter) *userCache {
+func newUserCache(st *store, maxMiB int, hits, misses prometheus.Counter, log *slog.Logger) *userCache {
 	if !st.SeesEveryWrite() || maxMiB <= 0 {
 		return nil
 	}
@@ -43,11 +45,21 @@ func newUserCache(st *store, maxMiB int, hits, misses prometheus.Counter) *userC
 	cfg.MaxEntrySize = 256
 	cfg.HardMaxCacheSize = maxMiB
 	cfg.Hasher = xxhasher{}
+	cfg.Verbose = false // it would print each queue it grows with the log package
+	cfg.Logger = cacheLogger{log}
 	entries, err := bigcache.New(context.Background(), cfg)
 	if err != nil {
 		panic(err) // only for a configuration that does not make sense
 	}
 	return &userCache{store: st, entries: entries, hits: hits, misses: misses}
+}
+
+// cacheLogger takes what bigcache has to say (a hash collision) into the
+// server's log, at debug level.
+type cacheLogger struct{ log *slog.Logger }
+
+func (l cacheLogger) Printf(format string, v ...any) {
+	l.log.Debug("read cache: " + fmt.Sprintf(format, v...))
 }
 
 // xxhasher is bigcache's key hash: the xxhash the ETags use.
@@ -65,7 +77,7 @@ type userCacheKey struct {
 // appendTo writes the key as the cache stores it: the id and one byte of
 // flags.
 func (k userCacheKey) appendTo(b []byte) []byte {
-	flags := byte('a')
+	flags := byte('@') // 0x40: the four low bits are free for the flags
 	for i, on := range [...]bool{k.show.Email, k.show.FullName, k.show.Goals, k.show.GoalDescription} {
 		if on {
 			flags |= 1 << i

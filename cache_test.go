@@ -190,3 +190,25 @@ func TestCacheIsOffWhereOtherInstancesWrite(t *testing.T) {
 		t.Fatalf("cache on = %v on %s; want it on SQLite only", got, testBackend)
 	}
 }
+
+func TestCacheKeepsEachShowApart(t *testing.T) {
+	ts := newTestServer(t)
+	id := ts.mustCreateUser(t, "zoe", `,"email":"zoe@example.com","full_name":"Zoe Z"`)["id"].(string)
+	shows := []string{"", "email", "full_name", "email,full_name", "goals", "email,goals", "goals.description", "full_name,goals.description"}
+	for round := 0; round < 2; round++ { // the second round answers from the cache
+		for _, show := range shows {
+			path := "/api/users/" + id
+			if show != "" {
+				path += "?show=" + show
+			}
+			u := ts.do(t, "GET", path, "").json(t)["user"].(map[string]any)
+			_, hasEmail := u["email"]
+			_, hasName := u["full_name"]
+			_, hasGoals := u["goals"]
+			want := map[string]bool{"email": strings.Contains(show, "email"), "full_name": strings.Contains(show, "full_name"), "goals": strings.Contains(show, "goals")}
+			if hasEmail != want["email"] || hasName != want["full_name"] || hasGoals != want["goals"] {
+				t.Fatalf("round %d, show=%q: got %v", round, show, u)
+			}
+		}
+	}
+}

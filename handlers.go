@@ -44,7 +44,7 @@ func newServer(cfg config, logger *slog.Logger, st *store) *server {
 		hasher:  newPasswordHasher(cfg.password, m.passwordHashes, m.hashesRefused),
 		limits:  newClientLimits(now, cfg.rateLimit, cfg.rateBurst, cfg.max404),
 		lockout: newLoginLockout(st, now, cfg.maxLoginFailures, logger),
-		cache:   newUserCache(st, cfg.cacheMiB, m.cacheHits, m.cacheMisses),
+		cache:   newUserCache(st, cfg.cacheMiB, m.cacheHits, m.cacheMisses, logger),
 	}
 	go s.hasher.warmUp(context.Background())
 	mux := http.NewServeMux()
