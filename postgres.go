@@ -46,11 +46,12 @@ const connectTimeout = 3 * time.Second
 // openPostgres connects to the database at rawURL with a pool of
 // opts.maxConns connections, each with a statement timeout.
 func openPostgres(ctx context.Context, rawURL string, opts storeOptions) (*postgresEngine, error) {
-	redacted := redactURL(rawURL)
 	cfg, err := pgx.ParseConfig(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("database URL %s does not parse: %s", redacted, scrubPassword(err.Error(), rawURL))
+		// pgx's message may quote the URL: say only that it does not parse.
+		return nil, errors.New("the database URL does not parse (postgres://user:password@host:port/database)")
 	}
+	redacted := describeConfig(cfg)
 	if cfg.ConnectTimeout == 0 || cfg.ConnectTimeout > connectTimeout {
 		cfg.ConnectTimeout = connectTimeout
 	}
@@ -66,33 +67,38 @@ func openPostgres(ctx context.Context, rawURL string, opts storeOptions) (*postg
 	defer cancel()
 	if err := db.PingContext(pingCtx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("database %s: %s", redacted, scrubPassword(err.Error(), rawURL))
+		return nil, fmt.Errorf("database %s: %s", redacted, scrubPassword(err.Error(), cfg.Password))
 	}
 	return e, nil
 }
 
-// redactURL is a database URL with its password replaced, for anything a
-// person or a log may read.
+// redactURL is a database URL fit for anything a person or a log may
+// read: who, where and which database, never the password (wherever the
+// URL carries it: in the user part, or as ?password=), nor any other
+// parameter. It is built from what pgx makes of the URL, so a URL that
+// net/url reads differently (a password holding '#' or '?') cannot slip
+// through.
 func redactURL(raw string) string {
-	u, err := url.Parse(raw)
+	cfg, err := pgx.ParseConfig(raw)
 	if err != nil {
 		return "postgres://(a URL that does not parse)"
 	}
-	return u.Redacted()
+	return describeConfig(cfg)
 }
 
-// scrubPassword removes the URL's password from a message, should a
-// driver ever quote the URL.
-func scrubPassword(msg, raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(details withheld: the URL does not parse)"
+// describeConfig is postgres://user@host:port/database.
+func describeConfig(cfg *pgx.ConnConfig) string {
+	return fmt.Sprintf("postgres://%s@%s/%s", cfg.User, net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))), cfg.Database)
+}
+
+// scrubPassword removes a password from a message, should a driver ever
+// quote it.
+func scrubPassword(msg, password string) string {
+	if password == "" {
+		return msg
 	}
-	if pw, ok := u.User.Password(); ok && pw != "" {
-		msg = strings.ReplaceAll(msg, pw, "xxxxx")
-		msg = strings.ReplaceAll(msg, url.QueryEscape(pw), "xxxxx")
-	}
-	return msg
+	msg = strings.ReplaceAll(msg, password, "xxxxx")
+	return strings.ReplaceAll(msg, url.QueryEscape(password), "xxxxx")
 }
 
 func (e *postgresEngine) reader() *sqlx.DB          { return e.db }

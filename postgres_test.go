@@ -103,8 +103,24 @@ func TestDatabaseURLPasswordNeverShows(t *testing.T) {
 	bad.Host = "127.0.0.1:1"
 	var stderr bytes.Buffer
 	err := run(context.Background(), []string{"usersvc", "-addr", "127.0.0.1:0", "-db", bad.String()}, envOf(), io.Discard, &stderr)
-	if err == nil || strings.Contains(err.Error(), secret) || strings.Contains(stderr.String(), secret) || !strings.Contains(err.Error(), "xxxxx") {
+	if err == nil || strings.Contains(err.Error(), secret) || strings.Contains(stderr.String(), secret) || !strings.Contains(err.Error(), "usersvc@127.0.0.1:1") {
 		t.Fatalf("unreachable database: err %v, stderr %q; want an error that names the URL without its password", err, stderr.String())
+	}
+	// Passwords where net/url would not look for them: a query parameter,
+	// and a password holding '#' and '?' (pgx reads up to the last '@').
+	for _, raw := range []string{
+		"postgres://usersvc@127.0.0.1:1/db?password=" + secret + "&sslmode=disable",
+		"postgres://usersvc:#" + secret + "?@127.0.0.1:1/db",
+		"postgres://usersvc:" + secret + "@[::1",
+	} {
+		stderr.Reset()
+		err := run(context.Background(), []string{"usersvc", "-addr", "127.0.0.1:0", "-db", raw}, envOf(), io.Discard, &stderr)
+		if err == nil || strings.Contains(err.Error(), secret) || strings.Contains(stderr.String(), secret) {
+			t.Fatalf("%s: err %v, stderr %q", raw, err, stderr.String())
+		}
+		if got := redactURL(raw); strings.Contains(got, secret) {
+			t.Fatalf("redactURL(%q) = %q", raw, got)
+		}
 	}
 	// A database that is there: the start line shows the URL redacted,
 	// and so does nothing else.
@@ -119,7 +135,7 @@ func TestDatabaseURLPasswordNeverShows(t *testing.T) {
 	if pw, ok := u.User.Password(); ok && (strings.Contains(logs.String(), pw) || bytes.Contains(metrics, []byte(pw))) {
 		t.Fatalf("the database password shows in the log or /metrics:\n%s", logs)
 	}
-	if !strings.Contains(logs.String(), "xxxxx") {
+	if !strings.Contains(logs.String(), redactURL(u.String())) || !strings.Contains(logs.String(), "postgres://usersvc@") {
 		t.Fatalf("the start line does not name the database, redacted:\n%s", logs)
 	}
 }
