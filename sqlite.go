@@ -271,8 +271,8 @@ func sqliteCode(err error) int {
 }
 
 // query runs a read on the read path's pool (sqlite_reader.go).
-func (e *sqliteEngine) query(_ context.Context, query string, keep bool, args ...any) (rowsIter, error) {
-	return e.reads.query(query, keep, args...)
+func (e *sqliteEngine) query(ctx context.Context, query string, keep bool, args ...any) (rowsIter, error) {
+	return e.reads.query(ctx, query, keep, args...)
 }
 
 // classify marks the failures that mean the database cannot take the work

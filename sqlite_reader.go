@@ -14,6 +14,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"unsafe"
@@ -24,20 +25,21 @@ import (
 
 // sqliteReader is a pool of read-only connections.
 type sqliteReader struct {
-	path  string
-	busy  int // busy timeout, milliseconds
-	idle  chan *readConn
-	limit int
+	path    string
+	busy    int            // busy timeout, milliseconds
+	idle    chan *readConn // connections not in use
+	permits chan struct{}  // one a connection open (or opening): at most cap
+	closing chan struct{}  // closed by close, to wake whoever waits
 
 	mu     sync.Mutex
-	open   int // connections made and not closed
 	closed bool
 }
 
 // newSQLiteReader returns a pool of at most n read connections to the
 // database file at path; connections open on first use.
 func newSQLiteReader(path string, n, busyMillis int) *sqliteReader {
-	return &sqliteReader{path: path, busy: busyMillis, idle: make(chan *readConn, n), limit: n}
+	return &sqliteReader{path: path, busy: busyMillis, idle: make(chan *readConn, n),
+		permits: make(chan struct{}, n), closing: make(chan struct{})}
 }
 
 // readConn is one connection and its prepared statements.
@@ -57,32 +59,28 @@ type sqliteError struct {
 func (e *sqliteError) Error() string { return fmt.Sprintf("%s (%d)", e.msg, e.code) }
 
 // get takes an idle connection, or opens one while under the limit, or
-// waits for one.
-func (r *sqliteReader) get() (*readConn, error) {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil, errStoreClosed
-	}
+// waits for one to come back, until ctx ends or the pool closes.
+func (r *sqliteReader) get(ctx context.Context) (*readConn, error) {
 	select {
 	case c := <-r.idle:
-		r.mu.Unlock()
 		return c, nil
 	default:
 	}
-	if r.open < r.limit {
-		r.open++
-		r.mu.Unlock()
+	select {
+	case c := <-r.idle:
+		return c, nil
+	case r.permits <- struct{}{}:
 		c, err := r.dial()
 		if err != nil {
-			r.mu.Lock()
-			r.open--
-			r.mu.Unlock()
+			<-r.permits
+			return nil, err
 		}
-		return c, err
+		return c, nil
+	case <-r.closing:
+		return nil, errStoreClosed
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for a read connection: %w", ctx.Err())
 	}
-	r.mu.Unlock()
-	return <-r.idle, nil
 }
 
 // put gives a connection back to the pool, or closes it once the pool is
@@ -92,10 +90,10 @@ func (r *sqliteReader) put(c *readConn) {
 	defer r.mu.Unlock()
 	if r.closed {
 		c.close()
-		r.open--
+		<-r.permits
 		return
 	}
-	r.idle <- c
+	r.idle <- c // never blocks: there are never more connections than room
 }
 
 // dial opens a read-only connection without SQLite's mutex.
@@ -106,12 +104,12 @@ func (r *sqliteReader) dial() (*readConn, error) {
 		tls.Close()
 		return nil, err
 	}
-	defer libc.Xfree(tls, name)
 	pdb := tls.Alloc(int(unsafe.Sizeof(uintptr(0))))
-	defer tls.Free(int(unsafe.Sizeof(uintptr(0))))
 	flags := int32(sqlite3.SQLITE_OPEN_READONLY | sqlite3.SQLITE_OPEN_NOMUTEX | sqlite3.SQLITE_OPEN_URI)
 	rc := sqlite3.Xsqlite3_open_v2(tls, name, pdb, flags, 0)
 	c := &readConn{tls: tls, db: *(*uintptr)(cPointer(pdb)), stmts: map[string]uintptr{}}
+	tls.Free(int(unsafe.Sizeof(uintptr(0))))
+	libc.Xfree(tls, name)
 	if rc != sqlite3.SQLITE_OK {
 		err := c.errorOf(rc)
 		c.close()
@@ -154,16 +152,16 @@ func (c *readConn) errorOf(rc int32) error {
 	return &sqliteError{code: int(rc), msg: msg}
 }
 
-// prepare returns a statement for query: the kept one when keep says so
-// (queries whose text does not vary with the data), else a new one the
-// caller finalizes.
-func (c *readConn) prepare(query string, keep bool) (uintptr, error) {
+// prepare returns a statement for query, and whether it is kept: the kept
+// one when keep says so (queries whose text does not vary with the data),
+// else a new one the caller finalizes.
+func (c *readConn) prepare(query string, keep bool) (uintptr, bool, error) {
 	if st, ok := c.stmts[query]; ok {
-		return st, nil
+		return st, true, nil
 	}
 	z, err := libc.CString(query)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	defer libc.Xfree(c.tls, z)
 	pst := c.tls.Alloc(int(unsafe.Sizeof(uintptr(0))))
@@ -173,13 +171,13 @@ func (c *readConn) prepare(query string, keep bool) (uintptr, error) {
 		flags = sqlite3.SQLITE_PREPARE_PERSISTENT
 	}
 	if rc := sqlite3.Xsqlite3_prepare_v3(c.tls, c.db, z, -1, flags, pst, 0); rc != sqlite3.SQLITE_OK {
-		return 0, fmt.Errorf("prepare: %w", c.errorOf(rc))
+		return 0, false, fmt.Errorf("prepare: %w", c.errorOf(rc))
 	}
 	st := *(*uintptr)(cPointer(pst))
 	if keep {
 		c.stmts[query] = st
 	}
-	return st, nil
+	return st, keep, nil
 }
 
 // bind sets the statement's parameters: strings and integers are all the
@@ -226,13 +224,15 @@ func (c *readConn) close() {
 }
 
 // query runs query with args on a pooled connection and returns its rows,
-// which hold the connection until they are closed.
-func (r *sqliteReader) query(query string, keep bool, args ...any) (*readRows, error) {
-	c, err := r.get()
+// which hold the connection until they are closed. ctx bounds only the
+// wait for a connection: a statement, once running, is bounded by itself
+// (a key lookup or a page) and by the busy timeout.
+func (r *sqliteReader) query(ctx context.Context, query string, keep bool, args ...any) (*readRows, error) {
+	c, err := r.get(ctx)
 	if err != nil {
 		return nil, err
 	}
-	st, err := c.prepare(query, keep)
+	st, keep, err := c.prepare(query, keep)
 	if err != nil {
 		r.put(c)
 		return nil, err
@@ -246,16 +246,20 @@ func (r *sqliteReader) query(query string, keep bool, args ...any) (*readRows, e
 }
 
 // close closes the idle connections now and the others as they come
-// back; reads asked for after it fail.
+// back, and wakes whoever waits for one; reads asked for after it fail.
 func (r *sqliteReader) close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
 	r.closed = true
+	close(r.closing)
 	for {
 		select {
 		case c := <-r.idle:
 			c.close()
-			r.open--
+			<-r.permits
 		default:
 			return
 		}

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"sync"
@@ -111,4 +112,43 @@ func TestAStatementThatHangsIsCutAndAnswered503(t *testing.T) {
 		t.Fatalf("503 body %s after %v", r.body, took)
 	}
 	expect(t, "the same write once the lock is gone", ts.do(t, "PATCH", "/api/users/"+id, `{"full_name":"free"}`), http.StatusOK)
+}
+
+func TestSQLiteReadsWaitForAConnectionOnlyAsLongAsTheirRequest(t *testing.T) {
+	onlySQLite(t, "the read path's pool")
+	st, err := openStore(t.Context(), testDB(t), storeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var held []rowsIter
+	for i := 0; i < readConns; i++ { // every connection taken
+		rows, err := st.queryRead(t.Context(), true, "SELECT 1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, rows)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := st.Ping(ctx); err == nil || time.Since(start) > 2*time.Second {
+		t.Fatalf("ping with every connection taken: %v after %v, want an error at the deadline", err, time.Since(start))
+	}
+	// One waiting without a deadline is woken by Close.
+	done := make(chan error, 1)
+	go func() { done <- st.Ping(context.Background()) }()
+	time.Sleep(50 * time.Millisecond)
+	st.Close()
+	select {
+	case err := <-done:
+		if errorCodeOf(err) != codeUnavailable {
+			t.Fatalf("a read waiting when the store closed: %v, want unavailable", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("a read waiting for a connection was not woken by Close")
+	}
+	for _, rows := range held {
+		rows.Close()
+	}
 }
