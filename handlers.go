@@ -281,7 +281,7 @@ func (s *server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Location", "/api/users/"+u.ID)
-	s.writeUser(w, r, http.StatusCreated, &u, show)
+	s.writeUser(w, r, http.StatusCreated, &u, show, nil) // a new user has no goals
 }
 
 // newUser builds a user with a new id from a validated create input whose
@@ -358,13 +358,14 @@ func (s *server) handleGetUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	buf := getBuffer()
-	defer putBuffer(buf)
-	etag, err := s.renderUser(r.Context(), buf, &u, show)
+	goals, err := s.goalsToEmbed(r.Context(), &u, show)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	buf := getBuffer()
+	defer putBuffer(buf)
+	etag := renderUser(buf, &u, show, goals)
 	s.cache.put(key, *buf, etag, gen)
 	writeCacheable(w, r, http.StatusOK, *buf, etag)
 }
@@ -381,7 +382,7 @@ func (s *server) handleGetUserByUsername(w http.ResponseWriter, r *http.Request,
 		s.fail(w, r, err)
 		return
 	}
-	s.writeUser(w, r, http.StatusOK, &u, show)
+	s.writeReadUser(w, r, &u, show)
 }
 
 // handleUpdateUser serves PUT and PATCH /api/users/{id}: both change only
@@ -405,12 +406,12 @@ func (s *server) handleUpdateUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	u, err := s.store.UpdateUser(r.Context(), id, &in, writePrecondition(r, "user"))
+	u, goals, err := s.store.UpdateUser(r.Context(), id, &in, writePrecondition(r, "user"), show.Goals)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.writeUser(w, r, http.StatusOK, &u, show)
+	s.writeUser(w, r, http.StatusOK, &u, show, goals)
 }
 
 // handlePutUserByUsername serves PUT /api/users/by-username/{username}:
@@ -444,9 +445,9 @@ func (s *server) handlePutUserByUsername(w http.ResponseWriter, r *http.Request)
 		s.fail(w, r, err)
 		return
 	}
-	u, created, err := s.store.PutUserByUsername(r.Context(), name, &in, writePrecondition(r, "user"), func() (User, error) {
+	u, goals, created, err := s.store.PutUserByUsername(r.Context(), name, &in, writePrecondition(r, "user"), func() (User, error) {
 		return userToCreate(name, in)
-	})
+	}, show.Goals)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -456,7 +457,7 @@ func (s *server) handlePutUserByUsername(w http.ResponseWriter, r *http.Request)
 		status = http.StatusCreated
 		w.Header().Set("Location", "/api/users/"+u.ID)
 	}
-	s.writeUser(w, r, status, &u, show)
+	s.writeUser(w, r, status, &u, show, goals)
 }
 
 // checkEmailTakenByOther is checkTaken for a write by username: the
@@ -545,7 +546,7 @@ func (s *server) handleAuthenticate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.writeUser(w, r, http.StatusOK, &u, show)
+	s.writeReadUser(w, r, &u, show)
 }
 
 // checkPassword returns the user when username and password match, and
@@ -574,28 +575,35 @@ func (s *server) checkPassword(ctx context.Context, username, password string) (
 
 // writeUser writes {"user": {...}} with status and its ETag, embedding the
 // user's goals when show asks for them.
-func (s *server) writeUser(w http.ResponseWriter, r *http.Request, status int, u *User, show userShow) {
+func (s *server) writeUser(w http.ResponseWriter, r *http.Request, status int, u *User, show userShow, goals []Goal) {
 	buf := getBuffer()
 	defer putBuffer(buf)
-	etag, err := s.renderUser(r.Context(), buf, u, show)
+	writeCacheable(w, r, status, *buf, renderUser(buf, u, show, goals))
+}
+
+// writeReadUser is writeUser for an answer that reads: it reads the
+// user's goals when show asks for them.
+func (s *server) writeReadUser(w http.ResponseWriter, r *http.Request, u *User, show userShow) {
+	goals, err := s.goalsToEmbed(r.Context(), u, show)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeCacheable(w, r, status, *buf, etag)
+	s.writeUser(w, r, http.StatusOK, u, show, goals)
 }
 
-// renderUser writes {"user": {...}} for u into buf, embedding its goals
-// when show asks for them, and returns its ETag.
-func (s *server) renderUser(ctx context.Context, buf *[]byte, u *User, show userShow) (string, error) {
-	var goals []Goal
-	if show.Goals {
-		var err error
-		if goals, err = s.store.GoalsOfUser(ctx, u.ID); err != nil {
-			return "", err
-		}
+// goalsToEmbed reads u's goals when show asks for them.
+func (s *server) goalsToEmbed(ctx context.Context, u *User, show userShow) ([]Goal, error) {
+	if !show.Goals {
+		return nil, nil
 	}
-	return renderObject(buf, `{"user":`, resourceKey{"user", u.ID, u.Version}, func(b []byte) []byte { return appendUser(b, u, show, goals) }), nil
+	return s.store.GoalsOfUser(ctx, u.ID)
+}
+
+// renderUser writes {"user": {...}} for u into buf, with goals embedded
+// when show asks for them, and returns its ETag.
+func renderUser(buf *[]byte, u *User, show userShow, goals []Goal) string {
+	return renderObject(buf, `{"user":`, resourceKey{"user", u.ID, u.Version}, func(b []byte) []byte { return appendUser(b, u, show, goals) })
 }
 
 // readUserInput decodes and checks a user body; creating makes the
@@ -741,12 +749,13 @@ func (s *server) handleCreateGoal(w http.ResponseWriter, r *http.Request) {
 	}
 	g := Goal{ID: id, UserID: userID, Period: "day"}
 	in.apply(&g)
-	if err := s.store.CreateGoal(r.Context(), &g); err != nil {
+	owner, err := s.store.CreateGoal(r.Context(), &g, show.User)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	w.Header().Set("Location", "/api/goals/"+g.ID)
-	s.writeGoal(w, r, http.StatusCreated, &g, show)
+	s.writeGoal(w, r, http.StatusCreated, &g, show, owner)
 }
 
 // handleGetGoal serves GET /api/goals/{id}.
@@ -761,7 +770,16 @@ func (s *server) handleGetGoal(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.writeGoal(w, r, http.StatusOK, &g, show)
+	var owner *User
+	if show.User {
+		u, err := s.store.GetUser(r.Context(), g.UserID, ownerShow(show).extras())
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		owner = &u
+	}
+	s.writeGoal(w, r, http.StatusOK, &g, show, owner)
 }
 
 // handleUpdateGoal serves PUT and PATCH /api/goals/{id}: both change only
@@ -777,12 +795,12 @@ func (s *server) handleUpdateGoal(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	g, err := s.store.UpdateGoal(r.Context(), id, &in, writePrecondition(r, "goal"))
+	g, owner, err := s.store.UpdateGoal(r.Context(), id, &in, writePrecondition(r, "goal"), show.User)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.writeGoal(w, r, http.StatusOK, &g, show)
+	s.writeGoal(w, r, http.StatusOK, &g, show, owner)
 }
 
 // handleDeleteGoal serves DELETE /api/goals/{id}.
@@ -801,16 +819,7 @@ func (s *server) handleDeleteGoal(w http.ResponseWriter, r *http.Request) {
 
 // writeGoal writes {"goal": {...}} with status and its ETag, embedding its
 // owner when show asks for it.
-func (s *server) writeGoal(w http.ResponseWriter, r *http.Request, status int, g *Goal, show goalShow) {
-	var owner *User
-	if show.User {
-		u, err := s.store.GetUser(r.Context(), g.UserID, ownerShow(show).extras())
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		owner = &u
-	}
+func (s *server) writeGoal(w http.ResponseWriter, r *http.Request, status int, g *Goal, show goalShow, owner *User) {
 	buf := getBuffer()
 	defer putBuffer(buf)
 	etag := renderObject(buf, `{"goal":`, resourceKey{"goal", g.ID, g.Version}, func(b []byte) []byte { return appendGoal(b, g, show, owner) })

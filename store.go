@@ -560,12 +560,16 @@ func userConflict(ctx context.Context, t wtx, u *User) error {
 
 // UpdateUser applies in to the user with id once pre accepts its current
 // version; it returns the updated user.
-func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre *precondition) (User, error) {
+// With withGoals it also returns the user's goals as the write left them,
+// read in its transaction: once a write has committed, its answer cannot
+// fail.
+func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre *precondition, withGoals bool) (User, []Goal, error) {
 	defer s.touched(id)
 	if pre == nil {
-		return s.setUserFields(ctx, id, in)
+		return s.setUserFields(ctx, id, in, withGoals)
 	}
 	var out User
+	var goals []Goal
 	err := s.write(ctx, func(ctx context.Context, t wtx) error {
 		u, err := s.txGetUser(ctx, t, "id = ?", id)
 		if err != nil {
@@ -579,9 +583,40 @@ func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre *p
 			return err
 		}
 		out = u
-		return nil
+		goals, err = s.txGoalsOf(ctx, t, id, withGoals)
+		return err
 	})
-	return out, err
+	return out, goals, err
+}
+
+// txGoalsOf reads, when asked, the goals of a user inside a write's
+// transaction (as GoalsOfUser does outside one).
+func (s *store) txGoalsOf(ctx context.Context, t wtx, userID string, asked bool) ([]Goal, error) {
+	if !asked {
+		return nil, nil
+	}
+	rows, err := t.tx.QueryContext(ctx, t.tx.Rebind("SELECT "+goalColumns+" FROM goals WHERE user_id = ? ORDER BY id LIMIT ?"), userID, s.maxGoals)
+	if err != nil {
+		return nil, fmt.Errorf("goals of user: %w", err)
+	}
+	goals, err := collectGoals(goalsIn(rows))
+	if err != nil {
+		return nil, fmt.Errorf("goals of user: %w", err)
+	}
+	return goals, nil
+}
+
+// txOwner reads, when asked, a goal's owner (every column) inside a
+// write's transaction, for the answer to embed.
+func (s *store) txOwner(ctx context.Context, t wtx, userID string, asked bool) (*User, error) {
+	if !asked {
+		return nil, nil
+	}
+	u, err := s.txGetUser(ctx, t, "id = ?", userID)
+	if err != nil {
+		return nil, err
+	}
+	return &u, nil
 }
 
 // setUserFields is an update that no If-Match conditions, in one
@@ -592,7 +627,7 @@ func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre *p
 // the row, checks its version, and writes only where the version is still
 // the one read.) Setting fewer columns also spares the unique indexes
 // when the username and email are not being changed.
-func (s *store) setUserFields(ctx context.Context, id string, in *userInput) (User, error) {
+func (s *store) setUserFields(ctx context.Context, id string, in *userInput, withGoals bool) (User, []Goal, error) {
 	var set strings.Builder
 	var args []any
 	column := func(name string, v any) {
@@ -615,6 +650,7 @@ func (s *store) setUserFields(ctx context.Context, id string, in *userInput) (Us
 	}
 	query := "UPDATE users SET " + set.String() + "version = version + 1, modified_at = ? WHERE id = ? RETURNING " + userColumns
 	var out User
+	var goals []Goal
 	update := func(ctx context.Context, t wtx) error {
 		return scanUser(t.row(ctx, query, append(args, formatTime(s.now()), id)...), &out)
 	}
@@ -632,9 +668,13 @@ func (s *store) setUserFields(ctx context.Context, id string, in *userInput) (Us
 			in.apply(&u)
 			return userConflict(ctx, t, &u)
 		}
-		return notFound(err, errUserNotFound, "update user")
+		if err := notFound(err, errUserNotFound, "update user"); err != nil {
+			return err
+		}
+		goals, err = s.txGoalsOf(ctx, t, id, withGoals)
+		return err
 	})
-	return out, err
+	return out, goals, err
 }
 
 // PutUserByUsername creates the user called name when none exists
@@ -642,7 +682,7 @@ func (s *store) setUserFields(ctx context.Context, id string, in *userInput) (Us
 // given) accepts its version. created says which. Concurrent calls create
 // the user once: the loser's insert meets the unique index and runs again
 // as an update.
-func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInput, pre *precondition, toCreate func() (User, error)) (out User, created bool, err error) {
+func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInput, pre *precondition, toCreate func() (User, error), withGoals bool) (out User, goals []Goal, created bool, err error) {
 	defer func() { s.touched(out.ID) }()
 	err = s.write(ctx, func(ctx context.Context, t wtx) error {
 		created = false
@@ -658,7 +698,7 @@ func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInpu
 			if err := s.insertUser(ctx, t, &nu); err != nil {
 				return retryOnUsernameTaken(err)
 			}
-			out, created = nu, true
+			out, created, goals = nu, true, nil // a new user has no goals
 			return nil
 		}
 		if err != nil {
@@ -672,9 +712,10 @@ func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInpu
 			return err
 		}
 		out = u
-		return nil
+		goals, err = s.txGoalsOf(ctx, t, u.ID, withGoals)
+		return err
 	})
-	return out, created, err
+	return out, goals, created, err
 }
 
 // retryOnUsernameTaken turns "username taken" on a get-or-create insert
@@ -787,8 +828,13 @@ func scanGoal(row interface{ Scan(...any) error }, g *Goal) error {
 
 // queryGoals runs a query selecting goalColumns and scans every row.
 func (s *store) queryGoals(ctx context.Context, prepared bool, query string, args ...any) ([]Goal, error) {
+	return collectGoals(s.eachGoal(ctx, prepared, query, args...))
+}
+
+// collectGoals gathers every goal seq yields, stopping at its first error.
+func collectGoals(seq iter.Seq2[Goal, error]) ([]Goal, error) {
 	goals := make([]Goal, 0, 8)
-	for g, err := range s.eachGoal(ctx, prepared, query, args...) {
+	for g, err := range seq {
 		if err != nil {
 			return nil, err
 		}
@@ -806,6 +852,17 @@ func (s *store) eachGoal(ctx context.Context, prepared bool, query string, args 
 			yield(Goal{}, err)
 			return
 		}
+		for g, err := range goalsIn(rows) {
+			if !yield(g, s.eng.classify(err)) || err != nil {
+				return
+			}
+		}
+	}
+}
+
+// goalsIn yields the goals in rows, then closes them.
+func goalsIn(rows rowsIter) iter.Seq2[Goal, error] {
+	return func(yield func(Goal, error) bool) {
 		defer rows.Close()
 		for rows.Next() {
 			var g Goal
@@ -818,7 +875,7 @@ func (s *store) eachGoal(ctx context.Context, prepared bool, query string, args 
 			}
 		}
 		if err := rows.Err(); err != nil {
-			yield(Goal{}, s.eng.classify(err))
+			yield(Goal{}, err)
 		}
 	}
 }
@@ -911,9 +968,12 @@ func errTooManyGoals(max int) error {
 // missing user (or one deleted meanwhile) is errUserNotFound; a user with
 // -max-goals goals already is a conflict. The owner's row is locked for
 // the count, so concurrent creates cannot pass the limit together.
-func (s *store) CreateGoal(ctx context.Context, g *Goal) error {
+// With withOwner it also returns the goal's owner, read in the write's
+// transaction.
+func (s *store) CreateGoal(ctx context.Context, g *Goal, withOwner bool) (*User, error) {
 	defer s.touched(g.UserID)
 	created := *g
+	var ownerRow *User
 	err := s.write(ctx, func(ctx context.Context, t wtx) error {
 		created = *g
 		var owner string
@@ -937,23 +997,27 @@ func (s *store) CreateGoal(ctx context.Context, g *Goal) error {
 		if err != nil {
 			return fmt.Errorf("insert goal: %w", err)
 		}
-		return nil
+		ownerRow, err = s.txOwner(ctx, t, g.UserID, withOwner)
+		return err
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	*g = created
-	return nil
+	return ownerRow, nil
 }
 
 // UpdateGoal applies in to the goal with id once pre (when given)
 // accepts its current version; it returns the updated goal.
-func (s *store) UpdateGoal(ctx context.Context, id string, in *goalInput, pre *precondition) (Goal, error) {
+// With withOwner it also returns the goal's owner, read in the write's
+// transaction.
+func (s *store) UpdateGoal(ctx context.Context, id string, in *goalInput, pre *precondition, withOwner bool) (Goal, *User, error) {
 	var out Goal
+	var ownerRow *User
 	defer func() { s.touched(out.UserID) }()
 	if pre == nil {
-		err := s.setGoalFields(ctx, id, in, &out)
-		return out, err
+		err := s.setGoalFields(ctx, id, in, &out, withOwner, &ownerRow)
+		return out, ownerRow, err
 	}
 	err := s.write(ctx, func(ctx context.Context, t wtx) error {
 		g, err := s.txGetGoal(ctx, t, id)
@@ -974,14 +1038,18 @@ func (s *store) UpdateGoal(ctx context.Context, id string, in *goalInput, pre *p
 			return fmt.Errorf("update goal: %w", err)
 		}
 		out = g
-		return changedOne(res)
+		if err := changedOne(res); err != nil {
+			return err
+		}
+		ownerRow, err = s.txOwner(ctx, t, g.UserID, withOwner)
+		return err
 	})
-	return out, err
+	return out, ownerRow, err
 }
 
 // setGoalFields is an update of a goal that no If-Match conditions, in
 // one statement (see setUserFields); it fills out with the row.
-func (s *store) setGoalFields(ctx context.Context, id string, in *goalInput, out *Goal) error {
+func (s *store) setGoalFields(ctx context.Context, id string, in *goalInput, out *Goal, withOwner bool, ownerRow **User) error {
 	var set strings.Builder
 	var args []any
 	column := func(name string, v any) {
@@ -1003,7 +1071,11 @@ func (s *store) setGoalFields(ctx context.Context, id string, in *goalInput, out
 	query := "UPDATE goals SET " + set.String() + "version = version + 1, modified_at = ? WHERE id = ? RETURNING " + goalColumns
 	return s.write(ctx, func(ctx context.Context, t wtx) error {
 		err := scanGoal(t.row(ctx, query, append(args, formatTime(s.now()), id)...), out)
-		return notFound(err, errGoalNotFound, "update goal")
+		if err := notFound(err, errGoalNotFound, "update goal"); err != nil {
+			return err
+		}
+		*ownerRow, err = s.txOwner(ctx, t, out.UserID, withOwner)
+		return err
 	})
 }
 
