@@ -46,7 +46,7 @@ func newServer(cfg config, logger *slog.Logger, st *store) *server {
 		lockout: newLoginLockout(st, now, cfg.maxLoginFailures, logger),
 		cache:   newUserCache(st, cfg.cacheMiB, m.cacheHits, m.cacheMisses, logger),
 	}
-	go s.hasher.warmUp(context.Background())
+	go s.hasher.warmUp()
 	mux := http.NewServeMux()
 	s.addRoutes(mux)
 	var h http.Handler = jsonRouteErrors(mux)

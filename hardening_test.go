@@ -369,7 +369,7 @@ func TestAuthenticateRefusesImpossibleInputsWithoutHashing(t *testing.T) {
 	cfg.maxLoginFailures = 2
 	ts := newTestServerWith(t, cfg)
 	ts.mustCreateUser(t, "zoe", "")
-	ts.api.hasher.warmUp(t.Context())
+	ts.api.hasher.warmUp()
 	huge := strings.Repeat("z", 1<<20-100)
 	before := ts.hashes()
 	for _, body := range []string{
@@ -406,7 +406,7 @@ func TestHashingIsBoundedPerClientAndInAll(t *testing.T) {
 	cfg.password = passwordParams{Memory: 4 * 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32} // a few ms a hash
 	ts := newTestServerWith(t, cfg)
 	ts.mustCreateUser(t, "zoe", "")
-	ts.api.hasher.warmUp(t.Context())
+	ts.api.hasher.warmUp()
 	ts.transport().MaxIdleConnsPerHost = 200
 	const flood = 200
 	var wg sync.WaitGroup
@@ -500,7 +500,7 @@ func TestTakenUsernameIsRefusedBeforeHashing(t *testing.T) {
 	ts := newTestServer(t)
 	ts.mustCreateUser(t, "zoe", `,"email":"zoe@example.com"`)
 	other := ts.mustCreateUser(t, "max", "")["id"].(string)
-	ts.api.hasher.warmUp(t.Context())
+	ts.api.hasher.warmUp()
 	before := ts.hashes()
 	for _, c := range []struct{ method, path, body, field string }{
 		{"POST", "/api/users", `{"username":"ZOE","password":"correct horse"}`, "username"},
@@ -804,5 +804,25 @@ func TestJSONBodiesEndWithANewline(t *testing.T) {
 		if cl, _ := strconv.Atoi(r.header.Get("Content-Length")); cl != len(r.body) {
 			t.Fatalf("Content-Length %d for a body of %d bytes", cl, len(r.body))
 		}
+	}
+}
+
+func TestBusyStartDoesNotBreakUnknownUsers(t *testing.T) {
+	// The hash unknown usernames are checked against is made at start,
+	// maybe while a flood holds every place: that must not leave logins by
+	// unknown names refused for good once the flood has passed.
+	h := newTestHasher()
+	h.mu.Lock()
+	h.pending = cap(h.slots) + h.queue // every place taken
+	h.mu.Unlock()
+	h.warmUp()
+	if _, err := h.acquire(t.Context(), "a newcomer"); err != errHashBusy {
+		t.Fatalf("with every place taken: %v, want errHashBusy", err)
+	}
+	h.mu.Lock()
+	h.pending = 0 // the flood has passed
+	h.mu.Unlock()
+	if err := h.VerifyNobody(t.Context(), "a client", "some password"); err != nil {
+		t.Fatalf("unknown user after a busy start: %v, want a wrong-password check", err)
 	}
 }

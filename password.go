@@ -50,8 +50,7 @@ type passwordHasher struct {
 	rejected prometheus.Counter // refused with errHashBusy
 
 	dummyOnce sync.Once
-	dummy     string
-	dummyErr  error
+	dummy     string // what VerifyNobody checks against
 }
 
 // Hashing admission: one slot per CPU (at least two), a queue sixteen
@@ -118,12 +117,18 @@ func (h *passwordHasher) Hash(ctx context.Context, client, password string) (str
 		return "", err
 	}
 	defer release()
+	return h.phc(password, salt), nil
+}
+
+// phc computes the argon2id hash of password with salt and returns it as
+// a PHC string, with no admission: callers take a place first.
+func (h *passwordHasher) phc(password string, salt []byte) string {
 	p := h.params
 	h.hashes.Inc()
 	key := argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, p.KeyLen)
 	enc := base64.RawStdEncoding
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s",
-		argon2.Version, p.Memory, p.Time, p.Threads, enc.EncodeToString(salt), enc.EncodeToString(key)), nil
+		argon2.Version, p.Memory, p.Time, p.Threads, enc.EncodeToString(salt), enc.EncodeToString(key))
 }
 
 // Verify reports whether password matches the PHC string, using the
@@ -146,20 +151,19 @@ func (h *passwordHasher) Verify(ctx context.Context, client, phc, password strin
 // VerifyNobody spends the time of a real Verify for a username that does not
 // exist, so a caller cannot tell unknown users from wrong passwords by timing.
 func (h *passwordHasher) VerifyNobody(ctx context.Context, client, password string) error {
-	h.warmUp(ctx)
-	if h.dummyErr != nil {
-		return h.dummyErr
-	}
+	h.warmUp()
 	_, err := h.Verify(ctx, client, h.dummy, password)
 	return err
 }
 
 // warmUp makes the hash VerifyNobody checks against. The server calls it at
 // start, in the background, so the first unknown username costs no more
-// than the next.
-func (h *passwordHasher) warmUp(ctx context.Context) {
+// than the next. It skips admission, which could refuse it (and a refusal
+// must not stick), and needs no random salt: the hash guards nothing, it
+// only has to cost what a real one does.
+func (h *passwordHasher) warmUp() {
 	h.dummyOnce.Do(func() {
-		h.dummy, h.dummyErr = h.Hash(context.WithoutCancel(ctx), "usersvc itself", "usersvc: no such user")
+		h.dummy = h.phc("usersvc: no such user", make([]byte, h.params.SaltLen))
 	})
 }
 
