@@ -5,8 +5,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"strings"
 
 	"github.com/jmoiron/sqlx"
@@ -45,27 +48,30 @@ type copyCounts struct{ users, goals int }
 // absent.
 func copyDatabase(ctx context.Context, src, dst string) (copyCounts, error) {
 	var n copyCounts
-	from, err := openStore(ctx, src, storeOptions{})
+	from, err := openCopySource(ctx, src)
 	if err != nil {
 		return n, fmt.Errorf("source: %w", err)
 	}
-	defer from.Close()
-	to, err := openStore(ctx, dst, storeOptions{exclusive: true})
+	defer from.close()
+	to, err := openCopyDestination(ctx, dst)
 	if err != nil {
 		return n, fmt.Errorf("destination: %w", err)
 	}
-	defer to.Close()
-	snap, err := from.eng.snapshot(ctx)
+	defer to.close()
+	snap, err := from.snapshot(ctx)
 	if err != nil {
-		return n, fmt.Errorf("read %s: %w", from.eng.describe(), err)
+		return n, fmt.Errorf("read %s: %w", from.describe(), err)
 	}
 	defer snap.Rollback() //nolint:errcheck // read-only
-	tx, err := to.eng.adminDB().BeginTxx(ctx, nil)
+	if err := checkSourceSchema(ctx, from, snap); err != nil {
+		return n, fmt.Errorf("source: %w", err)
+	}
+	tx, err := to.adminDB().BeginTxx(ctx, nil)
 	if err != nil {
-		return n, fmt.Errorf("write %s: %w", to.eng.describe(), err)
+		return n, fmt.Errorf("write %s: %w", to.describe(), err)
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
-	if err := refuseNonEmpty(ctx, tx, to.eng.describe()); err != nil {
+	if err := refuseNonEmpty(ctx, tx, to.describe(), copyTables); err != nil {
 		return n, err
 	}
 	for _, t := range copyTables {
@@ -88,24 +94,102 @@ func copyDatabase(ctx context.Context, src, dst string) (copyCounts, error) {
 	return n, nil
 }
 
+// openCopySource opens the database a copy reads, which must exist and
+// is left as it is: a server may be running on it, on its schema.
+func openCopySource(ctx context.Context, src string) (engine, error) {
+	if !isPostgresURL(src) {
+		if _, err := os.Stat(src); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("no database at %s", src)
+		}
+	}
+	return openEngine(ctx, src, storeOptions{})
+}
+
+// checkSourceSchema fails unless snap reads a usersvc database with both
+// tables, at a schema this binary knows.
+func checkSourceSchema(ctx context.Context, eng engine, snap *sqlx.Tx) error {
+	v, err := eng.schemaVersion(ctx, snap)
+	if err != nil {
+		return fmt.Errorf("%s is not a usersvc database: %w", eng.describe(), err)
+	}
+	switch {
+	case v == 0:
+		return fmt.Errorf("%s is not a usersvc database (it has no schema)", eng.describe())
+	case v < copyMinSchema:
+		return fmt.Errorf("%s has schema version %d, before goals: start usersvc on it once to bring it up to date", eng.describe(), v)
+	case v > schemaVersion():
+		return fmt.Errorf("%s has schema version %d, newer than this binary knows (%d): use a newer usersvc", eng.describe(), v, schemaVersion())
+	}
+	return nil
+}
+
+// copyMinSchema is the first schema version with every table a copy reads.
+const copyMinSchema = 2
+
+// openCopyDestination opens the database a copy writes (a SQLite file is
+// created when missing, and locked against a server) and brings its schema
+// up to date, but only once it is known to hold no users or goals: a
+// refused copy leaves the destination as it found it.
+func openCopyDestination(ctx context.Context, dst string) (engine, error) {
+	eng, err := openEngine(ctx, dst, storeOptions{exclusive: true})
+	if err != nil {
+		return nil, err
+	}
+	if err := refuseNonEmptySchema(ctx, eng); err != nil {
+		eng.close()
+		return nil, err
+	}
+	if err := migrate(ctx, eng); err != nil {
+		eng.close()
+		return nil, fmt.Errorf("database %s: %w", eng.describe(), err)
+	}
+	return eng, nil
+}
+
+// refuseNonEmptySchema is refuseNonEmpty before any migration: it looks
+// only at the tables the database's schema version already has, in a
+// transaction it rolls back.
+func refuseNonEmptySchema(ctx context.Context, eng engine) error {
+	tx, err := eng.adminDB().BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", eng.describe(), err)
+	}
+	defer tx.Rollback() //nolint:errcheck // only reads (lockSchema's table is rolled back too)
+	if err := eng.lockSchema(ctx, tx); err != nil {
+		return fmt.Errorf("lock the schema of %s: %w", eng.describe(), err)
+	}
+	v, err := eng.schemaVersion(ctx, tx)
+	if err != nil {
+		return err
+	}
+	var present []copyTable
+	for _, t := range copyTables {
+		if v >= t.since {
+			present = append(present, t)
+		}
+	}
+	return refuseNonEmpty(ctx, tx, eng.describe(), present)
+}
+
 // copyTable is one table a copy moves: the columns read, the columns
 // written, and how a row read becomes a row written (the users' fold keys
 // are computed anew, so the destination's keys follow this binary).
 type copyTable struct {
 	name        string
+	since       int // the schema version that made the table
 	read, write string
 	row         func(scan func(...any) error) ([]any, error)
 }
 
 var copyTables = []copyTable{
-	{"users", userColumns, "id, username, username_key, email, email_key, full_name, password_hash, version, created_at, modified_at", func(scan func(...any) error) ([]any, error) {
+	{"users", 1, userColumns, "id, username, username_key, email, email_key, full_name, password_hash, version, created_at, modified_at", func(scan func(...any) error) ([]any, error) {
 		var u User
 		if err := scan(&u.ID, &u.Username, &u.Email, &u.FullName, &u.PasswordHash, &u.Version, &u.CreatedAt, &u.ModifiedAt); err != nil {
 			return nil, err
 		}
 		return []any{u.ID, u.Username, foldKey(u.Username), u.Email, emailKey(u.Email), u.FullName, u.PasswordHash, u.Version, u.CreatedAt, u.ModifiedAt}, nil
 	}},
-	{"goals", goalColumns, goalColumns, func(scan func(...any) error) ([]any, error) {
+	{"goals", copyMinSchema, goalColumns, goalColumns, func(scan func(...any) error) ([]any, error) {
 		var g Goal
 		if err := scanGoal(scanner(scan), &g); err != nil {
 			return nil, err
@@ -171,16 +255,16 @@ func insertRows(ctx context.Context, tx *sqlx.Tx, t copyTable, rows [][]any) err
 	return nil
 }
 
-// refuseNonEmpty fails when the destination holds any user or goal: a copy
-// never merges into, or overwrites, data.
-func refuseNonEmpty(ctx context.Context, tx *sqlx.Tx, dst string) error {
-	for _, table := range []string{"users", "goals"} {
+// refuseNonEmpty fails when any of tables in the destination holds a row:
+// a copy never merges into, or overwrites, data.
+func refuseNonEmpty(ctx context.Context, tx *sqlx.Tx, dst string, tables []copyTable) error {
+	for _, t := range tables {
 		var n int
-		if err := tx.GetContext(ctx, &n, "SELECT count(*) FROM "+table); err != nil {
-			return fmt.Errorf("count %s in %s: %w", table, dst, err)
+		if err := tx.GetContext(ctx, &n, "SELECT count(*) FROM "+t.name); err != nil {
+			return fmt.Errorf("count %s in %s: %w", t.name, dst, err)
 		}
 		if n > 0 {
-			return fmt.Errorf("%s is not empty (it has %d %s): copy only into an empty database", dst, n, table)
+			return fmt.Errorf("%s is not empty (it has %d %s): copy only into an empty database", dst, n, t.name)
 		}
 	}
 	return nil

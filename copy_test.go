@@ -6,12 +6,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jmoiron/sqlx"
 )
 
 // seedCopySource fills a new SQLite database at path with n users (ten
@@ -134,4 +139,61 @@ func TestCopyIsWholeAndRefusesANonEmptyDestination(t *testing.T) {
 	if err := run(context.Background(), []string{"usersvc", "copy", src}, envOf(), io.Discard, io.Discard); err == nil || exitCode(err) != 2 {
 		t.Fatalf("copy with one argument: %v, want a usage error", err)
 	}
+}
+
+func TestCopyLeavesSourceAndRefusedDestinationAsTheyWere(t *testing.T) {
+	dir := t.TempDir()
+	copyTo := func(src, dst string) error {
+		return run(context.Background(), []string{"usersvc", "copy", src, dst}, envOf(), io.Discard, io.Discard)
+	}
+	// A mistyped source is an error, not a new empty database copied.
+	missing, dst := filepath.Join(dir, "mistyped.db"), filepath.Join(dir, "dst.db")
+	if err := copyTo(missing, dst); err == nil || !strings.Contains(err.Error(), "no database at "+missing) {
+		t.Fatalf("copy from a missing file: %v", err)
+	}
+	if _, err := os.Stat(missing); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the missing source was created: %v", err)
+	}
+	// A source that is not a usersvc database is refused, unmigrated.
+	empty := filepath.Join(dir, "empty.db")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := copyTo(empty, dst); err == nil || !strings.Contains(err.Error(), "not a usersvc database") {
+		t.Fatalf("copy from an empty file: %v", err)
+	}
+	if v := userVersion(t, empty); v != 0 {
+		t.Fatalf("the refused source was migrated to version %d", v)
+	}
+	// A destination an older usersvc left, holding users, is refused before
+	// its schema is touched.
+	src, old := filepath.Join(dir, "src.db"), filepath.Join(dir, "old.db")
+	seedCopySource(t, src, 3)
+	db := openAtVersion(t, old, 1)
+	if _, err := db.Exec(`INSERT INTO users (id, username, password_hash, created_at, modified_at)
+		VALUES ('01939f5e-0000-7000-8000-000000000001', 'old', 'x', '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z')`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if err := copyTo(src, old); err == nil || !strings.Contains(err.Error(), "not empty") {
+		t.Fatalf("copy into an old, non-empty database: %v", err)
+	}
+	if v := userVersion(t, old); v != 1 {
+		t.Fatalf("the refused destination was migrated to version %d", v)
+	}
+}
+
+// userVersion reads the schema version of the SQLite file at path.
+func userVersion(t *testing.T, path string) int {
+	t.Helper()
+	db, err := sqlx.Open("sqlite", dsn(path, nil, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var v int
+	if err := db.Get(&v, "PRAGMA user_version"); err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

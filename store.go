@@ -165,19 +165,7 @@ func isPostgresURL(db string) bool {
 // missing, or a PostgreSQL URL), brings its schema up to date and returns
 // the store.
 func openStore(ctx context.Context, db string, opts storeOptions) (*store, error) {
-	if opts.statementTimeout == 0 {
-		opts.statementTimeout = defaultStatementTimeout
-	}
-	if opts.maxConns == 0 {
-		opts.maxConns = defaultDBMaxConns
-	}
-	var eng engine
-	var err error
-	if isPostgresURL(db) {
-		eng, err = openPostgres(ctx, db, opts)
-	} else {
-		eng, err = openSQLite(ctx, db, opts)
-	}
+	eng, err := openEngine(ctx, db, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -193,6 +181,21 @@ func openStore(ctx context.Context, db string, opts storeOptions) (*store, error
 		s.maxGoals = defaultMaxGoals
 	}
 	return s, nil
+}
+
+// openEngine connects to the database db names, as it is: no schema is
+// created or brought up to date.
+func openEngine(ctx context.Context, db string, opts storeOptions) (engine, error) {
+	if opts.statementTimeout == 0 {
+		opts.statementTimeout = defaultStatementTimeout
+	}
+	if opts.maxConns == 0 {
+		opts.maxConns = defaultDBMaxConns
+	}
+	if isPostgresURL(db) {
+		return openPostgres(ctx, db, opts)
+	}
+	return openSQLite(ctx, db, opts)
 }
 
 // backupDatabase writes a consistent copy of the database db names to
