@@ -701,13 +701,17 @@ func (s *server) listGoals(w http.ResponseWriter, r *http.Request, userID *strin
 	}
 	buf := getBuffer()
 	defer putBuffer(buf)
-	body, kept, _ := renderPage(buf, len(goals), func(b []byte, i int) ([]byte, error) {
+	body, kept, err := renderPage(buf, len(goals), func(b []byte, i int) ([]byte, error) {
 		var owner *User
 		if u, ok := owners[goals[i].UserID]; ok {
 			owner = &u
 		}
 		return appendGoal(b, &goals[i], show, owner), nil
 	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	last := ""
 	if kept > 0 {
 		last = goals[kept-1].ID
@@ -918,7 +922,7 @@ func renderPage(buf *[]byte, n int, appendItem func(b []byte, i int) ([]byte, er
 		if b, err = appendItem(b, i); err != nil {
 			return nil, 0, err
 		}
-		if i > 0 && len(b)+1 > maxPageBytes {
+		if i > 0 && len(b)+len("]\n") > maxPageBytes { // writeJSON adds the newline
 			return append(b[:mark], ']'), i, nil
 		}
 	}

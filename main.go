@@ -17,6 +17,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/net/netutil"
 )
@@ -190,8 +191,8 @@ func loadToken(file, envToken string) (string, error) {
 			return "", fmt.Errorf("token file %s is empty", file)
 		}
 	}
-	if token != "" && len(token) < minTokenLength {
-		return "", fmt.Errorf("the bearer token is %d characters long: use at least %d (for example: head -c 32 /dev/urandom | base64)", len(token), minTokenLength)
+	if n := utf8.RuneCountInString(token); token != "" && n < minTokenLength {
+		return "", fmt.Errorf("the bearer token is %d characters long: use at least %d (for example: head -c 32 /dev/urandom | base64)", n, minTokenLength)
 	}
 	return token, nil
 }

@@ -136,7 +136,9 @@ func (e beginError) Unwrap() error { return e.error }
 func (e *postgresEngine) runTx(ctx context.Context, fn txFunc) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*e.timeout)
 	defer cancel()
-	tx, err := e.db.BeginTxx(ctx, nil)
+	// READ COMMITTED, whatever the server's default: the writes lock the
+	// rows they read (FOR UPDATE) and retry on conflicts they can meet.
+	tx, err := e.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return beginError{fmt.Errorf("begin write: %w", err)}
 	}

@@ -226,13 +226,13 @@ func (s *store) Ping(ctx context.Context) error {
 	}
 	defer rows.Close()
 	if !rows.Next() {
-		return fmt.Errorf("ping database: %w", cmpErr(rows.Err(), errors.New("no row")))
+		return fmt.Errorf("ping database: %w", errOr(rows.Err(), errors.New("no row")))
 	}
 	return nil
 }
 
-// cmpErr is err, or def when err is nil.
-func cmpErr(err, def error) error {
+// errOr is err, or def when err is nil.
+func errOr(err, def error) error {
 	if err != nil {
 		return err
 	}
@@ -445,7 +445,10 @@ func (s *store) TakenFields(ctx context.Context, username, email *string, except
 			return nil, fmt.Errorf("find taken %s: %w", f.name, err)
 		}
 		found := rows.Next()
-		rows.Close()
+		err = errors.Join(rows.Err(), rows.Close())
+		if err != nil {
+			return nil, fmt.Errorf("find taken %s: %w", f.name, s.eng.classify(err))
+		}
 		if found {
 			taken = append(taken, f.name)
 		}
