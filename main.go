@@ -401,6 +401,8 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err := checkExposure(cfg); err != nil {
 		return err
 	}
+	// The process's own environment, not run's getenv: the runtime read
+	// GOGC and GOMEMLIMIT from it at start.
 	tuneGC(os.Getenv, cfg.cacheMiB<<20)
 	st, err := openStore(ctx, cfg.db, storeOptions{exclusive: true, maxGoals: cfg.maxGoals, maxConns: cfg.dbMaxConns})
 	if err != nil {
@@ -441,6 +443,12 @@ func listen(cfg config) (net.Listener, error) {
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.addr, err)
+	}
+	// checkExposure trusted the name "localhost"; what it resolved to is
+	// known only now.
+	if tcp, ok := ln.Addr().(*net.TCPAddr); cfg.token == "" && (!ok || !tcp.IP.IsLoopback()) {
+		ln.Close()
+		return nil, fmt.Errorf("refusing to listen on %s (%s is not loopback) without a bearer token: set USERSVC_TOKEN or -token-file", cfg.addr, ln.Addr())
 	}
 	return netutil.LimitListener(limitConnsPerClient(ln, cfg.maxConnsPerClient, cfg.trustProxy), cfg.maxConns), nil
 }

@@ -102,6 +102,22 @@ func TestRefusesNonLoopbackWithoutToken(t *testing.T) {
 	if _, err := os.Stat(db); err == nil {
 		t.Fatal("the refusal came after opening the database")
 	}
+	// The name "localhost" passes the first check; the address the socket
+	// is bound to is checked again, whatever a name resolved to.
+	cfg := testConfig()
+	cfg.addr, cfg.token = "0.0.0.0:0", ""
+	if ln, err := listen(cfg); err == nil || !strings.Contains(err.Error(), "not loopback") {
+		if ln != nil {
+			ln.Close()
+		}
+		t.Fatalf("a socket bound beyond loopback without a token: %v", err)
+	}
+	cfg.addr = "localhost:0"
+	ln, err := listen(cfg)
+	if err != nil {
+		t.Fatalf("localhost without a token: %v", err)
+	}
+	ln.Close()
 	// With a token it starts, and the token is never logged.
 	_, logs, stop := startRun(t, []string{"-addr", "0.0.0.0:0", "-db", db}, envOf("USERSVC_TOKEN", "tok-1234567890abcdef"))
 	stop()

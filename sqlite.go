@@ -520,8 +520,26 @@ func backupSQLite(ctx context.Context, src, dst string) error {
 	if err := checkIntegrity(ctx, tmp); err != nil {
 		return err
 	}
+	// On disk before it has its name, and the name on disk before we say
+	// done: a crash never leaves a backup that exists but is incomplete.
+	if err := syncPath(tmp); err != nil {
+		return err
+	}
 	if err := os.Link(tmp, dst); err != nil {
 		return fmt.Errorf("put the copy at %s: %w", dst, err)
+	}
+	return syncPath(filepath.Dir(dst))
+}
+
+// syncPath flushes the file or directory at path to disk.
+func syncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", path, err)
 	}
 	return nil
 }
