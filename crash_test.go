@@ -193,7 +193,7 @@ func checkAfterCrash(t *testing.T, db string, l *ledger) crashFound {
 		}
 	}
 	var users []User
-	if err := st.db.Select(&users, "SELECT "+userColumns+" FROM users"); err != nil {
+	if err := rawDB(st).Select(&users, "SELECT "+userColumns+" FROM users"); err != nil {
 		t.Fatal(err)
 	}
 	byID := map[string]User{}
@@ -221,7 +221,7 @@ func checkAfterCrash(t *testing.T, db string, l *ledger) crashFound {
 		}
 	}
 	var goals []Goal
-	if err := st.db.Select(&goals, "SELECT "+goalColumns+" FROM goals"); err != nil {
+	if err := rawDB(st).Select(&goals, "SELECT "+goalColumns+" FROM goals"); err != nil {
 		t.Fatal(err)
 	}
 	goalIDs := map[string]bool{}

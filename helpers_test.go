@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -122,7 +123,7 @@ func newTestServerAt(t *testing.T, cfg config, db string, logger *slog.Logger, o
 // scans its one row into dst.
 func (ts *testServer) sqlGet(t *testing.T, dst any, query string, args ...any) {
 	t.Helper()
-	if err := ts.store.db.Get(dst, ts.store.db.Rebind(query), args...); err != nil {
+	if err := rawDB(ts.store).Get(dst, rawDB(ts.store).Rebind(query), args...); err != nil {
 		t.Fatalf("%s: %v", query, err)
 	}
 }
@@ -295,3 +296,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
 }
+
+// rawDB is the store's own database handle, for tests that look under the
+// API.
+func rawDB(st *store) *sqlx.DB { return st.eng.adminDB() }

@@ -242,8 +242,11 @@ func (w *routeErrorWriter) Unwrap() http.ResponseWriter { return w.ResponseWrite
 // its body every time.
 var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
+// getBuffer takes an empty buffer from the pool.
 func getBuffer() *[]byte { b := bufferPool.Get().(*[]byte); *b = (*b)[:0]; return b }
 
+// putBuffer gives b back, unless a huge page grew it past 1 MiB: the pool
+// would keep that memory alive for small answers.
 func putBuffer(b *[]byte) {
 	if cap(*b) <= 1<<20 {
 		bufferPool.Put(b)

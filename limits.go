@@ -232,6 +232,8 @@ type loginLockout struct {
 	lastSweep time.Time
 }
 
+// newLoginLockout returns the lockout of at most max failed logins per
+// username and window (0 turns it off), kept in st.
 func newLoginLockout(st *store, now func() time.Time, max int, log *slog.Logger) *loginLockout {
 	return &loginLockout{store: st, now: now, max: max, log: log}
 }

@@ -325,7 +325,8 @@ func bearerMatches(header string, want [32]byte) bool {
 
 // ---- limits ----
 
-var errTooMany = &Error{Code: codeTooMany, Message: "too many requests: slow down and retry later"}
+// tooManyMessage is the 429's message; each answer adds its own Retry-After.
+const tooManyMessage = "too many requests: slow down and retry later"
 
 // withClientLimits refuses a client over its rate limit or 404 cap with 429
 // and Retry-After, and counts the 404s it is answered. /healthz is never
@@ -341,7 +342,7 @@ func withClientLimits(limits *clientLimits, log *slog.Logger, next http.Handler)
 		}
 		key := clientOf(r.Context()).key
 		if ok, wait := limits.allow(key); !ok {
-			writeError(w, r, log, &Error{Code: codeTooMany, Message: errTooMany.Message, RetryAfter: wait})
+			writeError(w, r, log, &Error{Code: codeTooMany, Message: tooManyMessage, RetryAfter: wait})
 			return
 		}
 		sw := &statusWriter{ResponseWriter: w}

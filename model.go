@@ -464,6 +464,7 @@ var (
 	goalDefaultFields = fieldSet("id", "user_id", "title", "period", "target_minutes", "created_at", "modified_at")
 )
 
+// fieldSet is a set of field names.
 func fieldSet(names ...string) map[string]bool {
 	m := make(map[string]bool, len(names))
 	for _, n := range names {

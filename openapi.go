@@ -1,7 +1,7 @@
 // openapi.go: the OpenAPI 3.1 description of the API. openapi.yaml is the
-// source; openapi.json is the same document as JSON (TestOpenAPIJSON keeps
-// them equal), embedded and served at /openapi.json, and printed by
-// usersvc openapi.
+// source; openapi.json is the same document as JSON (a test,
+// TestOpenAPIJSONIsTheYAML, keeps them equal), embedded and served at
+// /openapi.json, and printed by usersvc openapi.
 package main
 
 import (

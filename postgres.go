@@ -101,7 +101,6 @@ func scrubPassword(msg, password string) string {
 	return strings.ReplaceAll(msg, url.QueryEscape(password), "xxxxx")
 }
 
-func (e *postgresEngine) reader() *sqlx.DB          { return e.db }
 func (e *postgresEngine) adminDB() *sqlx.DB         { return e.db }
 func (e *postgresEngine) describe() string          { return e.redacted }
 func (e *postgresEngine) forUpdate() string         { return " FOR UPDATE" }

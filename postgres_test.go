@@ -81,10 +81,10 @@ func TestInstancesStartingTogetherMigrateOnce(t *testing.T) {
 	}
 	defer st.Close()
 	var versions []int
-	if err := st.db.Select(&versions, "SELECT version FROM usersvc_schema"); err != nil || !reflect.DeepEqual(versions, []int{schemaVersion()}) {
+	if err := rawDB(st).Select(&versions, "SELECT version FROM usersvc_schema"); err != nil || !reflect.DeepEqual(versions, []int{schemaVersion()}) {
 		t.Fatalf("schema versions recorded %v (%v), want [%d]", versions, err, schemaVersion())
 	}
-	if _, err := st.db.Exec("UPDATE usersvc_schema SET version = 999"); err != nil {
+	if _, err := rawDB(st).Exec("UPDATE usersvc_schema SET version = 999"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := openStore(context.Background(), db, storeOptions{}); err == nil || !strings.Contains(err.Error(), "schema version 999 is newer") {

@@ -267,8 +267,8 @@ func TestLockoutForgetsCrashedAttemptsAndStaysBounded(t *testing.T) {
 	}
 	var n int
 	var oldest string
-	st.db.Get(&n, "SELECT count(*) FROM login_failures")                                               //nolint:errcheck // checked below
-	st.db.Get(&oldest, "SELECT min(username_key) FROM login_failures WHERE username_key LIKE 'name%'") //nolint:errcheck
+	rawDB(st).Get(&n, "SELECT count(*) FROM login_failures")                                               //nolint:errcheck // checked below
+	rawDB(st).Get(&oldest, "SELECT min(username_key) FROM login_failures WHERE username_key LIKE 'name%'") //nolint:errcheck
 	if n > 10 || oldest != "name20" {
 		t.Fatalf("after the sweep: %d rows, oldest kept %q; want at most 10, the newest (name20 on)", n, oldest)
 	}

@@ -53,7 +53,7 @@ type sqliteEngine struct {
 
 // readConns is the size of the read pool: enough for reads to overlap on
 // 2 cores while one waits on the disk. Each holds its own SQLite page cache
-// (about 2 MiB), which counts against the 64 MiB RSS budget.
+// (1 MiB: readerPragmas), which counts against the 64 MiB RSS budget.
 const readConns = 4
 
 // dbFileMode is the mode of the database and, since SQLite gives its WAL
@@ -187,13 +187,13 @@ func lockFile(path string) (*os.File, error) {
 	return f, nil
 }
 
+// unlock releases the file lock exclusive took, if any.
 func (e *sqliteEngine) unlock() {
 	if e.lock != nil {
 		e.lock.Close() // closing the descriptor releases the flock
 	}
 }
 
-func (e *sqliteEngine) reader() *sqlx.DB { return e.readDB }
 func (e *sqliteEngine) describe() string { return e.path }
 func (e *sqliteEngine) forUpdate() string {
 	return "" // one writer: a write transaction already excludes every other

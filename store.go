@@ -23,9 +23,6 @@ import (
 // transaction runs, how driver errors are classified, how the schema
 // version is kept, and backups.
 type engine interface {
-	// reader is a database/sql pool to read with outside the request
-	// path (health, copy, tests).
-	reader() *sqlx.DB
 	// query runs a read; keep says its text does not vary with the data,
 	// so its prepared statement may be kept.
 	query(ctx context.Context, query string, keep bool, args ...any) (rowsIter, error)
@@ -87,7 +84,6 @@ const maxWriteTries = 8
 // store is the database as the handlers see it: users and goals.
 type store struct {
 	eng      engine
-	db       *sqlx.DB // reads
 	now      func() time.Time
 	maxGoals int
 
@@ -138,7 +134,8 @@ func (s *store) SeesEveryWrite() bool {
 	return ok
 }
 
-// storeOptions tune openStore; the zero value is the production setting.
+// storeOptions tune openStore. Each zero field means its default; serve
+// also sets exclusive, limits from its flags.
 type storeOptions struct {
 	now      func() time.Time // clock of created_at and modified_at; nil is time.Now
 	maxGoals int              // goals one user may have; 0 is defaultMaxGoals
@@ -173,7 +170,7 @@ func openStore(ctx context.Context, db string, opts storeOptions) (*store, error
 		eng.close()
 		return nil, fmt.Errorf("database %s: %w", eng.describe(), err)
 	}
-	s := &store{eng: eng, db: eng.reader(), now: opts.now, maxGoals: opts.maxGoals, onQuery: opts.onQuery}
+	s := &store{eng: eng, now: opts.now, maxGoals: opts.maxGoals, onQuery: opts.onQuery}
 	if s.now == nil {
 		s.now = time.Now
 	}
