@@ -14,6 +14,7 @@ import (
 	"unsafe"
 
 	"github.com/allegro/bigcache/v3"
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -65,7 +66,7 @@ func (l cacheLogger) Printf(format string, v ...any) {
 // xxhasher is bigcache's key hash: the xxhash the ETags use.
 type xxhasher struct{}
 
-func (xxhasher) Sum64(key string) uint64 { return xxhashString(key) }
+func (xxhasher) Sum64(key string) uint64 { return xxhash.Sum64String(key) }
 
 // userCacheKey is one representation of one user: its id and the show=
 // it was asked with.

@@ -49,18 +49,19 @@ func listETag(body []byte, link string) string {
 	return `"` + hex16(d.Sum64()) + `"`
 }
 
-// xxhashString is the xxhash64 of s.
-func xxhashString(s string) uint64 { return xxhash.Sum64String(s) }
-
 // hex16 is v as 16 lowercase hex digits.
 func hex16(v uint64) string {
-	const digits = "0123456789abcdef"
 	var b [16]byte
+	putHex16(b[:], v)
+	return string(b[:])
+}
+
+// putHex16 writes v into dst[:16] as 16 lowercase hex digits.
+func putHex16(dst []byte, v uint64) {
 	for i := 15; i >= 0; i-- {
-		b[i] = digits[v&0xf]
+		dst[i] = hexDigits[v&0xf]
 		v >>= 4
 	}
-	return string(b[:])
 }
 
 // entityTags splits an If-Match or If-None-Match value into its tags.

@@ -72,11 +72,7 @@ var (
 func newRequestID() string {
 	var b [32]byte
 	copy(b[:16], requestIDPrefix[:])
-	v := requestIDCount.Add(1)
-	for i := 31; i >= 16; i-- {
-		b[i] = hexDigits[v&0xf]
-		v >>= 4
-	}
+	putHex16(b[16:], requestIDCount.Add(1))
 	return string(b[:])
 }
 

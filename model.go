@@ -399,14 +399,6 @@ func emailKey(email *string) any {
 	return foldKey(*email)
 }
 
-// emailKeyString is emailKey as a string, "" when there is none.
-func emailKeyString(email *string) string {
-	if email == nil {
-		return ""
-	}
-	return foldKey(*email)
-}
-
 // parseID accepts only the canonical lowercase text of a UUID, so one
 // resource has one URL.
 func parseID(s string) (string, bool) {

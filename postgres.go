@@ -184,9 +184,11 @@ func (e *postgresEngine) txQueryRow(ctx context.Context, tx *sqlx.Tx, query stri
 // isRetryable reports a serialization failure or a deadlock: the
 // transaction did nothing, and running it again can succeed.
 func isRetryable(err error) bool {
-	c := pgCode(err)
-	return c == "40001" || c == "40P01"
+	return isRetryableCode(pgCode(err))
 }
+
+// isRetryableCode: serialization_failure, deadlock_detected.
+func isRetryableCode(c string) bool { return c == "40001" || c == "40P01" }
 
 // classify maps PostgreSQL's failures onto the domain's: a lost or refused
 // connection, a server shutting down, a read-only standby, too many
@@ -201,11 +203,11 @@ func (e *postgresEngine) classify(err error) error {
 	case c == "23503":
 		return errUserNotFound
 	case c == "57014", // query_canceled: the statement timeout
-		c == "25006",                 // read_only_sql_transaction: a standby
-		strings.HasPrefix(c, "08"),   // connection exception
-		strings.HasPrefix(c, "53"),   // insufficient resources: too many connections, disk full
-		strings.HasPrefix(c, "57P"),  // admin or crash shutdown, cannot connect now
-		c == "40001" || c == "40P01": // retried already, still failing
+		c == "25006",                // read_only_sql_transaction: a standby
+		strings.HasPrefix(c, "08"),  // connection exception
+		strings.HasPrefix(c, "53"),  // insufficient resources: too many connections, disk full
+		strings.HasPrefix(c, "57P"), // admin or crash shutdown, cannot connect now
+		isRetryableCode(c):          // retried already, still failing
 		return unavailable(err)
 	case c != "":
 		return err

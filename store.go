@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -356,25 +357,26 @@ func (s *store) queryUsers(ctx context.Context, prepared bool, ur userRead, tail
 // errUserNotFound.
 func (s *store) GetUser(ctx context.Context, id string, extras userExtras) (User, error) {
 	users, err := s.queryUsers(ctx, true, userRead{extras: extras, version: true}, "FROM users WHERE id = ?", id)
-	return oneUser(users, err, "get user")
+	return firstRow(users, err, errUserNotFound, "get user")
 }
 
 // GetUserByUsername returns the user whose username matches name without
 // regard to case, with the extras asked for, or errUserNotFound.
 func (s *store) GetUserByUsername(ctx context.Context, name string, extras userExtras) (User, error) {
 	users, err := s.queryUsers(ctx, true, userRead{extras: extras, version: true}, "FROM users WHERE username_key = ?", foldKey(name))
-	return oneUser(users, err, "get user by username")
+	return firstRow(users, err, errUserNotFound, "get user by username")
 }
 
-// oneUser is the single row of a lookup, or errUserNotFound.
-func oneUser(users []User, err error, doing string) (User, error) {
+// firstRow is the single row of a lookup, or missing when it found none.
+func firstRow[T any](rows []T, err, missing error, doing string) (T, error) {
+	var zero T
 	if err != nil {
-		return User{}, fmt.Errorf("%s: %w", doing, err)
+		return zero, fmt.Errorf("%s: %w", doing, err)
 	}
-	if len(users) == 0 {
-		return User{}, errUserNotFound
+	if len(rows) == 0 {
+		return zero, missing
 	}
-	return users[0], nil
+	return rows[0], nil
 }
 
 // GetCredentials returns the user called name (without regard to case)
@@ -430,14 +432,8 @@ func (s *store) ListUsers(ctx context.Context, q page, username *string, extras 
 // checks again, in its transaction.
 func (s *store) TakenFields(ctx context.Context, username, email *string, exceptID string) ([]string, error) {
 	var taken []string
-	for _, f := range []struct {
-		name, column string
-		value        *string
-	}{{"username", "username_key", username}, {"email", "email_key", email}} {
-		if f.value == nil {
-			continue
-		}
-		rows, err := s.queryRead(ctx, true, "SELECT id FROM users WHERE "+f.column+" = ? AND id <> ?", foldKey(*f.value), exceptID)
+	for _, f := range uniqueFields(username, email) {
+		rows, err := s.queryRead(ctx, true, "SELECT id FROM users WHERE "+f.column+" = ? AND id <> ?", f.key, exceptID)
 		if err != nil {
 			return nil, fmt.Errorf("find taken %s: %w", f.name, err)
 		}
@@ -451,6 +447,23 @@ func (s *store) TakenFields(ctx context.Context, username, email *string, except
 		}
 	}
 	return taken, nil
+}
+
+// uniqueField is a field no two users may share, apart from case: its
+// name in errors, its key column, and the key of the value looked for.
+type uniqueField struct{ name, column, key string }
+
+// uniqueFields lists the unique fields among a username and an email that
+// are given (not nil, not empty).
+func uniqueFields(username, email *string) []uniqueField {
+	fields := make([]uniqueField, 0, 2)
+	if username != nil && *username != "" {
+		fields = append(fields, uniqueField{"username", "username_key", foldKey(*username)})
+	}
+	if email != nil && *email != "" {
+		fields = append(fields, uniqueField{"email", "email_key", foldKey(*email)})
+	}
+	return fields
 }
 
 // CreateUser inserts u, setting its timestamps and version. A taken
@@ -541,12 +554,7 @@ func (t wtx) savepoint(ctx context.Context, name string, fn func() error) error 
 // write that held the value is gone by now, and the write is retried.
 func userConflict(ctx context.Context, t wtx, u *User) error {
 	var fields []string
-	for _, f := range []struct {
-		name, column, key string
-	}{{"username", "username_key", foldKey(u.Username)}, {"email", "email_key", emailKeyString(u.Email)}} {
-		if f.key == "" {
-			continue
-		}
+	for _, f := range uniqueFields(&u.Username, u.Email) {
 		var n int
 		if err := t.get(ctx, &n, ("SELECT count(*) FROM users WHERE " + f.column + " = ? AND id <> ?"), f.key, u.ID); err != nil {
 			return fmt.Errorf("find conflict: %w", err)
@@ -631,31 +639,26 @@ func (s *store) txOwner(ctx context.Context, t wtx, userID string, asked bool) (
 // the one read.) Setting fewer columns also spares the unique indexes
 // when the username and email are not being changed.
 func (s *store) setUserFields(ctx context.Context, id string, in *userInput, withGoals bool) (User, []Goal, error) {
-	var set strings.Builder
-	var args []any
-	column := func(name string, v any) {
-		set.WriteString(name + " = ?, ")
-		args = append(args, v)
-	}
+	var set setList
 	if in.Username.Set {
-		column("username", in.Username.Value)
-		column("username_key", foldKey(in.Username.Value))
+		set.add("username", in.Username.Value)
+		set.add("username_key", foldKey(in.Username.Value))
 	}
 	if in.Email.Set {
-		column("email", nullable(in.Email))
-		column("email_key", emailKey(nullable(in.Email)))
+		set.add("email", nullable(in.Email))
+		set.add("email_key", emailKey(nullable(in.Email)))
 	}
 	if in.FullName.Set {
-		column("full_name", nullable(in.FullName))
+		set.add("full_name", nullable(in.FullName))
 	}
 	if in.passwordHash != "" {
-		column("password_hash", in.passwordHash)
+		set.add("password_hash", in.passwordHash)
 	}
-	query := "UPDATE users SET " + set.String() + "version = version + 1, modified_at = ? WHERE id = ? RETURNING " + userColumns
 	var out User
 	var goals []Goal
 	update := func(ctx context.Context, t wtx) error {
-		return scanUser(t.row(ctx, query, append(args, formatTime(s.now()), id)...), &out)
+		query, args := set.update("users", userColumns, id, formatTime(s.now()))
+		return scanUser(t.row(ctx, query, args...), &out)
 	}
 	err := s.write(ctx, func(ctx context.Context, t wtx) error {
 		var err error
@@ -678,6 +681,26 @@ func (s *store) setUserFields(ctx context.Context, id string, in *userInput, wit
 		return err
 	})
 	return out, goals, err
+}
+
+// setList is the SET list of an UPDATE: the columns a body names.
+type setList struct {
+	sql  strings.Builder
+	args []any
+}
+
+// add sets column to v.
+func (l *setList) add(column string, v any) {
+	l.sql.WriteString(column + " = ?, ")
+	l.args = append(l.args, v)
+}
+
+// update is the statement that sets the list on table's row id, counts
+// its version up and stamps modified_at, returning columns; and its
+// arguments.
+func (l *setList) update(table, columns, id, modifiedAt string) (string, []any) {
+	query := "UPDATE " + table + " SET " + l.sql.String() + "version = version + 1, modified_at = ? WHERE id = ? RETURNING " + columns
+	return query, append(slices.Clip(l.args), modifiedAt, id)
 }
 
 // PutUserByUsername creates the user called name when none exists
@@ -886,13 +909,7 @@ func goalsIn(rows rowsIter) iter.Seq2[Goal, error] {
 // GetGoal returns the goal with id, or errGoalNotFound.
 func (s *store) GetGoal(ctx context.Context, id string) (Goal, error) {
 	goals, err := s.queryGoals(ctx, true, "SELECT "+goalColumns+" FROM goals WHERE id = ?", id)
-	if err != nil {
-		return Goal{}, fmt.Errorf("get goal: %w", err)
-	}
-	if len(goals) == 0 {
-		return Goal{}, errGoalNotFound
-	}
-	return goals[0], nil
+	return firstRow(goals, err, errGoalNotFound, "get goal")
 }
 
 // ListGoals returns one page of goals in id order; with userID, only that
@@ -1019,7 +1036,8 @@ func (s *store) UpdateGoal(ctx context.Context, id string, in *goalInput, pre *p
 	var ownerRow *User
 	defer func() { s.touched(out.UserID) }()
 	if pre == nil {
-		err := s.setGoalFields(ctx, id, in, &out, withOwner, &ownerRow)
+		var err error
+		out, ownerRow, err = s.setGoalFields(ctx, id, in, withOwner)
 		return out, ownerRow, err
 	}
 	err := s.write(ctx, func(ctx context.Context, t wtx) error {
@@ -1052,34 +1070,32 @@ func (s *store) UpdateGoal(ctx context.Context, id string, in *goalInput, pre *p
 
 // setGoalFields is an update of a goal that no If-Match conditions, in
 // one statement (see setUserFields); it fills out with the row.
-func (s *store) setGoalFields(ctx context.Context, id string, in *goalInput, out *Goal, withOwner bool, ownerRow **User) error {
-	var set strings.Builder
-	var args []any
-	column := func(name string, v any) {
-		set.WriteString(name + " = ?, ")
-		args = append(args, v)
-	}
+func (s *store) setGoalFields(ctx context.Context, id string, in *goalInput, withOwner bool) (Goal, *User, error) {
+	var set setList
 	if in.Title.Set {
-		column("title", in.Title.Value)
+		set.add("title", in.Title.Value)
 	}
 	if in.Period.Set {
-		column("period", in.Period.Value)
+		set.add("period", in.Period.Value)
 	}
 	if in.TargetMinutes.Set {
-		column("target_minutes", in.TargetMinutes.Value)
+		set.add("target_minutes", in.TargetMinutes.Value)
 	}
 	if in.Description.Set {
-		column("description", nullable(in.Description))
+		set.add("description", nullable(in.Description))
 	}
-	query := "UPDATE goals SET " + set.String() + "version = version + 1, modified_at = ? WHERE id = ? RETURNING " + goalColumns
-	return s.write(ctx, func(ctx context.Context, t wtx) error {
-		err := scanGoal(t.row(ctx, query, append(args, formatTime(s.now()), id)...), out)
+	var out Goal
+	var owner *User
+	err := s.write(ctx, func(ctx context.Context, t wtx) error {
+		query, args := set.update("goals", goalColumns, id, formatTime(s.now()))
+		err := scanGoal(t.row(ctx, query, args...), &out)
 		if err := notFound(err, errGoalNotFound, "update goal"); err != nil {
 			return err
 		}
-		*ownerRow, err = s.txOwner(ctx, t, out.UserID, withOwner)
+		owner, err = s.txOwner(ctx, t, out.UserID, withOwner)
 		return err
 	})
+	return out, owner, err
 }
 
 // DeleteGoal deletes the goal with id once pre (when given) accepts its
