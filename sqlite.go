@@ -37,7 +37,7 @@ func init() {
 type sqliteEngine struct {
 	path    string
 	writeDB *sqlx.DB
-	readDB  *sqlx.DB      // database/sql reads: copy's snapshot, tests
+	readDB  *sqlx.DB      // database/sql reads: copy's snapshot
 	reads   *sqliteReader // the request path's reads (sqlite_reader.go)
 	lock    *os.File      // held with flock while serving; nil otherwise
 
@@ -238,8 +238,11 @@ func (e *sqliteEngine) prepareNoted() {
 	})
 }
 
+// pools is the writer only: a server's reads run on the reader's own
+// connections (sqlite_reader.go), outside database/sql, and readDB serves
+// only copy's snapshot.
 func (e *sqliteEngine) pools() map[string]*sql.DB {
-	return map[string]*sql.DB{"reader": e.readDB.DB, "writer": e.writeDB.DB}
+	return map[string]*sql.DB{"writer": e.writeDB.DB}
 }
 
 // close stops taking writes, commits the ones queued, closes the pools
