@@ -423,6 +423,8 @@ func samplePeakHeap(base string, stop <-chan struct{}) float64 {
 	}
 }
 
+// BenchmarkServerRSS1M reports the peak RSS of the binary serving
+// 1,000,000 users under reads: GETs of one user, a quarter lists of 100.
 func BenchmarkServerRSS1M(b *testing.B) {
 	path := usersFixture(b, 1_000_000)
 	ids := fixtureIDs(b, path)
@@ -438,6 +440,8 @@ func BenchmarkServerRSS1M(b *testing.B) {
 	b.ReportMetric(p.status(b, "RssFile"), "rss-file-MiB")
 }
 
+// BenchmarkStartup1M times the binary from exec to its first 200 from
+// /healthz on a database of 1,000,000 users; ns/op is the mean.
 func BenchmarkStartup1M(b *testing.B) {
 	path := usersFixture(b, 1_000_000)
 	buildTestBinary(b)
