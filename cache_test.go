@@ -137,23 +137,20 @@ func TestCachedReadsAreNeverStale(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(g), 1))
 			for time.Now().Before(deadline.Add(500 * time.Millisecond)) {
 				id := ids[rng.IntN(len(ids))]
+				getOne := func(what, show string) {
+					n := l.note(id)
+					r := ts.do(t, "GET", "/api/users/"+id+"?show="+show, "")
+					var u map[string]any
+					if r.status == 200 {
+						u = r.json(t)["user"].(map[string]any)
+					}
+					checkUser(t, l, what, id, u, n)
+				}
 				switch rng.IntN(4) {
 				case 0, 1: // one user, through the cache
-					n := l.note(id)
-					r := ts.do(t, "GET", "/api/users/"+id+"?show=full_name", "")
-					var u map[string]any
-					if r.status == 200 {
-						u = r.json(t)["user"].(map[string]any)
-					}
-					checkUser(t, l, "GET", id, u, n)
+					getOne("GET", "full_name")
 				case 2: // with its goals embedded, through the cache
-					n := l.note(id)
-					r := ts.do(t, "GET", "/api/users/"+id+"?show=full_name,goals", "")
-					var u map[string]any
-					if r.status == 200 {
-						u = r.json(t)["user"].(map[string]any)
-					}
-					checkUser(t, l, "GET with goals", id, u, n)
+					getOne("GET with goals", "full_name,goals")
 				default: // a list page of them all
 					before := map[string]noted{}
 					for _, id := range ids {
