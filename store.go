@@ -618,13 +618,17 @@ func (s *store) txGoalsOf(ctx context.Context, t wtx, userID string, asked bool)
 }
 
 // txOwner reads, when asked, a goal's owner (every column) inside a
-// write's transaction, for the answer to embed.
+// write's transaction, for the answer to embed. It takes no lock: the
+// write holds the goal's, and a delete of the user holds the user's and
+// waits for the goal's (the cascade), so waiting here for the user's
+// would deadlock the two.
 func (s *store) txOwner(ctx context.Context, t wtx, userID string, asked bool) (*User, error) {
 	if !asked {
 		return nil, nil
 	}
-	u, err := s.txGetUser(ctx, t, "id = ?", userID)
-	if err != nil {
+	var u User
+	err := scanUser(t.row(ctx, ("SELECT "+userColumns+" FROM users WHERE id = ?"), userID), &u)
+	if err := notFound(err, errUserNotFound, "get goal owner"); err != nil {
 		return nil, err
 	}
 	return &u, nil

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -151,4 +152,66 @@ func TestSQLiteReadsWaitForAConnectionOnlyAsLongAsTheirRequest(t *testing.T) {
 	for _, rows := range held {
 		rows.Close()
 	}
+}
+
+// A goal's update that embeds its owner (?show=user) racing the owner's
+// delete: the update locks the goal and the delete (cascading to the
+// goals) locks the user, so the owner read for the answer must not wait
+// for the user's lock, or each waits for the other until PostgreSQL
+// breaks the deadlock.
+func TestGoalUpdateShowingItsOwnerRacesTheOwnersDelete(t *testing.T) {
+	ts := newTestServer(t)
+	count := map[int]int{}
+	for round := 0; round < 40; round++ {
+		user := ts.mustCreateUser(t, fmt.Sprintf("owner%02d", round), "")["id"].(string)
+		r := ts.do(t, "POST", "/api/users/"+user+"/goals", `{"title":"g","target_minutes":5}`)
+		expect(t, "create goal", r, 201)
+		goal := r.json(t)["goal"].(map[string]any)["id"].(string)
+		var wg sync.WaitGroup
+		var del, patch int
+		wg.Add(2)
+		go func() { defer wg.Done(); del = ts.do(t, "DELETE", "/api/users/"+user, "").status }()
+		go func() {
+			defer wg.Done()
+			patch = ts.do(t, "PATCH", "/api/goals/"+goal+"?show=user", `{"title":"h"}`).status
+		}()
+		wg.Wait()
+		if del != 204 || (patch != 200 && patch != 404) {
+			t.Fatalf("round %d: DELETE user %d, PATCH goal %d; want 204, and 200 or 404", round, del, patch)
+		}
+		count[patch]++
+	}
+	t.Logf("goal updates showing their owner, racing its delete: %v", count)
+	if n := deadlocksBroken(t, ts); n != 0 {
+		t.Fatalf("PostgreSQL broke %d deadlocks between these writes; want none", n)
+	}
+}
+
+// deadlocksBroken is how many deadlocks PostgreSQL has broken in the
+// test's database (0 on SQLite, which has one writer at a time). It closes
+// the store first: a connection reports its statistics when it ends, so
+// once none is left, every one the server had has reported.
+func deadlocksBroken(t *testing.T, ts *testServer) int64 {
+	t.Helper()
+	if testBackend != "postgres" {
+		return 0
+	}
+	ts.store.Close()
+	name := strings.TrimPrefix(mustURL(t, ts.db).Path, "/")
+	var n int64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if err := pgAdmin.QueryRow("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name).Scan(&n); err != nil {
+			t.Fatalf("count connections: %v", err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections to %s still open 10 s after the store closed", n, name)
+		}
+	}
+	if err := pgAdmin.QueryRow("SELECT deadlocks FROM pg_stat_database WHERE datname = $1", name).Scan(&n); err != nil {
+		t.Fatalf("read deadlocks: %v", err)
+	}
+	return n
 }
