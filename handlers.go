@@ -578,7 +578,8 @@ func (s *server) checkPassword(ctx context.Context, username, password string) (
 func (s *server) writeUser(w http.ResponseWriter, r *http.Request, status int, u *User, show userShow, goals []Goal) {
 	buf := getBuffer()
 	defer putBuffer(buf)
-	writeCacheable(w, r, status, *buf, renderUser(buf, u, show, goals))
+	etag := renderUser(buf, u, show, goals) // before *buf is read: it renders into it
+	writeCacheable(w, r, status, *buf, etag)
 }
 
 // writeReadUser is writeUser for an answer that reads: it reads the
