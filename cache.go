@@ -1,8 +1,12 @@
-// cache.go: the read cache of rendered users. An entry is the exact body
-// and ETag a GET of one user answered, and the user's write generation
-// when it was read; an entry is served only while that generation has not
-// moved, so a read that starts after an acknowledged write never sees what
-// was there before it.
+// cache.go: the read cache of user rows. An entry is a user's row as GET
+// of one user reads it (every column a client may ask for with show=, not
+// the password hash) and the user's write generation when it was read; an
+// entry is served only while that generation has not moved, so a read
+// that starts after an acknowledged write never sees what was there
+// before it. Rows rather than rendered answers: one entry serves every
+// show=, and it takes half the bytes (about 130 here for a user without
+// email or full name, so 20 MiB hold over 150,000 users); rendering a row
+// again costs far less than reading it from SQLite.
 package main
 
 import (
@@ -18,14 +22,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// defaultCacheMiB bounds the cache (-cache-size). A user as GET shows it
-// by default takes about 230 bytes here, so 20 MiB hold about 90,000.
+// defaultCacheMiB bounds the cache (-cache-size).
 const defaultCacheMiB = 20
 
-// userCache maps a user and what its answer shows to that answer. The
-// entries live in bigcache's byte queues, which hold no pointers: the
-// garbage collector never scans them, however many there are. When it is
-// full, the oldest entries go first.
+// userCache maps a user's id to its row. The entries live in bigcache's
+// byte queues, which hold no pointers: the garbage collector never scans
+// them, however many there are. When it is full, the oldest entries go
+// first.
 type userCache struct {
 	store        *store
 	entries      *bigcache.BigCache
@@ -43,7 +46,7 @@ func newUserCache(st *store, maxMiB int, hits, misses prometheus.Counter, log *s
 	cfg.CleanWindow = 0
 	cfg.Shards = 64
 	cfg.MaxEntriesInWindow = 64 * 100 // small start: the queues grow to HardMaxCacheSize
-	cfg.MaxEntrySize = 256
+	cfg.MaxEntrySize = 160
 	cfg.HardMaxCacheSize = maxMiB
 	cfg.Hasher = xxhasher{}
 	cfg.Verbose = false // it would print each queue it grows with the log package
@@ -68,31 +71,6 @@ type xxhasher struct{}
 
 func (xxhasher) Sum64(key string) uint64 { return xxhash.Sum64String(key) }
 
-// userCacheKey is one representation of one user: its id and the show=
-// it was asked with.
-type userCacheKey struct {
-	id   string
-	show userShow
-}
-
-// appendTo writes the key as the cache stores it: the id and one byte of
-// flags.
-func (k userCacheKey) appendTo(b []byte) []byte {
-	flags := byte('@') // 0x40: the four low bits are free for the flags
-	for i, on := range [...]bool{k.show.Email, k.show.FullName, k.show.Goals, k.show.GoalDescription} {
-		if on {
-			flags |= 1 << i
-		}
-	}
-	return append(append(b, k.id...), flags)
-}
-
-// cachedUser is one answer, as sent.
-type cachedUser struct {
-	body []byte
-	etag string
-}
-
 // generation is the user's write generation, to note before a read.
 func (c *userCache) generation(id string) uint64 {
 	if c == nil {
@@ -101,36 +79,116 @@ func (c *userCache) generation(id string) uint64 {
 	return c.store.Generation(id)
 }
 
-// get returns the answer held for key, if it is still current. An entry
-// is: the generation (8 bytes), the ETag's length (1 byte), the ETag, the
-// body.
-func (c *userCache) get(key userCacheKey) (cachedUser, bool) {
+// extras is what a read of a user must fetch for the cache to keep it:
+// every column, whatever the request shows.
+func (c *userCache) extras(asked userExtras) userExtras {
 	if c == nil {
-		return cachedUser{}, false
+		return asked
 	}
-	var kb [64]byte
-	k := key.appendTo(kb[:0])
-	// bigcache reads the key and keeps none of it; the entry it returns is
-	// a copy of our own, so the ETag may share its bytes.
-	e, err := c.entries.Get(unsafe.String(unsafe.SliceData(k), len(k)))
-	if err != nil || len(e) < 9 || e[8] == 0 || binary.LittleEndian.Uint64(e) != c.store.Generation(key.id) || len(e) < 9+int(e[8]) {
-		c.misses.Inc()
-		return cachedUser{}, false
-	}
-	c.hits.Inc()
-	n := int(e[8])
-	return cachedUser{etag: unsafe.String(&e[9], n), body: e[9+n:]}, true
+	return userExtras{Email: true, FullName: true}
 }
 
-// put keeps an answer read at generation gen. One whose user has been
-// written since is not kept (and would not be served: get checks again).
-func (c *userCache) put(key userCacheKey, body []byte, etag string, gen uint64) {
-	if c == nil || gen != c.store.Generation(key.id) || len(etag) > 255 {
+// get returns the row held for the user with id, if it is still current.
+func (c *userCache) get(id string) (User, bool) {
+	if c == nil {
+		return User{}, false
+	}
+	e, err := c.entries.Get(id)
+	if err != nil || len(e) < 8 || binary.LittleEndian.Uint64(e) != c.store.Generation(id) {
+		c.misses.Inc()
+		return User{}, false
+	}
+	u, ok := decodeUserEntry(e[8:])
+	if !ok {
+		c.misses.Inc()
+		return User{}, false
+	}
+	u.ID = id
+	c.hits.Inc()
+	return u, true
+}
+
+// put keeps u, read at generation gen. A row whose user has been written
+// since is not kept (and would not be served: get checks again).
+func (c *userCache) put(u *User, gen uint64) {
+	if c == nil || gen != c.store.Generation(u.ID) {
 		return
 	}
-	e := make([]byte, 9, 9+len(etag)+len(body))
-	binary.LittleEndian.PutUint64(e, gen)
-	e[8] = byte(len(etag))
-	e = append(append(e, etag...), body...)
-	c.entries.Set(string(key.appendTo(nil)), e) //nolint:errcheck // an entry too large is simply not kept
+	e := binary.LittleEndian.AppendUint64(make([]byte, 0, 64+len(u.Username)), gen)
+	c.entries.Set(u.ID, appendUserEntry(e, u)) //nolint:errcheck // an entry too large is simply not kept
+}
+
+// appendUserEntry encodes what a client may see of u, but its id (the
+// entry's key): the version, then each string as a uvarint of its length
+// and its bytes; the nullable ones write their length plus one, and 0 for
+// null.
+func appendUserEntry(b []byte, u *User) []byte {
+	b = binary.AppendVarint(b, u.Version)
+	for _, s := range [...]string{u.Username, u.CreatedAt, u.ModifiedAt} {
+		b = append(binary.AppendUvarint(b, uint64(len(s))), s...)
+	}
+	for _, s := range [...]*string{u.Email, u.FullName} {
+		if s == nil {
+			b = append(b, 0)
+			continue
+		}
+		b = append(binary.AppendUvarint(b, uint64(len(*s))+1), *s...)
+	}
+	return b
+}
+
+// decodeUserEntry reads what appendUserEntry wrote.
+func decodeUserEntry(e []byte) (User, bool) {
+	d := entryReader{rest: e, ok: true}
+	u := User{Version: d.varint()}
+	u.Username, u.CreatedAt, u.ModifiedAt = d.str(), d.str(), d.str()
+	u.Email, u.FullName = d.nullable(), d.nullable()
+	return u, d.ok && len(d.rest) == 0
+}
+
+// entryReader reads an entry's fields in turn; ok turns false at the first
+// that does not fit. The strings share the entry's bytes: bigcache hands
+// out a copy of its own, which nothing else holds or changes.
+type entryReader struct {
+	rest []byte
+	ok   bool
+}
+
+func (d *entryReader) varint() int64 {
+	v, n := binary.Varint(d.rest)
+	if n <= 0 {
+		d.ok = false
+		return 0
+	}
+	d.rest = d.rest[n:]
+	return v
+}
+
+// str reads a string: the uvarint of its length, then its bytes.
+func (d *entryReader) str() string { return d.text(0) }
+
+// nullable reads a string or null: the uvarint of its length plus one (0
+// for null), then its bytes.
+func (d *entryReader) nullable() *string {
+	if len(d.rest) > 0 && d.rest[0] == 0 {
+		d.rest = d.rest[1:]
+		return nil
+	}
+	s := d.text(1)
+	if !d.ok {
+		return nil
+	}
+	return &s
+}
+
+// text reads a uvarint, and then that number less less of bytes.
+func (d *entryReader) text(less uint64) string {
+	l, n := binary.Uvarint(d.rest)
+	if n <= 0 || l < less || l-less > uint64(len(d.rest)-n) {
+		d.ok = false
+		return ""
+	}
+	b := d.rest[n : n+int(l-less)]
+	d.rest = d.rest[n+len(b):]
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }

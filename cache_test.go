@@ -7,6 +7,7 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -206,6 +207,31 @@ func TestCacheKeepsEachShowApart(t *testing.T) {
 			if hasEmail != want["email"] || hasName != want["full_name"] || hasGoals != want["goals"] {
 				t.Fatalf("round %d, show=%q: got %v", round, show, u)
 			}
+		}
+	}
+}
+
+// A cache entry gives back the row it was made from, nulls and empty
+// strings apart, and a cut or padded entry is refused rather than read.
+func TestUserEntriesRoundTrip(t *testing.T) {
+	empty, long := "", strings.Repeat("é", 300)
+	for _, u := range []User{
+		{Version: 1, Username: "ann", CreatedAt: "2026-11-25T12:00:00.000Z", ModifiedAt: "2026-11-25T12:00:01.000Z"},
+		{Version: 1 << 40, Username: long, Email: &empty, FullName: &long, CreatedAt: "c", ModifiedAt: "m"},
+		{Version: 7, Username: "", Email: &long, CreatedAt: "", ModifiedAt: ""},
+	} {
+		e := appendUserEntry(nil, &u)
+		got, ok := decodeUserEntry(e)
+		if !ok || !reflect.DeepEqual(got, u) {
+			t.Fatalf("decode(encode(%+v)) = %+v, %v", u, got, ok)
+		}
+		for cut := 0; cut < len(e); cut++ {
+			if _, ok := decodeUserEntry(e[:cut]); ok {
+				t.Fatalf("an entry cut to %d of %d bytes was read", cut, len(e))
+			}
+		}
+		if _, ok := decodeUserEntry(append(e, 0)); ok {
+			t.Fatalf("an entry with a byte too many was read")
 		}
 	}
 }

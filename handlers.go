@@ -339,35 +339,34 @@ func (s *server) hashPassword(ctx context.Context, in *userInput) error {
 	return nil
 }
 
-// handleGetUser serves GET /api/users/{id}, from the cache when it holds
-// a current answer.
+// handleGetUser serves GET /api/users/{id}.
 func (s *server) handleGetUser(w http.ResponseWriter, r *http.Request) {
 	id, show, err := userRoute(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	key := userCacheKey{id: id, show: show}
-	if e, ok := s.cache.get(key); ok {
-		writeCacheable(w, r, http.StatusOK, e.body, e.etag)
+	u, err := s.readUser(r.Context(), id, show)
+	if err != nil {
+		s.fail(w, r, err)
 		return
+	}
+	s.writeReadUser(w, r, &u, show)
+}
+
+// readUser returns the user with id, from the cache when it holds the
+// current row.
+func (s *server) readUser(ctx context.Context, id string, show userShow) (User, error) {
+	if u, ok := s.cache.get(id); ok {
+		return u, nil
 	}
 	gen := s.cache.generation(id) // noted before the read: see userCache.put
-	u, err := s.store.GetUser(r.Context(), id, show.extras())
+	u, err := s.store.GetUser(ctx, id, s.cache.extras(show.extras()))
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return User{}, err
 	}
-	goals, err := s.goalsToEmbed(r.Context(), &u, show)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	buf := getBuffer()
-	defer putBuffer(buf)
-	etag := renderUser(buf, &u, show, goals)
-	s.cache.put(key, *buf, etag, gen)
-	writeCacheable(w, r, http.StatusOK, *buf, etag)
+	s.cache.put(&u, gen)
+	return u, nil
 }
 
 // handleGetUserByUsername serves GET /api/users/by-username/{username}.
@@ -910,7 +909,10 @@ func parseLimit(s string) (int, error) {
 // maxPageBytes (a page always holds at least one item). It returns the
 // body and how many items it holds.
 // The body is rendered into buf (a pooled buffer, which keeps its size
-// from page to page).
+// from page to page), with the newline every body ends with: writeJSON
+// then writes it in one piece rather than adding the newline in a write
+// (a system call, when a page is larger than net/http's buffer) of its
+// own.
 func renderPage(buf *[]byte, n int, appendItem func(b []byte, i int) ([]byte, error)) ([]byte, int, error) {
 	b := append((*buf)[:0], '[')
 	defer func() { *buf = b }()
@@ -923,11 +925,11 @@ func renderPage(buf *[]byte, n int, appendItem func(b []byte, i int) ([]byte, er
 		if b, err = appendItem(b, i); err != nil {
 			return nil, 0, err
 		}
-		if i > 0 && len(b)+len("]\n") > maxPageBytes { // writeJSON adds the newline
-			return append(b[:mark], ']'), i, nil
+		if i > 0 && len(b)+len("]\n") > maxPageBytes {
+			return append(b[:mark], ']', '\n'), i, nil
 		}
 	}
-	return append(b, ']'), n, nil
+	return append(b, ']', '\n'), n, nil
 }
 
 // writePage writes a list page with its ETag, and, when rows follow it, a

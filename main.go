@@ -133,7 +133,7 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (c
 	fs.IntVar(&cfg.maxConns, "max-conns", 1024, "open connections in all; more wait in the kernel's backlog")
 	fs.IntVar(&cfg.maxConnsPerClient, "max-conns-per-client", 64, "open connections from one client address (an IPv6 /64); more are closed at once; 0 turns it off")
 	fs.BoolVar(&cfg.admin, "admin", true, "serve the admin page at /admin/")
-	fs.IntVar(&cfg.cacheMiB, "cache-size", defaultCacheMiB, "MiB of rendered users the read cache holds (SQLite only); 0 turns it off")
+	fs.IntVar(&cfg.cacheMiB, "cache-size", defaultCacheMiB, "MiB of user rows the read cache holds (SQLite only); 0 turns it off")
 	if err := applyEnv(fs, getenv); err != nil {
 		return cfg, nil, err
 	}
