@@ -4,6 +4,7 @@
 package main
 
 import (
+	"iter"
 	"net/http"
 	"slices"
 	"strconv"
@@ -74,23 +75,24 @@ func putHex16(dst []byte, v uint64) {
 	}
 }
 
-// entityTags splits an If-Match or If-None-Match value into its tags.
-func entityTags(r *http.Request, header string) []string {
-	var tags []string
-	for _, v := range r.Header.Values(header) {
-		for _, t := range strings.Split(v, ",") {
-			if t = strings.TrimSpace(t); t != "" {
-				tags = append(tags, t)
+// entityTags yields the tags of an If-Match or If-None-Match header, in
+// order. It allocates nothing: every GET with If-None-Match reads them.
+func entityTags(r *http.Request, header string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for _, v := range r.Header.Values(header) {
+			for t := range strings.SplitSeq(v, ",") {
+				if t = strings.TrimSpace(t); t != "" && !yield(t) {
+					return
+				}
 			}
 		}
 	}
-	return tags
 }
 
 // noneMatch reports whether If-None-Match names etag (weak comparison, as
 // RFC 9110 asks for this header) or is "*".
 func noneMatch(r *http.Request, etag string) bool {
-	for _, t := range entityTags(r, "If-None-Match") {
+	for t := range entityTags(r, "If-None-Match") {
 		if t == "*" || strings.TrimPrefix(t, "W/") == etag {
 			return true
 		}
@@ -111,7 +113,7 @@ type precondition struct {
 // writePrecondition reads a write's conditional headers for a resource of
 // kind ("user" or "goal"); nil when it sent none.
 func writePrecondition(r *http.Request, kind string) *precondition {
-	p := &precondition{kind: kind, ifMatch: entityTags(r, "If-Match"), ifNoneMatch: entityTags(r, "If-None-Match")}
+	p := &precondition{kind: kind, ifMatch: slices.Collect(entityTags(r, "If-Match")), ifNoneMatch: slices.Collect(entityTags(r, "If-None-Match"))}
 	if p.ifMatch == nil && p.ifNoneMatch == nil {
 		return nil
 	}

@@ -87,7 +87,12 @@ func withRequestInfo(trusted trustedProxies, next http.Handler) http.Handler {
 		}
 		w.Header()["X-Request-Id"] = []string{id}
 		ip := clientAddr(r, trusted)
-		info := requestInfo{id: id, client: client{addr: ip.String(), key: limitKey(ip)}}
+		addr := ip.String()
+		key := addr // an IPv4 client is its own key
+		if ip.Is6() {
+			key = limitKey(ip)
+		}
+		info := requestInfo{id: id, client: client{addr: addr, key: key}}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestInfoKey, info)))
 	})
 }
