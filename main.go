@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -48,8 +49,37 @@ func tuneGC(getenv func(string) string, cacheBytes int) {
 		debug.SetGCPercent(gcPercent)
 	}
 	if getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(int64(heapAllowance + cacheBytes))
+		gcLimit.mu.Lock()
+		defer gcLimit.mu.Unlock()
+		gcLimit.set, gcLimit.bytes = true, int64(heapAllowance+cacheBytes)
+		debug.SetMemoryLimit(gcLimit.bytes)
 	}
+}
+
+// gcLimit is the memory limit tuneGC set, if it set one.
+var gcLimit struct {
+	mu    sync.Mutex
+	set   bool
+	bytes int64
+}
+
+// raiseGCLimit adds n bytes to the memory limit tuneGC set (if it set
+// one) until lower is called. A password hash takes argon2id's memory
+// (19 MiB) at once; under a limit that leaves no room for it the
+// collector would run again and again while the hash fills it (two
+// concurrent logins took twice as long). Raising the limit only while
+// hashes run keeps the limit tight for everything else.
+func raiseGCLimit(n int64) (lower func()) {
+	move := func(by int64) {
+		gcLimit.mu.Lock()
+		defer gcLimit.mu.Unlock()
+		if gcLimit.set {
+			gcLimit.bytes += by
+			debug.SetMemoryLimit(gcLimit.bytes)
+		}
+	}
+	move(n)
+	return func() { move(-n) }
 }
 
 // exitCode is 2 for a command-line mistake, 1 for anything else.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -245,5 +246,55 @@ func TestDatabasePathWithURICharacters(t *testing.T) {
 	}
 	if err := backupDatabase(context.Background(), path, filepath.Join(dir, "copy?.db")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Under the memory limit tuneGC sets, a password hash raises the limit by
+// the memory it takes while it runs, and gives it back after: the
+// collector then never fights argon2id for its 19 MiB.
+func TestHashesRaiseTheMemoryLimitWhileTheyRun(t *testing.T) {
+	oldLimit, oldPercent := debug.SetMemoryLimit(-1), debug.SetGCPercent(-1)
+	debug.SetGCPercent(oldPercent)
+	t.Cleanup(func() {
+		gcLimit.mu.Lock()
+		gcLimit.set = false
+		gcLimit.mu.Unlock()
+		debug.SetMemoryLimit(oldLimit)
+		debug.SetGCPercent(oldPercent)
+	})
+	tuneGC(func(string) string { return "" }, defaultCacheMiB<<20)
+	base := debug.SetMemoryLimit(-1)
+	if base != heapAllowance+defaultCacheMiB<<20 {
+		t.Fatalf("tuneGC set a limit of %d, want %d", base, heapAllowance+defaultCacheMiB<<20)
+	}
+	const hashMiB = 64 // large, so the hash runs long enough to be seen
+	h := newPasswordHasher(passwordParams{Memory: hashMiB << 10, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32},
+		newCounter("test_hashes"), newCounter("test_refused"))
+	done := make(chan error)
+	go func() {
+		_, err := h.Hash(context.Background(), "client", "correct horse battery")
+		done <- err
+	}()
+	var peak int64
+	for waiting := true; waiting; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("hash: %v", err)
+			}
+			waiting = false
+		default:
+			peak = max(peak, debug.SetMemoryLimit(-1))
+		}
+	}
+	if peak < base+hashMiB<<20 {
+		t.Fatalf("the limit went up to %d MiB while a %d MiB hash ran; want at least %d MiB", peak>>20, hashMiB, (base>>20)+hashMiB)
+	}
+	// Other tests' servers may still be hashing (their start-up dummy
+	// hash): they give back what they took too, soon.
+	for deadline := time.Now().Add(10 * time.Second); debug.SetMemoryLimit(-1) != base; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the limit stayed at %d MiB after the hash; want it back at %d MiB", debug.SetMemoryLimit(-1)>>20, base>>20)
+		}
 	}
 }

@@ -124,8 +124,7 @@ func (h *passwordHasher) Hash(ctx context.Context, client, password string) (str
 // a PHC string, with no admission: callers take a place first.
 func (h *passwordHasher) phc(password string, salt []byte) string {
 	p := h.params
-	h.hashes.Inc()
-	key := argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, p.KeyLen)
+	key := h.key(password, salt, p, p.KeyLen)
 	enc := base64.RawStdEncoding
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s",
 		argon2.Version, p.Memory, p.Time, p.Threads, enc.EncodeToString(salt), enc.EncodeToString(key))
@@ -143,9 +142,16 @@ func (h *passwordHasher) Verify(ctx context.Context, client, phc, password strin
 		return false, err
 	}
 	defer release()
-	h.hashes.Inc()
-	got := argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(want)))
+	got := h.key(password, salt, p, uint32(len(want)))
 	return subtle.ConstantTimeCompare(got, want) == 1, nil
+}
+
+// key computes an argon2id key, counted, with the garbage collector's
+// memory limit raised by the memory it takes (see raiseGCLimit).
+func (h *passwordHasher) key(password string, salt []byte, p passwordParams, keyLen uint32) []byte {
+	h.hashes.Inc()
+	defer raiseGCLimit(int64(p.Memory) << 10)()
+	return argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, keyLen)
 }
 
 // VerifyNobody spends the time of a real Verify for a username that does not
