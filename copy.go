@@ -94,20 +94,30 @@ func copyDatabase(ctx context.Context, src, dst string) (copyCounts, error) {
 	return n, nil
 }
 
+// copySource is what a copy needs of the database it reads.
+type copySource interface {
+	snapshot(ctx context.Context) (*sqlx.Tx, error)
+	schemaVersion(ctx context.Context, tx *sqlx.Tx) (int, error)
+	describe() string
+	close() error
+}
+
 // openCopySource opens the database a copy reads, which must exist and
-// is left as it is: a server may be running on it, on its schema.
-func openCopySource(ctx context.Context, src string) (engine, error) {
-	if !isPostgresURL(src) {
-		if _, err := os.Stat(src); errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("no database at %s", src)
-		}
+// is left as it is: a server may be running on it, on its schema. A
+// SQLite file is opened read-only (see openSQLiteSource).
+func openCopySource(ctx context.Context, src string) (copySource, error) {
+	if isPostgresURL(src) {
+		return openEngine(ctx, src, storeOptions{})
 	}
-	return openEngine(ctx, src, storeOptions{})
+	if _, err := os.Stat(src); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no database at %s", src)
+	}
+	return openSQLiteSource(src)
 }
 
 // checkSourceSchema fails unless snap reads a usersvc database with both
 // tables, at a schema this binary knows.
-func checkSourceSchema(ctx context.Context, eng engine, snap *sqlx.Tx) error {
+func checkSourceSchema(ctx context.Context, eng copySource, snap *sqlx.Tx) error {
 	v, err := eng.schemaVersion(ctx, snap)
 	if err != nil {
 		return fmt.Errorf("%s is not a usersvc database: %w", eng.describe(), err)
@@ -162,6 +172,11 @@ func refuseNonEmptySchema(ctx context.Context, eng engine) error {
 	if err != nil {
 		return err
 	}
+	if v == 0 {
+		if err := refuseOtherTables(ctx, eng, tx); err != nil {
+			return err
+		}
+	}
 	var present []copyTable
 	for _, t := range copyTables {
 		if v >= t.since {
@@ -169,6 +184,20 @@ func refuseNonEmptySchema(ctx context.Context, eng engine) error {
 		}
 	}
 	return refuseNonEmpty(ctx, tx, eng.describe(), present)
+}
+
+// refuseOtherTables fails when a database with no usersvc schema holds
+// tables: it belongs to something else, which a copy must not add to.
+func refuseOtherTables(ctx context.Context, eng engine, tx *sqlx.Tx) error {
+	names, err := eng.tables(ctx, tx)
+	if err != nil {
+		return fmt.Errorf("list the tables of %s: %w", eng.describe(), err)
+	}
+	if len(names) > 0 {
+		return fmt.Errorf("%s is not a usersvc database: it has no usersvc schema but tables of its own (%s); copy into a new or empty database",
+			eng.describe(), strings.Join(names, ", "))
+	}
+	return nil
 }
 
 // copyTable is one table a copy moves: the columns read, the columns

@@ -197,3 +197,77 @@ func userVersion(t *testing.T, path string) int {
 	}
 	return v
 }
+
+// A copy only reads its source: a backup (a file in rollback-journal
+// mode, no server on it) is left byte for byte as it was, with no WAL
+// files beside it.
+func TestCopyFromABackupLeavesItAsItWas(t *testing.T) {
+	onlySQLite(t, "a backup is a SQLite file")
+	dir := t.TempDir()
+	src, bak, dst := filepath.Join(dir, "src.db"), filepath.Join(dir, "backup.db"), filepath.Join(dir, "dst.db")
+	seedCopySource(t, src, 3)
+	if err := backupSQLite(context.Background(), src, bak); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(bak)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"usersvc", "copy", bak, dst}, envOf(), &out, io.Discard); err != nil {
+		t.Fatalf("copy from a backup: %v", err)
+	}
+	if !strings.Contains(out.String(), "3 users") {
+		t.Fatalf("copy said %q; want 3 users copied", out.String())
+	}
+	after, err := os.ReadFile(bak)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before, after) {
+		t.Fatalf("the copy changed its source, a backup (%d bytes before, %d after)", len(before), len(after))
+	}
+	for _, side := range []string{"-wal", "-shm", "-journal"} {
+		if _, err := os.Stat(bak + side); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("the copy left %s beside its source: %v", bak+side, err)
+		}
+	}
+}
+
+// A destination that holds tables of something else is not usersvc's to
+// fill: the copy is refused and the file keeps only what it had.
+func TestCopyRefusesADatabaseOfSomethingElse(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.db")
+	seedCopySource(t, src, 2)
+	other := testDB(t)
+	var db *sqlx.DB
+	var err error
+	if testBackend == "postgres" {
+		db, err = sqlx.Open("pgx", other)
+	} else {
+		db, err = sqlx.Open("sqlite", dsn(other, nil, nil))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec("CREATE TABLE invoices (number integer PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	err = run(context.Background(), []string{"usersvc", "copy", src, other}, envOf(), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "not a usersvc database") {
+		t.Fatalf("copy into a database of something else: %v; want it refused as not a usersvc database", err)
+	}
+	var tables int
+	q := "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+	if testBackend == "postgres" {
+		q = "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()"
+	}
+	if err := db.Get(&tables, q); err != nil {
+		t.Fatal(err)
+	}
+	if tables != 1 {
+		t.Fatalf("the refused destination has %d tables; want only the 1 it had", tables)
+	}
+}

@@ -264,6 +264,13 @@ func (e *postgresEngine) schemaVersion(ctx context.Context, tx *sqlx.Tx) (int, e
 	return v, nil
 }
 
+func (e *postgresEngine) tables(ctx context.Context, tx *sqlx.Tx) ([]string, error) {
+	var names []string
+	err := tx.SelectContext(ctx, &names, `SELECT table_name FROM information_schema.tables
+		WHERE table_schema = current_schema() AND table_name <> 'usersvc_schema' ORDER BY table_name`)
+	return names, err
+}
+
 func (e *postgresEngine) setSchemaVersion(ctx context.Context, tx *sqlx.Tx, v int) error {
 	if _, err := tx.ExecContext(ctx, "DELETE FROM usersvc_schema"); err != nil {
 		return err

@@ -321,11 +321,24 @@ func (e *sqliteEngine) schemaSource() string { return sqliteSchema }
 func (e *sqliteEngine) lockSchema(context.Context, *sqlx.Tx) error { return nil }
 
 func (e *sqliteEngine) schemaVersion(ctx context.Context, tx *sqlx.Tx) (int, error) {
+	return sqliteSchemaVersion(ctx, tx)
+}
+
+// sqliteSchemaVersion reads the schema version, kept in PRAGMA
+// user_version.
+func sqliteSchemaVersion(ctx context.Context, tx *sqlx.Tx) (int, error) {
 	var v int
 	if err := tx.GetContext(ctx, &v, "PRAGMA user_version"); err != nil {
 		return 0, describeOpenError(err)
 	}
 	return v, nil
+}
+
+func (e *sqliteEngine) tables(ctx context.Context, tx *sqlx.Tx) ([]string, error) {
+	var names []string
+	err := tx.SelectContext(ctx, &names, `SELECT name FROM sqlite_master
+		WHERE type = 'table' AND name NOT LIKE 'sqlite\_%' ESCAPE '\' ORDER BY name`)
+	return names, err
 }
 
 func (e *sqliteEngine) setSchemaVersion(ctx context.Context, tx *sqlx.Tx, v int) error {
@@ -341,6 +354,38 @@ func (e *sqliteEngine) adminDB() *sqlx.DB { return e.writeDB }
 func (e *sqliteEngine) snapshot(ctx context.Context) (*sqlx.Tx, error) {
 	return e.readDB.BeginTxx(ctx, nil)
 }
+
+// sqliteSource is a SQLite database a copy reads. It is opened read-only
+// and with none of the server's pragmas (journal_mode=WAL would rewrite a
+// backup's header and put WAL files beside it), so the file is left as it
+// was, byte for byte.
+type sqliteSource struct {
+	path string
+	db   *sqlx.DB
+}
+
+// openSQLiteSource opens the database file at path for reading only (it
+// may be a file we may not write, such as a backup kept read-only).
+func openSQLiteSource(path string) (*sqliteSource, error) {
+	db, err := sqlx.Open("sqlite", dsn(path, []string{"busy_timeout(5000)", "query_only(1)"}, url.Values{"mode": {"ro"}}))
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	return &sqliteSource{path: path, db: db}, nil
+}
+
+// snapshot begins a read transaction, which sees one state of the file
+// throughout (a WAL snapshot, or a shared lock in rollback-journal mode).
+func (s *sqliteSource) snapshot(ctx context.Context) (*sqlx.Tx, error) {
+	return s.db.BeginTxx(ctx, nil)
+}
+
+func (s *sqliteSource) schemaVersion(ctx context.Context, tx *sqlx.Tx) (int, error) {
+	return sqliteSchemaVersion(ctx, tx)
+}
+
+func (s *sqliteSource) describe() string { return s.path }
+func (s *sqliteSource) close() error     { return s.db.Close() }
 
 // describeOpenError turns SQLite's first-contact failures into a sentence.
 func describeOpenError(err error) error {

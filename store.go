@@ -55,6 +55,9 @@ type engine interface {
 	schemaVersion(ctx context.Context, tx *sqlx.Tx) (int, error)
 	setSchemaVersion(ctx context.Context, tx *sqlx.Tx, v int) error
 	schemaSource() string
+	// tables lists the tables the database holds, but the engine's own
+	// (SQLite's, the schema version's), sorted.
+	tables(ctx context.Context, tx *sqlx.Tx) ([]string, error)
 	// adminDB is the pool for work outside the request path: migrations
 	// and copy.
 	adminDB() *sqlx.DB
