@@ -51,16 +51,17 @@ func tuneGC(getenv func(string) string, cacheBytes int) {
 	if getenv("GOMEMLIMIT") == "" {
 		gcLimit.mu.Lock()
 		defer gcLimit.mu.Unlock()
-		gcLimit.set, gcLimit.bytes = true, int64(heapAllowance+cacheBytes)
-		debug.SetMemoryLimit(gcLimit.bytes)
+		gcLimit.set, gcLimit.base = true, int64(heapAllowance+cacheBytes)
+		debug.SetMemoryLimit(gcLimit.base + gcLimit.raised)
 	}
 }
 
-// gcLimit is the memory limit tuneGC set, if it set one.
+// gcLimit is the memory limit tuneGC set, if it set one: its base, plus
+// what the hashes running now have raised it by.
 var gcLimit struct {
-	mu    sync.Mutex
-	set   bool
-	bytes int64
+	mu           sync.Mutex
+	set          bool
+	base, raised int64
 }
 
 // raiseGCLimit adds n bytes to the memory limit tuneGC set (if it set
@@ -73,9 +74,9 @@ func raiseGCLimit(n int64) (lower func()) {
 	move := func(by int64) {
 		gcLimit.mu.Lock()
 		defer gcLimit.mu.Unlock()
+		gcLimit.raised += by
 		if gcLimit.set {
-			gcLimit.bytes += by
-			debug.SetMemoryLimit(gcLimit.bytes)
+			debug.SetMemoryLimit(gcLimit.base + gcLimit.raised)
 		}
 	}
 	move(n)
