@@ -770,17 +770,32 @@ func TestAuthenticateHonoursShow(t *testing.T) {
 
 func TestStartupErrorsFollowTheLogFormat(t *testing.T) {
 	var out, errOut strings.Builder
-	err := run(context.Background(), []string{"usersvc", "-log-format", "json", "-db", filepath.Join(t.TempDir(), "no", "x.db")}, envOf(), &out, &errOut)
-	if err == nil {
-		t.Fatal("started with a missing folder")
-	}
-	lines := strings.Split(strings.TrimSpace(errOut.String()), "\n")
-	var line map[string]any
-	if len(lines) != 1 || json.Unmarshal([]byte(lines[0]), &line) != nil || line["level"] != "ERROR" || line["msg"] == nil || line["time"] == nil {
-		t.Fatalf("start-up error with -log-format json: %q, want one JSON line with time, level, msg", errOut.String())
+	missing := filepath.Join(t.TempDir(), "no", "x.db")
+	// The format is followed whatever fails: a later flag, a flag before
+	// it that does not parse, another variable that does not.
+	for _, c := range []struct {
+		what string
+		args []string
+		env  func(string) string
+	}{
+		{"a missing folder", []string{"-log-format", "json", "-db", missing}, envOf()},
+		{"an unknown flag before -log-format", []string{"-bogus", "-log-format=json"}, envOf()},
+		{"a bad flag value before -log-format", []string{"-max-goals", "many", "--log-format", "json"}, envOf()},
+		{"a bad variable, the format in its own", nil, envOf("USERSVC_CACHE_SIZE", "lots", "USERSVC_LOG_FORMAT", "json")},
+	} {
+		errOut.Reset()
+		err := run(context.Background(), append([]string{"usersvc"}, c.args...), c.env, &out, &errOut)
+		if err == nil {
+			t.Fatalf("%s: started", c.what)
+		}
+		lines := strings.Split(strings.TrimSpace(errOut.String()), "\n")
+		var line map[string]any
+		if len(lines) != 1 || json.Unmarshal([]byte(lines[0]), &line) != nil || line["level"] != "ERROR" || line["msg"] == nil || line["time"] == nil {
+			t.Fatalf("%s with -log-format json: %q, want one JSON line with time, level, msg", c.what, errOut.String())
+		}
 	}
 	errOut.Reset()
-	err = run(context.Background(), []string{"usersvc", "-nope"}, envOf(), &out, &errOut)
+	err := run(context.Background(), []string{"usersvc", "-nope"}, envOf(), &out, &errOut)
 	if err == nil || exitCode(err) != 2 || strings.Count(errOut.String(), "-nope") != 1 {
 		t.Fatalf("unknown flag: exit %d, stderr %q; want exit 2 and the error printed once", exitCode(err), errOut.String())
 	}

@@ -145,26 +145,7 @@ func envName(flagName string) string {
 func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (config, []string, error) {
 	cfg := config{password: defaultPasswordParams}
 	var trustProxy, allowedHosts string
-	fs := flag.NewFlagSet("usersvc", flag.ContinueOnError)
-	fs.SetOutput(io.Discard) // run reports errors once, in the log format
-	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "listen address")
-	fs.StringVar(&cfg.db, "db", "usersvc.db", "SQLite database file (created with its schema when missing), or a postgres:// URL")
-	fs.IntVar(&cfg.dbMaxConns, "db-max-conns", defaultDBMaxConns, "PostgreSQL connections this instance may open (ignored for SQLite)")
-	fs.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.StringVar(&cfg.tokenFile, "token-file", "", "file holding the bearer token every /api/ request must send (or set USERSVC_TOKEN)")
-	fs.Float64Var(&cfg.rateLimit, "rate-limit", 100, "requests per second per client address; 0 turns it off")
-	fs.IntVar(&cfg.rateBurst, "rate-burst", 200, "bucket size for -rate-limit")
-	fs.IntVar(&cfg.max404, "max-404", 100, "404 answers per client address per 10 minutes, then 429; 0 turns it off")
-	fs.IntVar(&cfg.maxLoginFailures, "max-login-failures", 5, "failed authenticates per username per 15 minutes, then 429; 0 turns it off")
-	fs.StringVar(&trustProxy, "trust-proxy", "", "comma-separated CIDRs of the proxies in front (10.0.0.0/8,127.0.0.1/32); only peers in them may set X-Forwarded-For")
-	fs.StringVar(&allowedHosts, "allowed-hosts", "", "extra Host names accepted when no token is set (comma-separated)")
-	fs.BoolVar(&cfg.metricsPublic, "metrics-public", false, "serve /metrics without the bearer token")
-	fs.IntVar(&cfg.maxGoals, "max-goals", defaultMaxGoals, "goals one user may have")
-	fs.IntVar(&cfg.maxConns, "max-conns", 1024, "open connections in all; more wait in the kernel's backlog")
-	fs.IntVar(&cfg.maxConnsPerClient, "max-conns-per-client", 64, "open connections from one client address (an IPv6 /64); more are closed at once; 0 turns it off")
-	fs.BoolVar(&cfg.admin, "admin", true, "serve the admin page at /admin/")
-	fs.IntVar(&cfg.cacheMiB, "cache-size", defaultCacheMiB, "MiB of user rows the read cache holds (SQLite only); 0 turns it off")
+	fs := newFlagSet(&cfg, &trustProxy, &allowedHosts)
 	if err := applyEnv(fs, getenv); err != nil {
 		return cfg, nil, err
 	}
@@ -251,6 +232,32 @@ func isLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// newFlagSet defines every flag, each setting its part of cfg (or the
+// string that parseConfig reads -trust-proxy or -allowed-hosts from).
+func newFlagSet(cfg *config, trustProxy, allowedHosts *string) *flag.FlagSet {
+	fs := flag.NewFlagSet("usersvc", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // run reports errors once, in the log format
+	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "listen address")
+	fs.StringVar(&cfg.db, "db", "usersvc.db", "SQLite database file (created with its schema when missing), or a postgres:// URL")
+	fs.IntVar(&cfg.dbMaxConns, "db-max-conns", defaultDBMaxConns, "PostgreSQL connections this instance may open (ignored for SQLite)")
+	fs.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&cfg.tokenFile, "token-file", "", "file holding the bearer token every /api/ request must send (or set USERSVC_TOKEN)")
+	fs.Float64Var(&cfg.rateLimit, "rate-limit", 100, "requests per second per client address; 0 turns it off")
+	fs.IntVar(&cfg.rateBurst, "rate-burst", 200, "bucket size for -rate-limit")
+	fs.IntVar(&cfg.max404, "max-404", 100, "404 answers per client address per 10 minutes, then 429; 0 turns it off")
+	fs.IntVar(&cfg.maxLoginFailures, "max-login-failures", 5, "failed authenticates per username per 15 minutes, then 429; 0 turns it off")
+	fs.StringVar(trustProxy, "trust-proxy", "", "comma-separated CIDRs of the proxies in front (10.0.0.0/8,127.0.0.1/32); only peers in them may set X-Forwarded-For")
+	fs.StringVar(allowedHosts, "allowed-hosts", "", "extra Host names accepted when no token is set (comma-separated)")
+	fs.BoolVar(&cfg.metricsPublic, "metrics-public", false, "serve /metrics without the bearer token")
+	fs.IntVar(&cfg.maxGoals, "max-goals", defaultMaxGoals, "goals one user may have")
+	fs.IntVar(&cfg.maxConns, "max-conns", 1024, "open connections in all; more wait in the kernel's backlog")
+	fs.IntVar(&cfg.maxConnsPerClient, "max-conns-per-client", 64, "open connections from one client address (an IPv6 /64); more are closed at once; 0 turns it off")
+	fs.BoolVar(&cfg.admin, "admin", true, "serve the admin page at /admin/")
+	fs.IntVar(&cfg.cacheMiB, "cache-size", defaultCacheMiB, "MiB of user rows the read cache holds (SQLite only); 0 turns it off")
+	return fs
+}
+
 // applyEnv sets each flag from its USERSVC_ variable when that is set, so
 // that a flag given on the command line (parsed after) wins.
 func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
@@ -323,7 +330,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer func() {
 		if err != nil {
-			reportError(stderr, cfg.logFormat, err)
+			reportError(stderr, logFormatAsked(args[1:], getenv), err)
 		}
 	}()
 	if err != nil {
@@ -335,6 +342,42 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logger, logs := newLogger(cfg, stderr)
 	defer logs.Close()
 	return serve(ctx, cfg, logger)
+}
+
+// logFormatAsked is the -log-format the command line (or else its
+// variable) asks for, found without setting any other flag: what failed
+// may be another flag or variable, so the error still comes in the format
+// asked. Like fs.Parse it stops at the first argument that is not a flag
+// or a flag's value, and the last -log-format wins.
+func logFormatAsked(args []string, getenv func(string) string) string {
+	format := getenv(envName("log-format"))
+	var scratch config
+	var ignored string
+	fs := newFlagSet(&scratch, &ignored, &ignored)
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || len(a) < 2 || a[0] != '-' {
+			break
+		}
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		f := fs.Lookup(name)
+		if f == nil || hasValue {
+			if name == "log-format" {
+				format = value
+			}
+			continue
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			continue
+		}
+		if i+1 < len(args) {
+			i++
+			if name == "log-format" {
+				format = args[i]
+			}
+		}
+	}
+	return format
 }
 
 // reportError prints a start-up error as one line: a JSON log line with
