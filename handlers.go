@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // server is the whole HTTP API: the routes, the middleware around them, and
@@ -30,6 +32,11 @@ type server struct {
 	metrics *metrics
 	cache   *userCache // nil when off
 	handler http.Handler
+	// shedWarning says, at most once in a while, that logins are being
+	// refused because hashing is saturated; each refusal is in the access
+	// log and in usersvc_password_hashes_refused_total, and a flood of
+	// them must not become a flood of warnings.
+	shedWarning rate.Sometimes
 }
 
 // newServer builds the API on st.
@@ -40,7 +47,7 @@ func newServer(cfg config, logger *slog.Logger, st *store) *server {
 	}
 	m := newMetrics(st)
 	s := &server{
-		cfg: cfg, log: logger, store: st, metrics: m,
+		cfg: cfg, log: logger, store: st, metrics: m, shedWarning: rate.Sometimes{First: 1, Interval: time.Minute},
 		hasher:  newPasswordHasher(cfg.password, m.passwordHashes, m.hashesRefused),
 		limits:  newClientLimits(now, cfg.rateLimit, cfg.rateBurst, cfg.max404),
 		lockout: newLoginLockout(st, now, cfg.maxLoginFailures, logger),
@@ -93,6 +100,12 @@ func (s *server) addRoutes(mux *http.ServeMux) {
 
 // fail answers err in the contract's shape (see writeError).
 func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, errHashBusy) {
+		s.shedWarning.Do(func() {
+			s.log.WarnContext(r.Context(), "password hashing is saturated: refusing logins and password writes with 503 "+
+				"(counted in usersvc_password_hashes_refused_total; this is said at most once a minute)")
+		})
+	}
 	writeError(w, r, s.log, err)
 }
 

@@ -404,7 +404,8 @@ func TestHashingIsBoundedPerClientAndInAll(t *testing.T) {
 	// limit, and a legitimate login then waited 15 s behind them.
 	cfg := testConfig()
 	cfg.password = passwordParams{Memory: 4 * 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32} // a few ms a hash
-	ts := newTestServerWith(t, cfg)
+	logs := &syncBuffer{}
+	ts := newTestServerLogged(t, cfg, slogTo(logs))
 	ts.mustCreateUser(t, "zoe", "")
 	ts.api.hasher.warmUp()
 	ts.transport().MaxIdleConnsPerHost = 200
@@ -443,6 +444,10 @@ func TestHashingIsBoundedPerClientAndInAll(t *testing.T) {
 	expect(t, "a legitimate login during the flood", legit, http.StatusOK)
 	if count[503] < flood/2 || count[401]+count[503] != flood {
 		t.Fatalf("flood answers %v: one client may hold two places, the rest must be refused at once", count)
+	}
+	// The refusals are counted, and said once, not once each.
+	if warnings := strings.Count(logs.String(), "level=WARN"); warnings != 1 {
+		t.Fatalf("%d refusals logged %d warnings; want one:\n%s", count[503], warnings, logs)
 	}
 }
 

@@ -161,8 +161,9 @@ func errorBody(err error) (int, any) {
 }
 
 // writeError answers err in the contract's shape, with Retry-After when
-// the error carries one. 5xx are logged with the cause (at error level,
-// but for deliberate load shedding); their body never carries it.
+// the error carries one. 5xx are logged with the cause (at error level;
+// deliberate load shedding only at debug level, see server.fail); their
+// body never carries it.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	status, body := errorBody(err)
 	var de *Error
@@ -175,9 +176,9 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	}
 	switch {
 	case status >= 500 && de != nil && de.RetryAfter > 0:
-		// Load shed on purpose (hashing saturated): worth a warning, not
-		// an error.
-		log.WarnContext(r.Context(), "request refused", "method", r.Method, "route", routeLabel(r),
+		// Load shed on purpose (hashing saturated): not an error, and one
+		// line each would flood the log in a flood of logins.
+		log.DebugContext(r.Context(), "request refused", "method", r.Method, "route", routeLabel(r),
 			"status", status, "request_id", requestID(r.Context()), "err", err)
 	case status >= 500:
 		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "route", routeLabel(r),
