@@ -117,6 +117,10 @@ func (r *sqliteReader) dial() (*readConn, error) {
 	}
 	sqlite3.Xsqlite3_extended_result_codes(tls, c.db, 1)
 	sqlite3.Xsqlite3_busy_timeout(tls, c.db, int32(r.busy))
+	if err := c.enableQPSG(); err != nil {
+		c.close()
+		return nil, fmt.Errorf("open %s for reading: %w", r.path, err)
+	}
 	if err := c.exec(readerPragmas); err != nil {
 		c.close()
 		return nil, fmt.Errorf("open %s for reading: %w", r.path, err)
@@ -128,6 +132,24 @@ func (r *sqliteReader) dial() (*readConn, error) {
 // (SQLite's default is 2 MiB). The read cache in front answers most reads,
 // and the memory is better spent there.
 const readerPragmas = "PRAGMA cache_size = -1024"
+
+// enableQPSG turns on SQLite's query planner stability guarantee: a plan
+// never depends on the values bound. Without it, a statement whose LIMIT
+// is a parameter (every list page) is marked to be prepared again each
+// time a value is bound to it, so a kept statement was compiled again on
+// every request: about a tenth of a list request's CPU.
+func (c *readConn) enableQPSG() error {
+	const vaSlot = 8 // libc.VaList's stride: every argument takes 8 bytes
+	va := libc.Xmalloc(c.tls, 2*vaSlot)
+	if va == 0 {
+		return &sqliteError{code: sqlite3.SQLITE_NOMEM, msg: "out of memory"}
+	}
+	defer libc.Xfree(c.tls, va)
+	if rc := sqlite3.Xsqlite3_db_config(c.tls, c.db, sqlite3.SQLITE_DBCONFIG_ENABLE_QPSG, libc.VaList(va, int32(1), uintptr(0))); rc != sqlite3.SQLITE_OK {
+		return fmt.Errorf("enable the query planner stability guarantee: %w", c.errorOf(rc))
+	}
+	return nil
+}
 
 // exec runs statements that return no rows.
 func (c *readConn) exec(sql string) error {
