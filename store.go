@@ -5,6 +5,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -305,6 +306,7 @@ type userExtras struct {
 type userRead struct {
 	extras  userExtras
 	version bool
+	rows    int // how many rows to make room for at once (a page's); 0 for a few
 }
 
 // columns is the select list, in the order dest scans it.
@@ -345,7 +347,7 @@ func (s *store) queryUsers(ctx context.Context, prepared bool, ur userRead, tail
 		return nil, err
 	}
 	defer rows.Close()
-	users := make([]User, 0, 8)
+	users := make([]User, 0, cmp.Or(ur.rows, 8))
 	dest := make([]any, 0, 7)
 	for rows.Next() {
 		users = append(users, User{})
@@ -422,7 +424,11 @@ func (s *store) ListUsers(ctx context.Context, q page, username *string, extras 
 	query += " ORDER BY id LIMIT ?"
 	args = append(args, q.Limit)
 	// A list's ETag hashes the page, so the rows' versions are not read.
-	users, err := s.queryUsers(ctx, true, userRead{extras: extras}, query, args...)
+	ur := userRead{extras: extras, rows: q.Limit}
+	if username != nil {
+		ur.rows = 1 // a username names one user at most
+	}
+	users, err := s.queryUsers(ctx, true, ur, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list users: %w", err)
 	}
