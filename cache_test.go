@@ -86,16 +86,26 @@ func TestCachedReadsAreNeverStale(t *testing.T) {
 		id := ts.mustCreateUser(t, fmt.Sprintf("cached%02d", i), `,"full_name":"seq-0"`)["id"].(string)
 		ids = append(ids, id)
 	}
-	deadline := time.Now().Add(3 * time.Second)
+	// The writers run for 3 s, and on until the readers have made enough
+	// reads to prove something (a slow machine, -race), for 60 s at most.
+	const enoughReads = 1000
+	start := time.Now()
 	var reads, writes atomic.Int64
+	writing := func() bool {
+		return time.Since(start) < 3*time.Second || reads.Load() < enoughReads && time.Since(start) < time.Minute
+	}
+	var writersDone atomic.Int64 // when the last writer finished, in ns since start
+	var writers sync.WaitGroup
 	var wg sync.WaitGroup
 	// One writer per user, so each user's acknowledged sequence rises: it
 	// renames, adds goals, and at the end of the run deletes half of them.
 	for i, id := range ids {
 		wg.Add(1)
+		writers.Add(1)
 		go func() {
 			defer wg.Done()
-			for seq := 1; time.Now().Before(deadline); seq++ {
+			defer writers.Done()
+			for seq := 1; writing(); seq++ {
 				r := ts.do(t, "PATCH", "/api/users/"+id, fmt.Sprintf(`{"full_name":"seq-%d"}`, seq))
 				if r.status != 200 {
 					t.Errorf("PATCH: %d %s", r.status, r.body)
@@ -129,14 +139,22 @@ func TestCachedReadsAreNeverStale(t *testing.T) {
 			}
 		}()
 	}
+	go func() {
+		writers.Wait()
+		writersDone.Store(int64(time.Since(start)))
+	}()
 	// Readers, until a little after the writers stop (the deletes happen
 	// then).
+	reading := func() bool {
+		done := writersDone.Load()
+		return done == 0 || time.Since(start) < time.Duration(done)+500*time.Millisecond
+	}
 	for g := 0; g < 8; g++ {
 		wg.Add(1)
 		go func(g int) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(g), 1))
-			for time.Now().Before(deadline.Add(500 * time.Millisecond)) {
+			for reading() {
 				id := ids[rng.IntN(len(ids))]
 				getOne := func(what, show string) {
 					n := l.note(id)
@@ -174,8 +192,8 @@ func TestCachedReadsAreNeverStale(t *testing.T) {
 	wg.Wait()
 	hits := testutil.ToFloat64(ts.api.metrics.cacheHits)
 	t.Logf("%d reads against %d acknowledged writes; %v answered from the cache", reads.Load(), writes.Load(), hits)
-	if reads.Load() < 1000 { // about 6,000 in a plain run, 1,000 under -race
-		t.Fatalf("only %d reads: not enough rounds to prove anything", reads.Load())
+	if reads.Load() < enoughReads { // about 6,000 in 3 s in a plain run, 1,000 under -race
+		t.Fatalf("only %d reads in %v: not enough rounds to prove anything", reads.Load(), time.Since(start).Round(time.Second))
 	}
 	if ts.store.SeesEveryWrite() && hits < 100 {
 		t.Fatalf("only %v reads hit the cache: the test did not exercise it", hits)

@@ -193,8 +193,12 @@ func TestBackupUnderConcurrentWrites(t *testing.T) {
 			}
 		}(w)
 	}
-	for created.Load() < 50 {
-		time.Sleep(time.Millisecond)
+	for deadline := time.Now().Add(30 * time.Second); created.Load() < 50; time.Sleep(time.Millisecond) {
+		if t.Failed() || time.Now().After(deadline) {
+			stop.Store(true)
+			wg.Wait()
+			t.Fatalf("the writers made %d users in 30 s; want 50 before the backup starts", created.Load())
+		}
 	}
 	count := func() int {
 		var n int

@@ -440,10 +440,15 @@ func TestPostgresStopsAndComesBack(t *testing.T) {
 			}
 		}(w)
 	}
+	// The writers report to t, so they must stop before the test ends,
+	// however it ends (a Fatal below included).
+	t.Cleanup(func() {
+		stop.Store(true)
+		wg.Wait()
+	})
 	ctl := func(args ...string) {
 		out, err := exec.Command("pg_ctlcluster", append(cluster, args...)...).CombinedOutput()
 		if err != nil {
-			stop.Store(true)
 			t.Fatalf("pg_ctlcluster %v: %v %s", args, err, out)
 		}
 	}
