@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
-	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -205,7 +204,7 @@ func (s *server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 	if kept > 0 {
 		last = users[kept-1].ID
 	}
-	s.writePage(w, r, body, pg, more || kept < len(users), last)
+	s.writePage(w, r, query, body, pg, more || kept < len(users), last)
 }
 
 // goalEmbedder hands out, user by user, the goals a page of users embeds.
@@ -729,7 +728,7 @@ func (s *server) listGoals(w http.ResponseWriter, r *http.Request, userID *strin
 	if kept > 0 {
 		last = goals[kept-1].ID
 	}
-	s.writePage(w, r, body, pg, more || kept < len(goals), last)
+	s.writePage(w, r, query, body, pg, more || kept < len(goals), last)
 }
 
 // ownerIDs lists the distinct owners of goals.
@@ -947,14 +946,14 @@ func renderPage(buf *[]byte, n int, appendItem func(b []byte, i int) ([]byte, er
 
 // writePage writes a list page with its ETag, and, when rows follow it, a
 // Link to the next page (after its last row, keeping the request's other
-// query parameters). The ETag covers the Link too.
-func (s *server) writePage(w http.ResponseWriter, r *http.Request, body []byte, pg page, more bool, last string) {
+// query parameters). The ETag covers the Link too. query is the request's
+// query, as the handler parsed it; writePage sets after and limit in it.
+func (s *server) writePage(w http.ResponseWriter, r *http.Request, query url.Values, body []byte, pg page, more bool, last string) {
 	link := ""
 	if more && last != "" {
-		q := maps.Clone(r.URL.Query())
-		q.Set("after", last)
-		q.Set("limit", strconv.Itoa(pg.Limit))
-		link = "<" + r.URL.Path + "?" + q.Encode() + `>; rel="next"`
+		query.Set("after", last)
+		query.Set("limit", strconv.Itoa(pg.Limit))
+		link = "<" + r.URL.Path + "?" + query.Encode() + `>; rel="next"`
 		w.Header().Set("Link", link)
 	}
 	writeCacheable(w, r, http.StatusOK, body, listETag(body, link))
