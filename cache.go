@@ -55,7 +55,12 @@ func newUserCache(st *store, maxMiB int, hits, misses prometheus.Counter, log *s
 	if err != nil {
 		panic(err) // only for a configuration that does not make sense
 	}
-	return &userCache{store: st, entries: entries, hits: hits, misses: misses}
+	c := &userCache{store: st, entries: entries, hits: hits, misses: misses}
+	// Each row a write commits goes in as it is written: the next read of
+	// a user just written is a hit, not a miss.
+	put := c.put
+	st.rowWritten.Store(&put)
+	return c
 }
 
 // cacheLogger takes what bigcache has to say (a hash collision) into the
@@ -108,8 +113,9 @@ func (c *userCache) get(id string) (User, bool) {
 	return u, true
 }
 
-// put keeps u, read at generation gen. A row whose user has been written
-// since is not kept (and would not be served: get checks again).
+// put keeps u, read at generation gen (or written by the write that moved
+// the generation to gen: see store.touched). A row whose user has been
+// written since is not kept (and would not be served: get checks again).
 func (c *userCache) put(u *User, gen uint64) {
 	if c == nil || gen != c.store.Generation(u.ID) {
 		return

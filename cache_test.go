@@ -253,3 +253,40 @@ func TestUserEntriesRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// A write puts the row it committed into the cache. Writes of one user
+// racing each other put their rows in the order they committed, so once
+// they are all answered the cache holds the last one, as the database
+// does, never an older one.
+func TestWrittenRowsReachTheCacheInCommitOrder(t *testing.T) {
+	ts := newTestServer(t)
+	ts.transport().MaxIdleConnsPerHost = 16
+	id := ts.mustCreateUser(t, "racer", "")["id"].(string)
+	hits := func() float64 { return testutil.ToFloat64(ts.api.metrics.cacheHits) }
+	var hitsAfterWrites float64
+	for round := 0; round < 200; round++ {
+		var wg sync.WaitGroup
+		for w := 0; w < 8; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := ts.do(t, "PATCH", "/api/users/"+id, fmt.Sprintf(`{"full_name":"round %d writer %d"}`, round, w))
+				if r.status != 200 {
+					t.Errorf("PATCH: %d %s", r.status, r.body)
+				}
+			}()
+		}
+		wg.Wait()
+		before := hits()
+		got := ts.do(t, "GET", "/api/users/"+id+"?show=full_name", "").json(t)["user"].(map[string]any)
+		hitsAfterWrites += hits() - before
+		var want string
+		ts.sqlGet(t, &want, "SELECT full_name FROM users WHERE id = ?", id)
+		if got["full_name"] != want {
+			t.Fatalf("round %d: GET after the writes shows %q; the database holds %q", round, got["full_name"], want)
+		}
+	}
+	if ts.store.SeesEveryWrite() && hitsAfterWrites < 100 {
+		t.Fatalf("only %v of 200 reads right after writes hit the cache: written rows do not reach it", hitsAfterWrites)
+	}
+}

@@ -411,9 +411,10 @@ var errStoreClosed = errors.New("store is closed")
 // writeOp is one caller's write: fn runs inside the batch transaction, under
 // its own savepoint, and err is sent on done once the batch has committed.
 type writeOp struct {
-	ctx  context.Context
-	fn   txFunc
-	done chan error
+	ctx   context.Context
+	fn    txFunc
+	ended func(ok bool) // see engine.write
+	done  chan error
 }
 
 // write runs fn in a write transaction and returns once that transaction has
@@ -422,8 +423,8 @@ type writeOp struct {
 // fn must use the ctx it is given (never the caller's: cancelling one
 // statement would roll back the whole shared transaction), must not keep tx,
 // and publishes results through its closure.
-func (e *sqliteEngine) write(ctx context.Context, fn txFunc) error {
-	op := &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)}
+func (e *sqliteEngine) write(ctx context.Context, fn txFunc, ended func(ok bool)) error {
+	op := &writeOp{ctx: ctx, fn: fn, ended: ended, done: make(chan error, 1)}
 	select {
 	case e.ops <- op:
 	case <-e.stopping:
@@ -480,6 +481,9 @@ func (e *sqliteEngine) commitBatch(batch []*writeOp) {
 	for i, op := range batch {
 		if err != nil && results[i] == nil {
 			results[i] = err
+		}
+		if op.ended != nil { // here, in commit order (see engine.write)
+			op.ended(results[i] == nil)
 		}
 		op.done <- results[i]
 	}

@@ -31,8 +31,11 @@ type engine interface {
 	// write runs fn in a write transaction and returns once its changes
 	// are committed, or failed (then nothing of fn's is kept). When fn
 	// returns errRetry, or the database reports a serialization failure,
-	// fn runs again on fresh state, a few times at most.
-	write(ctx context.Context, fn txFunc) error
+	// fn runs again on fresh state, a few times at most. ended runs once
+	// fn's transaction has ended, before write returns; ok says it
+	// committed fn's changes. SQLite runs it on its one writer, in the
+	// order of the commits.
+	write(ctx context.Context, fn txFunc, ended func(ok bool)) error
 	// classify turns a driver error into a domain error where it has a
 	// domain meaning (unavailable, not found through a foreign key, …)
 	// and returns any other error as it is.
@@ -99,6 +102,10 @@ type store struct {
 	// stripes: see Generation.
 	changes [changeStripes]atomic.Uint64
 
+	// rowWritten, when set, is told each user row a write committed, with
+	// the generation that write moved the user's to (see touched).
+	rowWritten atomic.Pointer[func(u *User, gen uint64)]
+
 	closeOnce sync.Once
 	closeErr  error
 	closed    atomic.Bool
@@ -111,7 +118,8 @@ type store struct {
 const changeStripes = 1 << 17
 
 // Generation is a number that moves whenever a write to the user with id
-// (or to one of its goals) is done, before the writer is answered. A
+// is done, before the writer is answered (and on SQLite in the order of
+// the commits). A
 // reader that notes it before reading and finds it unchanged later knows
 // its answer is still current, as long as this process sees every write
 // (SeesEveryWrite).
@@ -119,15 +127,28 @@ func (s *store) Generation(userID string) uint64 {
 	return s.changes[xxhash.Sum64String(userID)%changeStripes].Load()
 }
 
-// touched moves the generation of the users a write changed. Write
-// methods defer it: it runs once the write has committed (or failed),
-// before their caller can answer anyone.
-func (s *store) touched(userIDs ...string) {
-	for _, id := range userIDs {
-		if id != "" {
-			s.changes[xxhash.Sum64String(id)%changeStripes].Add(1)
+// touched moves the generations of the users a write changed (noted by
+// its fn with wtx.touch), once its transaction has ended: before its
+// caller can answer anyone and, on SQLite, in the order of the commits.
+// When it committed, the rows it wrote go to rowWritten with the
+// generation each now has: a later write of the same user moves it again
+// after, so a cache that keeps a row only while its generation is the
+// current one never keeps an older row than the last write's.
+func (s *store) touched(users []touchedUser, committed bool) {
+	written := s.rowWritten.Load()
+	for _, u := range users {
+		gen := s.changes[xxhash.Sum64String(u.id)%changeStripes].Add(1)
+		if committed && u.row != nil && written != nil {
+			(*written)(u.row, gen)
 		}
 	}
+}
+
+// touchedUser is a user a write changed, and its row as written (nil when
+// the write deleted it, or changed only its goals).
+type touchedUser struct {
+	id  string
+	row *User
 }
 
 // SeesEveryWrite reports whether every write to the database goes through
@@ -248,9 +269,11 @@ func (s *store) write(ctx context.Context, fn func(ctx context.Context, t wtx) e
 	if s.closed.Load() {
 		return unavailable(errStoreClosed)
 	}
+	var touches []touchedUser
 	err := s.eng.classify(s.eng.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
-		return fn(ctx, wtx{tx: tx, eng: s.eng})
-	}))
+		touches = touches[:0] // a write that runs again notes its users again
+		return fn(ctx, wtx{tx: tx, eng: s.eng, touches: &touches})
+	}, func(ok bool) { s.touched(touches, ok) }))
 	if errors.Is(err, errRetry) {
 		return unavailable(err)
 	}
@@ -515,8 +538,18 @@ func (s *store) insertUser(ctx context.Context, t wtx, u *User) error {
 // wtx is a write transaction as the store's writes use it: queries with
 // "?" placeholders, their statements kept where the engine keeps them.
 type wtx struct {
-	tx  *sqlx.Tx
-	eng engine
+	tx      *sqlx.Tx
+	eng     engine
+	touches *[]touchedUser
+}
+
+// touch notes that the write changes the user with id (or its goals);
+// row, when given, is the user's row as the write leaves it (filled in by
+// the time the write's fn returns). See store.touched.
+func (t wtx) touch(id string, row *User) {
+	if id != "" {
+		*t.touches = append(*t.touches, touchedUser{id: id, row: row})
+	}
 }
 
 // exec runs a statement.
@@ -584,7 +617,6 @@ func userConflict(ctx context.Context, t wtx, u *User) error {
 // read in its transaction: once a write has committed, its answer cannot
 // fail.
 func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre *precondition, withGoals bool) (User, []Goal, error) {
-	defer s.touched(id)
 	if pre == nil {
 		return s.setUserFields(ctx, id, in, withGoals)
 	}
@@ -603,6 +635,7 @@ func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre *p
 			return err
 		}
 		out = u
+		t.touch(id, &out)
 		goals, err = s.txGoalsOf(ctx, t, id, withGoals)
 		return err
 	})
@@ -690,6 +723,7 @@ func (s *store) setUserFields(ctx context.Context, id string, in *userInput, wit
 		if err := notFound(err, errUserNotFound, "update user"); err != nil {
 			return err
 		}
+		t.touch(id, &out)
 		goals, err = s.txGoalsOf(ctx, t, id, withGoals)
 		return err
 	})
@@ -722,7 +756,6 @@ func (l *setList) update(table, columns, id, modifiedAt string) (string, []any) 
 // the user once: the loser's insert meets the unique index and runs again
 // as an update.
 func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInput, pre *precondition, toCreate func() (User, error), withGoals bool) (out User, goals []Goal, created bool, err error) {
-	defer func() { s.touched(out.ID) }()
 	err = s.write(ctx, func(ctx context.Context, t wtx) error {
 		created = false
 		u, err := s.txGetUser(ctx, t, "username_key = ?", foldKey(name))
@@ -738,6 +771,7 @@ func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInpu
 				return retryOnUsernameTaken(err)
 			}
 			out, created, goals = nu, true, nil // a new user has no goals
+			t.touch(out.ID, &out)
 			return nil
 		}
 		if err != nil {
@@ -751,6 +785,7 @@ func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInpu
 			return err
 		}
 		out = u
+		t.touch(u.ID, &out)
 		goals, err = s.txGoalsOf(ctx, t, u.ID, withGoals)
 		return err
 	})
@@ -821,7 +856,6 @@ func changedOne(res sql.Result) error {
 // DeleteUser deletes the user with id, and its goals with it (ON DELETE
 // CASCADE), once pre accepts its current version.
 func (s *store) DeleteUser(ctx context.Context, id string, pre *precondition) error {
-	defer s.touched(id)
 	return s.write(ctx, func(ctx context.Context, t wtx) error {
 		u, err := s.txGetUser(ctx, t, "id = ?", id)
 		if err != nil {
@@ -830,6 +864,7 @@ func (s *store) DeleteUser(ctx context.Context, id string, pre *precondition) er
 		if err := pre.check(u.ID, u.Version); err != nil {
 			return err
 		}
+		t.touch(id, nil)
 		res, err := t.exec(ctx, ("DELETE FROM users WHERE id = ? AND version = ?"), id, u.Version)
 		if err != nil {
 			return fmt.Errorf("delete user: %w", err)
@@ -1004,7 +1039,6 @@ func errTooManyGoals(max int) error {
 // With withOwner it also returns the goal's owner, read in the write's
 // transaction.
 func (s *store) CreateGoal(ctx context.Context, g *Goal, withOwner bool) (*User, error) {
-	defer s.touched(g.UserID)
 	created := *g
 	var ownerRow *User
 	err := s.write(ctx, func(ctx context.Context, t wtx) error {
@@ -1047,7 +1081,6 @@ func (s *store) CreateGoal(ctx context.Context, g *Goal, withOwner bool) (*User,
 func (s *store) UpdateGoal(ctx context.Context, id string, in *goalInput, pre *precondition, withOwner bool) (Goal, *User, error) {
 	var out Goal
 	var ownerRow *User
-	defer func() { s.touched(out.UserID) }()
 	if pre == nil {
 		var err error
 		out, ownerRow, err = s.setGoalFields(ctx, id, in, withOwner)
@@ -1116,7 +1149,6 @@ func (s *store) setGoalFields(ctx context.Context, id string, in *goalInput, wit
 // owner.
 func (s *store) DeleteGoal(ctx context.Context, id string, pre *precondition) (Goal, error) {
 	var out Goal
-	defer func() { s.touched(out.UserID) }()
 	err := s.write(ctx, func(ctx context.Context, t wtx) error {
 		g, err := s.txGetGoal(ctx, t, id)
 		if err != nil {
