@@ -346,8 +346,14 @@ func withClientLimits(limits *clientLimits, log *slog.Logger, next http.Handler)
 			writeError(w, r, log, &Error{Code: codeTooMany, Message: tooManyMessage, RetryAfter: wait})
 			return
 		}
-		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r)
+		// The status is known from withObservability's statusWriter
+		// outside; a writer of our own only when there is none.
+		sw, ok := w.(*statusWriter)
+		if !ok {
+			sw = &statusWriter{ResponseWriter: w}
+			w = sw
+		}
+		next.ServeHTTP(w, r)
 		if sw.status == http.StatusNotFound {
 			limits.record404(key)
 		}
