@@ -846,3 +846,32 @@ func TestBusyStartDoesNotBreakUnknownUsers(t *testing.T) {
 		t.Fatalf("unknown user after a busy start: %v, want a wrong-password check", err)
 	}
 }
+
+// Small answers leave Content-Length to net/http (writeJSON), large ones
+// set it: either way every answer carries its length, HEAD the length of
+// what GET would send, and none is chunked.
+func TestEveryAnswerHasItsContentLength(t *testing.T) {
+	ts := newTestServer(t)
+	var uid string
+	for i := 0; i < 40; i++ {
+		uid = ts.mustCreateUser(t, fmt.Sprintf("length%02d", i), "")["id"].(string)
+	}
+	get := ts.do(t, "GET", "/api/users/"+uid, "")
+	list := ts.do(t, "GET", "/api/users?limit=40", "")
+	if len(get.body) > smallBody || len(list.body) <= smallBody {
+		t.Fatalf("a user of %d bytes and a list of %d do not fall on both sides of %d", len(get.body), len(list.body), smallBody)
+	}
+	head := ts.do(t, "HEAD", "/api/users/"+uid, "")
+	for _, c := range []struct {
+		what string
+		r    response
+		want int
+	}{{"GET one", get, len(get.body)}, {"GET list", list, len(list.body)}, {"HEAD one", head, len(get.body)}} {
+		if cl, err := strconv.Atoi(c.r.header.Get("Content-Length")); err != nil || cl != c.want {
+			t.Fatalf("%s: Content-Length %q; want %d", c.what, c.r.header.Get("Content-Length"), c.want)
+		}
+		if te := c.r.header.Get("Transfer-Encoding"); te != "" {
+			t.Fatalf("%s: Transfer-Encoding %q", c.what, te)
+		}
+	}
+}
