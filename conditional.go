@@ -79,7 +79,7 @@ func putHex16(dst []byte, v uint64) {
 // order. It allocates nothing: every GET with If-None-Match reads them.
 func entityTags(r *http.Request, header string) iter.Seq[string] {
 	return func(yield func(string) bool) {
-		for _, v := range r.Header.Values(header) {
+		for _, v := range r.Header[header] { // header is canonical: If-Match or If-None-Match
 			for t := range strings.SplitSeq(v, ",") {
 				if t = strings.TrimSpace(t); t != "" && !yield(t) {
 					return

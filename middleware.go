@@ -81,7 +81,10 @@ func newRequestID() string {
 // clientAddr), once, for the limits and the log lines.
 func withRequestInfo(trusted trustedProxies, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get("X-Request-ID")
+		var id string
+		if vs := r.Header["X-Request-Id"]; len(vs) > 0 { // the canonical key, read without canonicalizing it again
+			id = vs[0]
+		}
 		if !saneRequestID(id) {
 			id = newRequestID()
 		}
