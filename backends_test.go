@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib"
 )
@@ -135,8 +136,18 @@ func newPostgresDB(t testing.TB) string {
 		t.Fatalf("create database %s: %v", name, err)
 	}
 	t.Cleanup(func() {
-		if _, err := pgAdmin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)"); err != nil {
-			t.Errorf("drop database %s: %v", name, err)
+		// FORCE ends the test's own connections, but a role without
+		// pg_signal_backend may not end an autovacuum worker's (42501):
+		// that one is gone in a moment, so try again for a while.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			_, err := pgAdmin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
+			if err == nil {
+				return
+			}
+			if pgCode(err) != "42501" || time.Now().After(deadline) {
+				t.Errorf("drop database %s: %v", name, err)
+				return
+			}
 		}
 	})
 	u, err := url.Parse(admin)
