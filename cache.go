@@ -187,7 +187,7 @@ func (d *entryReader) nullable() *string {
 	return &s
 }
 
-// text reads a uvarint, and then that number less less of bytes.
+// text reads a uvarint n, then n-less bytes as a string.
 func (d *entryReader) text(less uint64) string {
 	l, n := binary.Uvarint(d.rest)
 	if n <= 0 || l < less || l-less > uint64(len(d.rest)-n) {

@@ -118,11 +118,10 @@ type store struct {
 const changeStripes = 1 << 17
 
 // Generation is a number that moves whenever a write to the user with id
-// is done, before the writer is answered (and on SQLite in the order of
-// the commits). A
-// reader that notes it before reading and finds it unchanged later knows
-// its answer is still current, as long as this process sees every write
-// (SeesEveryWrite).
+// is done, before the writer is answered (on SQLite, in the order of the
+// commits). A reader that notes it before reading and finds it unchanged
+// later knows its answer is still current, as long as this process sees
+// every write (SeesEveryWrite).
 func (s *store) Generation(userID string) uint64 {
 	return s.changes[xxhash.Sum64String(userID)%changeStripes].Load()
 }
@@ -145,7 +144,7 @@ func (s *store) touched(users []touchedUser, committed bool) {
 }
 
 // touchedUser is a user a write changed, and its row as written (nil when
-// the write deleted it, or changed only its goals).
+// the write deleted it).
 type touchedUser struct {
 	id  string
 	row *User
