@@ -336,6 +336,20 @@ func (s *server) checkTaken(ctx context.Context, in *userInput, exceptID string)
 	return nil
 }
 
+// checkTarget, for an update that sets a password, answers a missing user
+// (404) or a failed If-Match (412) before the password is hashed: neither
+// should cost a hash. The write checks both again in its transaction.
+func (s *server) checkTarget(ctx context.Context, in *userInput, id string, pre *precondition) error {
+	if !in.Password.Set || in.Password.Null {
+		return nil
+	}
+	u, err := s.readUser(ctx, id, userShow{})
+	if err != nil {
+		return err
+	}
+	return pre.check(u.ID, u.Version)
+}
+
 // hashPassword replaces the input's plain password by its hash, when one
 // was sent. It runs before the write, never inside it: a hash takes tens
 // of milliseconds.
@@ -409,7 +423,12 @@ func (s *server) handleUpdateUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	pre := writePrecondition(r, "user")
 	if err := s.checkTaken(r.Context(), &in, id); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.checkTarget(r.Context(), &in, id, pre); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -417,7 +436,7 @@ func (s *server) handleUpdateUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	u, goals, err := s.store.UpdateUser(r.Context(), id, &in, writePrecondition(r, "user"), show.Goals)
+	u, goals, err := s.store.UpdateUser(r.Context(), id, &in, pre, show.Goals)
 	if err != nil {
 		s.fail(w, r, err)
 		return

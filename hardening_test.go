@@ -524,6 +524,39 @@ func TestTakenUsernameIsRefusedBeforeHashing(t *testing.T) {
 	}
 }
 
+// A password change of a user who is not there, or with an If-Match that
+// no longer matches, is answered before the password is hashed.
+func TestMissingUserAndStaleIfMatchAreRefusedBeforeHashing(t *testing.T) {
+	ts := newTestServer(t)
+	id := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	stale := ts.do(t, "GET", "/api/users/"+id, "").header.Get("Etag")
+	expect(t, "rename", ts.do(t, "PATCH", "/api/users/"+id, `{"full_name":"Zoe"}`), http.StatusOK)
+	ts.api.hasher.warmUp()
+	before := ts.hashes()
+	missing := "01939f5e-0000-7000-8000-000000000001"
+	for _, c := range []struct {
+		what, method, path string
+		headers            []string
+		want               int
+	}{
+		{"PATCH a missing user", "PATCH", "/api/users/" + missing, nil, http.StatusNotFound},
+		{"PUT a missing user", "PUT", "/api/users/" + missing, nil, http.StatusNotFound},
+		{"PATCH with a stale If-Match", "PATCH", "/api/users/" + id, []string{"If-Match", stale}, http.StatusPreconditionFailed},
+	} {
+		expect(t, c.what, ts.do(t, c.method, c.path, `{"password":"a new correct horse"}`, c.headers...), c.want)
+	}
+	if n := ts.hashes() - before; n != 0 {
+		t.Fatalf("%v hashes before the 404s and the 412, want 0", n)
+	}
+	// The check in front changes nothing for a password change that goes
+	// through.
+	fresh := ts.do(t, "GET", "/api/users/"+id, "").header.Get("Etag")
+	expect(t, "PATCH with the current If-Match", ts.do(t, "PATCH", "/api/users/"+id, `{"password":"a new correct horse"}`, "If-Match", fresh), http.StatusOK)
+	if n := ts.hashes() - before; n != 1 {
+		t.Fatalf("%v hashes for one password change, want 1", n)
+	}
+}
+
 // ---- 6. DNS rebinding ----
 
 func TestHostMustBeLocalWithoutAToken(t *testing.T) {
