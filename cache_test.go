@@ -7,6 +7,7 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"reflect"
 	"strconv"
 	"strings"
@@ -289,4 +290,46 @@ func TestWrittenRowsReachTheCacheInCommitOrder(t *testing.T) {
 	if ts.store.SeesEveryWrite() && hitsAfterWrites < 100 {
 		t.Fatalf("only %v of 200 reads right after writes hit the cache: written rows do not reach it", hitsAfterWrites)
 	}
+}
+
+// Every kind of user write reaches the cache: after each, a read (which
+// the one before it had put in the cache) shows what the write left.
+func TestEveryUserWriteReachesTheCache(t *testing.T) {
+	ts := newTestServer(t)
+	fullName := func(id string) any {
+		return ts.do(t, "GET", "/api/users/"+id+"?show=full_name", "").json(t)["user"].(map[string]any)["full_name"]
+	}
+	r := ts.do(t, "POST", "/api/users", `{"username":"ann","password":"correct horse","full_name":"created"}`)
+	expect(t, "POST", r, http.StatusCreated)
+	id := r.json(t)["user"].(map[string]any)["id"].(string)
+	if got := fullName(id); got != "created" {
+		t.Fatalf("after POST: full_name %v", got)
+	}
+	etag := ts.do(t, "GET", "/api/users/"+id, "").header.Get("Etag")
+	for _, w := range []struct {
+		what, method, path, body string
+		headers                  []string
+		want                     int
+	}{
+		{"PATCH", "PATCH", "/api/users/" + id, `{"full_name":"patched"}`, nil, http.StatusOK},
+		{"PATCH with If-Match", "PATCH", "/api/users/" + id, `{"full_name":"matched"}`, []string{"If-Match", etag}, http.StatusPreconditionFailed},
+		{"PUT by id", "PUT", "/api/users/" + id, `{"full_name":"put"}`, nil, http.StatusOK},
+		{"PUT by username", "PUT", "/api/users/by-username/ANN", `{"full_name":"put by name"}`, nil, http.StatusOK},
+	} {
+		fullName(id) // the cache holds the user before each write
+		expect(t, w.what, ts.do(t, w.method, w.path, w.body, w.headers...), w.want)
+		var want string
+		ts.sqlGet(t, &want, "SELECT full_name FROM users WHERE id = ?", id)
+		if got := fullName(id); got != want {
+			t.Fatalf("after %s: GET shows full_name %v; the database holds %q", w.what, got, want)
+		}
+	}
+	fresh := ts.do(t, "GET", "/api/users/"+id, "").header.Get("Etag")
+	expect(t, "PATCH with a current If-Match", ts.do(t, "PATCH", "/api/users/"+id, `{"full_name":"matched"}`, "If-Match", fresh), http.StatusOK)
+	if got := fullName(id); got != "matched" {
+		t.Fatalf("after PATCH with If-Match: full_name %v", got)
+	}
+	fullName(id)
+	expect(t, "DELETE", ts.do(t, "DELETE", "/api/users/"+id, ""), http.StatusNoContent)
+	expect(t, "GET after DELETE", ts.do(t, "GET", "/api/users/"+id, ""), http.StatusNotFound)
 }

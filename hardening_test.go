@@ -446,7 +446,7 @@ func TestHashingIsBoundedPerClientAndInAll(t *testing.T) {
 		t.Fatalf("flood answers %v: one client may hold two places, the rest must be refused at once", count)
 	}
 	// The refusals are counted, and said once, not once each.
-	if warnings := strings.Count(logs.String(), "level=WARN"); warnings != 1 {
+	if warnings := strings.Count(logs.String(), "password hashing is saturated"); warnings != 1 {
 		t.Fatalf("%d refusals logged %d warnings; want one:\n%s", count[503], warnings, logs)
 	}
 }

@@ -446,7 +446,9 @@ func (s *store) ListUsers(ctx context.Context, q page, username *string, extras 
 	query += " ORDER BY id LIMIT ?"
 	args = append(args, q.Limit)
 	// A list's ETag hashes the page, so the rows' versions are not read.
-	ur := userRead{extras: extras, rows: q.Limit}
+	// Room for a default page at once (a page of 1,000 grows from there,
+	// and a short or empty one does not pay for a long one).
+	ur := userRead{extras: extras, rows: min(q.Limit, defaultLimit+1)}
 	if username != nil {
 		ur.rows = 1 // a username names one user at most
 	}
@@ -501,6 +503,8 @@ func uniqueFields(username, email *string) []uniqueField {
 // username or email is a conflict naming it.
 func (s *store) CreateUser(ctx context.Context, u *User) error {
 	created := *u
+	// A new id is in no cache, so there is nothing to touch; its first
+	// read fills the cache.
 	err := s.write(ctx, func(ctx context.Context, t wtx) error {
 		created = *u
 		return s.insertUser(ctx, t, &created)
@@ -542,9 +546,9 @@ type wtx struct {
 	touches *[]touchedUser
 }
 
-// touch notes that the write changes the user with id (or its goals);
-// row, when given, is the user's row as the write leaves it (filled in by
-// the time the write's fn returns). See store.touched.
+// touch notes that the write changes the user with id; row, when given,
+// is the user's row as the write leaves it (filled in by the time the
+// write's fn returns). See store.touched.
 func (t wtx) touch(id string, row *User) {
 	if id != "" {
 		*t.touches = append(*t.touches, touchedUser{id: id, row: row})

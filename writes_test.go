@@ -200,7 +200,7 @@ func deadlocksBroken(t *testing.T, ts *testServer) int64 {
 	name := strings.TrimPrefix(mustURL(t, ts.db).Path, "/")
 	var n int64
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if err := pgAdmin.QueryRow("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name).Scan(&n); err != nil {
+		if err := pgAdmin.QueryRow("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'", name).Scan(&n); err != nil {
 			t.Fatalf("count connections: %v", err)
 		}
 		if n == 0 {
