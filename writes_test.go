@@ -47,15 +47,7 @@ func TestGoalCreatedWhileItsUserIsDeleted(t *testing.T) {
 	count := map[int]int{}
 	for round := 0; round < 30; round++ {
 		id := ts.mustCreateUser(t, fmt.Sprintf("gone%02d", round), "")["id"].(string)
-		var wg sync.WaitGroup
-		var del, create int
-		wg.Add(2)
-		go func() { defer wg.Done(); del = ts.do(t, "DELETE", "/api/users/"+id, "").status }()
-		go func() {
-			defer wg.Done()
-			create = ts.do(t, "POST", "/api/users/"+id+"/goals", `{"title":"g","target_minutes":5}`).status
-		}()
-		wg.Wait()
+		del, create := raceUserDelete(t, ts, id, "POST", "/api/users/"+id+"/goals", `{"title":"g","target_minutes":5}`)
 		if del != 204 || (create != 201 && create != 404) {
 			t.Fatalf("round %d: DELETE %d, POST goal %d; want 204, and 201 or 404 (never 500)", round, del, create)
 		}
@@ -67,6 +59,18 @@ func TestGoalCreatedWhileItsUserIsDeleted(t *testing.T) {
 	if orphans != 0 {
 		t.Fatalf("%d goals outlived their user", orphans)
 	}
+}
+
+// raceUserDelete sends a DELETE of the user with id and another request
+// at once, and returns both statuses.
+func raceUserDelete(t *testing.T, ts *testServer, id, method, path, body string) (del, other int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); del = ts.do(t, "DELETE", "/api/users/"+id, "").status }()
+	go func() { defer wg.Done(); other = ts.do(t, method, path, body).status }()
+	wg.Wait()
+	return del, other
 }
 
 // holdWriteLock takes, outside the server, the lock a write of user id
@@ -167,15 +171,7 @@ func TestGoalUpdateShowingItsOwnerRacesTheOwnersDelete(t *testing.T) {
 		r := ts.do(t, "POST", "/api/users/"+user+"/goals", `{"title":"g","target_minutes":5}`)
 		expect(t, "create goal", r, 201)
 		goal := r.json(t)["goal"].(map[string]any)["id"].(string)
-		var wg sync.WaitGroup
-		var del, patch int
-		wg.Add(2)
-		go func() { defer wg.Done(); del = ts.do(t, "DELETE", "/api/users/"+user, "").status }()
-		go func() {
-			defer wg.Done()
-			patch = ts.do(t, "PATCH", "/api/goals/"+goal+"?show=user", `{"title":"h"}`).status
-		}()
-		wg.Wait()
+		del, patch := raceUserDelete(t, ts, user, "PATCH", "/api/goals/"+goal+"?show=user", `{"title":"h"}`)
 		if del != 204 || (patch != 200 && patch != 404) {
 			t.Fatalf("round %d: DELETE user %d, PATCH goal %d; want 204, and 200 or 404", round, del, patch)
 		}
