@@ -52,6 +52,7 @@ func newServer(cfg config, logger *slog.Logger, st *store) *server {
 		lockout: newLoginLockout(st, now, cfg.maxLoginFailures, logger),
 		cache:   newUserCache(st, cfg.cacheMiB, m.cacheHits, m.cacheMisses, logger),
 	}
+	s.hasher.limit = cfg.memoryLimit
 	go s.hasher.warmUp()
 	mux := http.NewServeMux()
 	s.addRoutes(mux)

@@ -43,41 +43,43 @@ const (
 )
 
 // tuneGC applies gcPercent and a memory limit of heapAllowance plus the
-// read cache's bytes, unless the environment sets its own.
-func tuneGC(getenv func(string) string, cacheBytes int) {
+// read cache's bytes, unless the environment sets its own; it returns
+// that limit (nil when the environment set one), for password hashes to
+// raise while they run.
+func tuneGC(getenv func(string) string, cacheBytes int) *memoryLimit {
 	if getenv("GOGC") == "" {
 		debug.SetGCPercent(gcPercent)
 	}
-	if getenv("GOMEMLIMIT") == "" {
-		gcLimit.mu.Lock()
-		defer gcLimit.mu.Unlock()
-		gcLimit.set, gcLimit.base = true, int64(heapAllowance+cacheBytes)
-		debug.SetMemoryLimit(gcLimit.base + gcLimit.raised)
+	if getenv("GOMEMLIMIT") != "" {
+		return nil
 	}
+	l := &memoryLimit{base: int64(heapAllowance + cacheBytes)}
+	debug.SetMemoryLimit(l.base)
+	return l
 }
 
-// gcLimit is the memory limit tuneGC set, if it set one: its base, plus
-// what the hashes running now have raised it by.
-var gcLimit struct {
+// memoryLimit is the Go heap's soft limit tuneGC set: its base, plus what
+// the password hashes running now have raised it by.
+type memoryLimit struct {
 	mu           sync.Mutex
-	set          bool
 	base, raised int64
 }
 
-// raiseGCLimit adds n bytes to the memory limit tuneGC set (if it set
-// one) until lower is called. A password hash takes argon2id's memory
-// (19 MiB) at once; under a limit that leaves no room for it the
-// collector would run again and again while the hash fills it (two
-// concurrent logins took twice as long). Raising the limit only while
-// hashes run keeps the limit tight for everything else.
-func raiseGCLimit(n int64) (lower func()) {
+// raise adds n bytes to the limit until lower is called; on a nil limit
+// (the environment's own) it does nothing. A password hash takes
+// argon2id's memory (19 MiB) at once; under a limit that leaves no room
+// for it the collector would run again and again while the hash fills it
+// (two concurrent logins took twice as long). Raising the limit only while
+// hashes run keeps it tight for everything else.
+func (l *memoryLimit) raise(n int64) (lower func()) {
+	if l == nil {
+		return func() {}
+	}
 	move := func(by int64) {
-		gcLimit.mu.Lock()
-		defer gcLimit.mu.Unlock()
-		gcLimit.raised += by
-		if gcLimit.set {
-			debug.SetMemoryLimit(gcLimit.base + gcLimit.raised)
-		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.raised += by
+		debug.SetMemoryLimit(l.base + l.raised)
 	}
 	move(n)
 	return func() { move(-n) }
@@ -123,6 +125,10 @@ type config struct {
 	// now is the clock of the limits' windows; nil means time.Now. Tests
 	// inject one to move time without sleeping.
 	now func() time.Time
+
+	// memoryLimit is the GC memory limit serve set (nil when none), which
+	// password hashes raise while they run.
+	memoryLimit *memoryLimit
 
 	// password sets the argon2id cost. It is not a flag: production always
 	// uses defaultPasswordParams; tests lower it to stay fast.
@@ -477,7 +483,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 	}
 	// The process's own environment, not run's getenv: the runtime read
 	// GOGC and GOMEMLIMIT from it at start.
-	tuneGC(os.Getenv, cfg.cacheMiB<<20)
+	cfg.memoryLimit = tuneGC(os.Getenv, cfg.cacheMiB<<20)
 	st, err := openStore(ctx, cfg.db, storeOptions{exclusive: true, maxGoals: cfg.maxGoals, maxConns: cfg.dbMaxConns})
 	if err != nil {
 		return err

@@ -256,15 +256,13 @@ func TestHashesRaiseTheMemoryLimitWhileTheyRun(t *testing.T) {
 	oldLimit, oldPercent := debug.SetMemoryLimit(-1), debug.SetGCPercent(-1)
 	debug.SetGCPercent(oldPercent)
 	t.Cleanup(func() {
-		gcLimit.mu.Lock()
-		gcLimit.set = false
-		gcLimit.mu.Unlock()
 		debug.SetMemoryLimit(oldLimit)
 		debug.SetGCPercent(oldPercent)
 	})
-	tuneGC(func(string) string { return "" }, defaultCacheMiB<<20)
-	// Other tests' servers may be hashing too (their start-up dummy hash):
-	// they only raise the limit, and give back what they took.
+	limit := tuneGC(func(string) string { return "" }, defaultCacheMiB<<20)
+	if limit == nil {
+		t.Fatal("tuneGC set no limit without GOMEMLIMIT")
+	}
 	base := int64(heapAllowance + defaultCacheMiB<<20)
 	if got := debug.SetMemoryLimit(-1); got < base {
 		t.Fatalf("tuneGC set a limit of %d MiB, want %d MiB", got>>20, base>>20)
@@ -272,6 +270,7 @@ func TestHashesRaiseTheMemoryLimitWhileTheyRun(t *testing.T) {
 	const hashMiB = 64 // large, so the hash runs long enough to be seen
 	h := newPasswordHasher(passwordParams{Memory: hashMiB << 10, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32},
 		newCounter("test_hashes"), newCounter("test_refused"))
+	h.limit = limit
 	done := make(chan error)
 	go func() {
 		_, err := h.Hash(context.Background(), "client", "correct horse battery")

@@ -46,6 +46,8 @@ type passwordHasher struct {
 	pending int            // running or waiting
 	clients map[string]int // places held by each client key
 
+	limit *memoryLimit // raised by each hash while it runs; nil for none
+
 	hashes   prometheus.Counter // argon2id computations
 	rejected prometheus.Counter // refused with errHashBusy
 
@@ -147,10 +149,10 @@ func (h *passwordHasher) Verify(ctx context.Context, client, phc, password strin
 }
 
 // key computes an argon2id key, counted, with the garbage collector's
-// memory limit raised by the memory it takes (see raiseGCLimit).
+// memory limit raised by the memory it takes (see memoryLimit.raise).
 func (h *passwordHasher) key(password string, salt []byte, p passwordParams, keyLen uint32) []byte {
 	h.hashes.Inc()
-	defer raiseGCLimit(int64(p.Memory) << 10)()
+	defer h.limit.raise(int64(p.Memory) << 10)()
 	return argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, keyLen)
 }
 
