@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -78,8 +80,24 @@ func checkUser(t *testing.T, l *ackLedger, how, id string, u map[string]any, n n
 	}
 }
 
+// Each write puts the row it committed in the cache, so most reads hit;
+// when writes take their users out instead, reads miss and put what they
+// read while the next writes race them.
 func TestCachedReadsAreNeverStale(t *testing.T) {
-	ts := newTestServer(t)
+	for _, takeOut := range []bool{false, true} {
+		t.Run(fmt.Sprintf("writesTakeOut=%v", takeOut), func(t *testing.T) {
+			ts := newTestServer(t)
+			if ts.api.cache != nil {
+				ts.api.cache.writesTakeOut = takeOut
+			} else if takeOut {
+				t.Skip("no read cache here")
+			}
+			testCachedReadsAreNeverStale(t, ts)
+		})
+	}
+}
+
+func testCachedReadsAreNeverStale(t *testing.T, ts *testServer) {
 	ts.transport().MaxIdleConnsPerHost = 32
 	l := &ackLedger{seq: map[string]int{}, goals: map[string]int{}, gone: map[string]bool{}, deleting: map[string]bool{}}
 	var ids []string
@@ -231,13 +249,17 @@ func TestCacheKeepsEachShowApart(t *testing.T) {
 }
 
 // A cache entry gives back the row it was made from, nulls and empty
-// strings apart, and a cut or padded entry is refused rather than read.
+// strings apart, timestamps packed or not, and a cut or padded entry is
+// refused rather than read.
 func TestUserEntriesRoundTrip(t *testing.T) {
 	empty, long := "", strings.Repeat("é", 300)
 	for _, u := range []User{
 		{Version: 1, Username: "ann", CreatedAt: "2026-11-25T12:00:00.000Z", ModifiedAt: "2026-11-25T12:00:01.000Z"},
 		{Version: 1 << 40, Username: long, Email: &empty, FullName: &long, CreatedAt: "c", ModifiedAt: "m"},
 		{Version: 7, Username: "", Email: &long, CreatedAt: "", ModifiedAt: ""},
+		// Timestamps of timeFormat's length that are not in it keep their text.
+		{Version: 2, Username: "bo", CreatedAt: "2026-11-25 12:00:00.000Z", ModifiedAt: "2026-11-25T12:00:00.00xZ"},
+		{Version: 3, Username: "cy", CreatedAt: "9999-12-31T23:59:59.999Z", ModifiedAt: "0000-01-01T00:00:00.000Z"},
 	} {
 		e := appendUserEntry(nil, &u)
 		got, ok := decodeUserEntry(e)
@@ -251,6 +273,44 @@ func TestUserEntriesRoundTrip(t *testing.T) {
 		}
 		if _, ok := decodeUserEntry(append(e, 0)); ok {
 			t.Fatalf("an entry with a byte too many was read")
+		}
+	}
+}
+
+// Timestamps in timeFormat are packed into 9 bytes; others keep their text.
+func TestEntryTimestampsArePackedOnlyInTimeFormat(t *testing.T) {
+	size := func(created string) int {
+		return len(appendUserEntry(nil, &User{Username: "a", CreatedAt: created, ModifiedAt: created}))
+	}
+	if packed, text := size("2026-11-25T12:00:00.000Z"), size("2026-11-25T12:00:00.000+"); text-packed != 2*(len(timeFormat)-packedTimeLen) {
+		t.Fatalf("an entry with packed timestamps takes %d bytes, with text %d", packed, text)
+	}
+}
+
+// Each id in its canonical form has a key of its own, of 16 bytes; any
+// other form has none.
+func TestCacheKeys(t *testing.T) {
+	seen := map[string]string{}
+	for range 1000 {
+		id, err := newID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, ok := cacheKey(id)
+		if !ok || len(key) != 16 {
+			t.Fatalf("cacheKey(%q) = %x, %v", id, key, ok)
+		}
+		if other, dup := seen[key]; dup {
+			t.Fatalf("%q and %q share the key %x", id, other, key)
+		}
+		seen[key] = id
+		if want := uuid.MustParse(id); key != string(want[:]) {
+			t.Fatalf("cacheKey(%q) = %x, want its bytes %x", id, key, want[:])
+		}
+	}
+	for _, id := range []string{"", "01A2147C-1B2E-7D0E-9EBA-31E11F4D1439", "01a2147c-1b2e-7d0e-9eba-31e11f4d143", "01a2147c_1b2e-7d0e-9eba-31e11f4d1439", "01a2147c-1b2e-7d0e-9eba-31e11f4d143g"} {
+		if key, ok := cacheKey(id); ok {
+			t.Fatalf("cacheKey(%q) = %x, want none", id, key)
 		}
 	}
 }

@@ -102,9 +102,10 @@ type store struct {
 	// stripes: see Generation.
 	changes [changeStripes]atomic.Uint64
 
-	// rowWritten, when set, is told each user row a write committed, with
-	// the generation that write moved the user's to (see touched).
-	rowWritten atomic.Pointer[func(u *User, gen uint64)]
+	// rowWritten, when set, is told each user a write changed, with the
+	// row it committed (nil for none) and the generation that write moved
+	// the user's to (see touched).
+	rowWritten atomic.Pointer[func(id string, row *User, gen uint64)]
 
 	closeOnce sync.Once
 	closeErr  error
@@ -112,9 +113,10 @@ type store struct {
 }
 
 // changeStripes is how many generation counters the users share (1 MiB of
-// them, so 100,000 users busy at once rarely share one): a write
-// to one user also moves the counter of the others in its stripe, which
-// costs a cache miss, never a stale answer.
+// them, so 100,000 users busy at once rarely share one): a write to one
+// user also moves the counter of the others in its stripe, which can only
+// keep a read of one of them from putting its row in the cache, never
+// make an answer stale.
 const changeStripes = 1 << 17
 
 // Generation is a number that moves whenever a write to the user with id
@@ -129,17 +131,22 @@ func (s *store) Generation(userID string) uint64 {
 // touched moves the generations of the users a write changed (noted by
 // its fn with wtx.touch), once its transaction has ended: before its
 // caller can answer anyone and, on SQLite, in the order of the commits.
-// When it committed, the rows it wrote go to rowWritten with the
-// generation each now has: a later write of the same user moves it again
-// after, so a cache that keeps a row only while its generation is the
-// current one never keeps an older row than the last write's.
+// Each user then goes to rowWritten with the generation it now has and
+// the row the write committed (nil when it deleted the user or did not
+// commit): in commit order, so the last row a cache is given for a user
+// is the database's.
 func (s *store) touched(users []touchedUser, committed bool) {
 	written := s.rowWritten.Load()
 	for _, u := range users {
 		gen := s.changes[xxhash.Sum64String(u.id)%changeStripes].Add(1)
-		if committed && u.row != nil && written != nil {
-			(*written)(u.row, gen)
+		if written == nil {
+			continue
 		}
+		row := u.row
+		if !committed {
+			row = nil
+		}
+		(*written)(u.id, row, gen)
 	}
 }
 
