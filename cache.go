@@ -183,27 +183,34 @@ func (c *userCache) set(key string, u *User) {
 // uuidHexPairs are where the 16 bytes of an id stand in its text.
 var uuidHexPairs = [16]int{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34}
 
+// lowerHex is the value of each lowercase hex digit, 0xff for any other byte.
+var lowerHex = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for i, c := range "0123456789abcdef" {
+		t[c] = byte(i)
+	}
+	return t
+}()
+
 // cacheKey is the entry key of the user with id: the id's 16 bytes rather
 // than its 36 characters (a tenth of an entry). Only the canonical form of
 // an id (lowercase, as parseID accepts it) has a key, so no two ids share
 // one.
 func cacheKey(id string) (string, bool) {
-	if _, ok := parseID(id); !ok {
+	if len(id) != 36 || id[8] != '-' || id[13] != '-' || id[18] != '-' || id[23] != '-' {
 		return "", false
 	}
 	var k [16]byte
 	for i, at := range uuidHexPairs {
-		k[i] = unhexLower(id[at])<<4 | unhexLower(id[at+1])
+		hi, lo := lowerHex[id[at]], lowerHex[id[at+1]]
+		if hi|lo == 0xff {
+			return "", false
+		}
+		k[i] = hi<<4 | lo
 	}
 	return string(k[:]), true
-}
-
-// unhexLower is the value of a digit parseID accepted: 0-9 or a-f.
-func unhexLower(c byte) byte {
-	if c <= '9' {
-		return c - '0'
-	}
-	return c - 'a' + 10
 }
 
 // appendUserEntry encodes what a client may see of u, but its id (the
@@ -273,16 +280,16 @@ func appendPackedTime(b []byte, s string) ([]byte, bool) {
 	return append(b, packed[:]...), true
 }
 
+// timeDigits are where timeFormat's digits stand.
+var timeDigits = [17]int{0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22}
+
 // unpackTime writes the timestamp appendPackedTime packed into buf's
 // room (len(timeFormat) bytes).
 func unpackTime(buf []byte, packed []byte) []byte {
 	buf = append(buf, timeFormat...)
-	n := 0
-	for i := range len(timeFormat) {
-		if layout := timeFormat[i]; layout >= '0' && layout <= '9' {
-			buf[i] = '0' + packed[n/2]>>(4*(n%2))&0xf
-			n++
-		}
+	t := buf[len(buf)-len(timeFormat):]
+	for n, at := range timeDigits {
+		t[at] = '0' + packed[n/2]>>(4*(n%2))&0xf
 	}
 	return buf
 }
