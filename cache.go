@@ -29,6 +29,11 @@ import (
 // defaultCacheMiB bounds the cache (-cache-size).
 const defaultCacheMiB = 20
 
+// maxCacheMiB is the largest -cache-size: bigcache keeps an entry's place
+// in its shard's queue as 32 bits, so a shard (a 64th of the cache) must
+// stay well under 4 GiB.
+const maxCacheMiB = 64 << 10
+
 // userCache maps a user's id to its row. The entries live in bigcache's
 // byte queues, which hold no pointers: the garbage collector never scans
 // them, however many there are. When it is full, the oldest entries go
@@ -70,7 +75,10 @@ func newUserCache(st *store, maxMiB int, hits, misses prometheus.Counter, log *s
 	// Each row a write commits goes in as it is written: the next read of
 	// a user just written is a hit, not a miss.
 	written := c.written
-	st.rowWritten.Store(&written)
+	if !st.rowWritten.CompareAndSwap(nil, &written) {
+		// The first cache would no longer hear of the writes: stale.
+		panic("a second read cache on one store")
+	}
 	return c
 }
 
@@ -165,6 +173,8 @@ func (c *userCache) written(id string, row *User, gen uint64) {
 	mu := &c.locks[key[len(key)-1]]
 	mu.Lock()
 	defer mu.Unlock()
+	// With one writer, running these in commit order, gen is the current
+	// generation; the check only keeps that assumption honest.
 	if row != nil && !c.writesTakeOut && gen == c.store.Generation(id) {
 		c.set(key, row)
 		return
@@ -252,7 +262,7 @@ func decodeUserEntry(e []byte) (User, bool) {
 // A timestamp in timeFormat ("2006-01-02T15:04:05.000Z") is 24 bytes of
 // text but only 17 digits: an entry holds them as packed decimal, two to
 // a byte, which saves 15 bytes a timestamp (with the key, an entry takes
-// a third less, so a third more users fit).
+// a third less, so half as many users again fit).
 const packedTimeLen = 9
 
 // appendPackedTime appends the digits of s packed, or reports that s is

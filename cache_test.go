@@ -5,9 +5,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -392,4 +394,143 @@ func TestEveryUserWriteReachesTheCache(t *testing.T) {
 	fullName(id)
 	expect(t, "DELETE", ts.do(t, "DELETE", "/api/users/"+id, ""), http.StatusNoContent)
 	expect(t, "GET after DELETE", ts.do(t, "GET", "/api/users/"+id, ""), http.StatusNotFound)
+}
+
+// cacheOnSQLite opens a SQLite store in a temporary directory with a read
+// cache on it, for tests that drive the cache and the store's write
+// notices directly.
+func cacheOnSQLite(t *testing.T) (*store, *userCache) {
+	t.Helper()
+	st, err := openStore(context.Background(), filepath.Join(t.TempDir(), "cache.db"), storeOptions{exclusive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st, newUserCache(st, defaultCacheMiB, newCounter("hits"), newCounter("misses"), quietLogger())
+}
+
+// cachedRow is a user row at version v.
+func cachedRow(id string, v int64) *User {
+	return &User{ID: id, Version: v, Username: "u", CreatedAt: "2026-11-25T12:00:00.000Z", ModifiedAt: "2026-11-25T12:00:00.000Z"}
+}
+
+// A read that noted the generation before a write and read the row the
+// write replaced puts it at the latest moment it can: right after the
+// write's own put. It is not kept, whether the write updated the user,
+// deleted it, or did not commit.
+func TestAReadBegunBeforeAWriteNeverPutsItsRowAfterIt(t *testing.T) {
+	st, c := cacheOnSQLite(t)
+	id, err := newID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	written := *st.rowWritten.Load()
+	for _, write := range []struct {
+		name      string
+		row       *User
+		committed bool
+	}{
+		{"update", cachedRow(id, 2), true},
+		{"delete", nil, true},
+		{"uncommitted update", cachedRow(id, 3), false},
+	} {
+		c.put(cachedRow(id, 1), c.generation(id))
+		began := c.generation(id)
+		racer := func(id string, row *User, gen uint64) {
+			written(id, row, gen)
+			c.put(cachedRow(id, 1), began) // the read's put, right after the write's
+		}
+		st.rowWritten.Store(&racer)
+		st.touched([]touchedUser{{id: id, row: write.row}}, write.committed)
+		st.rowWritten.Store(&written)
+		u, ok := c.get(id)
+		switch {
+		case write.committed && write.row != nil && (!ok || u.Version != write.row.Version):
+			t.Fatalf("%s: the cache holds %+v (%v), want version %d", write.name, u, ok, write.row.Version)
+		case (!write.committed || write.row == nil) && ok:
+			t.Fatalf("%s: the cache holds version %d, want nothing", write.name, u.Version)
+		}
+	}
+}
+
+// One writer moves two users' versions up, telling the store of each
+// commit as the engine does; readers take hits, or note the generation,
+// read the "database" and put. No hit is ever older than the last
+// acknowledged version, with writes putting their rows or taking them out.
+func TestCacheHitsAreNeverOlderThanTheLastAcknowledgedWrite(t *testing.T) {
+	for _, takeOut := range []bool{false, true} {
+		t.Run(fmt.Sprintf("writesTakeOut=%v", takeOut), func(t *testing.T) {
+			st, c := cacheOnSQLite(t)
+			c.writesTakeOut = takeOut
+			var ids [2]string
+			var committed, acked [2]atomic.Int64
+			for i := range ids {
+				id, err := newID()
+				if err != nil {
+					t.Fatal(err)
+				}
+				ids[i] = id
+				committed[i].Store(1)
+				acked[i].Store(1)
+			}
+			var stop atomic.Bool
+			var stale, hits atomic.Int64
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				defer stop.Store(true)
+				for v, end := int64(2), time.Now().Add(time.Second); time.Now().Before(end); v++ {
+					for i, id := range ids {
+						committed[i].Store(v)
+						st.touched([]touchedUser{{id: id, row: cachedRow(id, v)}}, true)
+						acked[i].Store(v)
+					}
+				}
+			})
+			for range 3 {
+				wg.Go(func() {
+					for n := 0; !stop.Load(); n++ {
+						i := n % len(ids)
+						ackedBefore := acked[i].Load()
+						if u, ok := c.get(ids[i]); ok {
+							hits.Add(1)
+							if u.Version < ackedBefore {
+								stale.Add(1)
+							}
+							continue
+						}
+						began := c.generation(ids[i])
+						c.put(cachedRow(ids[i], committed[i].Load()), began)
+					}
+				})
+			}
+			wg.Wait()
+			if stale.Load() > 0 || hits.Load() < 1000 {
+				t.Fatalf("%d stale hits of %d", stale.Load(), hits.Load())
+			}
+		})
+	}
+}
+
+// Decoding an entry gives back the row it was made from, and any bytes at
+// all decode or are refused without a panic.
+func FuzzUserEntry(f *testing.F) {
+	f.Add(int64(1), "ann", "2026-11-25T12:00:00.000Z", "2026-11-25T12:00:01.000Z", "a@b.c", true, "", false, []byte{0})
+	f.Add(int64(-7), "", "c", "2026-11-25 12:00:00.000Z", "", false, "é", true, []byte("\x02\x00\x01"))
+	f.Fuzz(func(t *testing.T, version int64, username, created, modified, email string, hasEmail bool, name string, hasName bool, junk []byte) {
+		u := User{Version: version, Username: username, CreatedAt: created, ModifiedAt: modified}
+		if hasEmail {
+			u.Email = &email
+		}
+		if hasName {
+			u.FullName = &name
+		}
+		e := appendUserEntry(nil, &u)
+		if got, ok := decodeUserEntry(e); !ok || !reflect.DeepEqual(got, u) {
+			t.Fatalf("decode(encode(%+v)) = %+v, %v", u, got, ok)
+		}
+		if _, ok := decodeUserEntry(e[:len(e)-1]); ok {
+			t.Fatalf("an entry cut by a byte was read")
+		}
+		decodeUserEntry(junk)
+	})
 }

@@ -187,8 +187,11 @@ func checkFlags(cfg *config) error {
 	if cfg.rateLimit < 0 || cfg.rateBurst < 1 && cfg.rateLimit > 0 || cfg.max404 < 0 || cfg.maxLoginFailures < 0 {
 		return usageError{"-rate-limit, -max-404 and -max-login-failures must be 0 or more, and -rate-burst at least 1"}
 	}
-	if cfg.maxGoals < 1 || cfg.maxConns < 1 || cfg.maxConnsPerClient < 0 || cfg.dbMaxConns < 1 || cfg.cacheMiB < 0 || cfg.cacheMiB > 1<<20 {
+	if cfg.maxGoals < 1 || cfg.maxConns < 1 || cfg.maxConnsPerClient < 0 || cfg.dbMaxConns < 1 || cfg.cacheMiB < 0 {
 		return usageError{"-max-goals, -max-conns and -db-max-conns must be at least 1, and -max-conns-per-client and -cache-size 0 or more"}
+	}
+	if cfg.cacheMiB > maxCacheMiB {
+		return usageError{fmt.Sprintf("-cache-size must be at most %d (MiB)", maxCacheMiB)}
 	}
 	return nil
 }
