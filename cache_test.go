@@ -534,3 +534,42 @@ func FuzzUserEntry(f *testing.F) {
 		decodeUserEntry(junk)
 	})
 }
+
+// A conditional GET of a user's default fields is answered from the hash
+// the cache keeps of that answer: the ETag it gives is the one the full
+// answer carries, for every kind of row, and it follows each write.
+func TestCachedDefaultETagsMatchTheFullAnswers(t *testing.T) {
+	ts := newTestServer(t)
+	if ts.api.cache == nil {
+		t.Skip("no read cache here")
+	}
+	for i, extra := range []string{``, `,"email":"e@example.com"`, `,"full_name":"Zoë \"Z\" <Ünïcode> \u2028"`, `,"email":"f@example.com","full_name":""`} {
+		id := ts.mustCreateUser(t, fmt.Sprintf("etagged%d", i), extra)["id"].(string)
+		path := "/api/users/" + id
+		for round := range 2 {
+			full := ts.do(t, "GET", path, "")
+			etag := full.header.Get("ETag")
+			if full.status != 200 || etag == "" {
+				t.Fatalf("GET %s: %d, ETag %q", path, full.status, etag)
+			}
+			if cached, ok := ts.api.cache.defaultETag(id); !ok || cached != etag {
+				t.Fatalf("user %d, round %d: the cache's ETag is %q (%v), the answer's %q", i, round, cached, ok, etag)
+			}
+			for _, inm := range []string{etag, `"other", ` + etag, "*", "W/" + etag} {
+				if r := ts.do(t, "GET", path, "", "If-None-Match", inm); r.status != 304 || r.header.Get("ETag") != etag || len(r.body) != 0 {
+					t.Fatalf("If-None-Match: %s: %d, ETag %q, body %q", inm, r.status, r.header.Get("ETag"), r.body)
+				}
+			}
+			// Another representation, or another version, is not "not modified".
+			if r := ts.do(t, "GET", path+"?show=email", "", "If-None-Match", etag); r.status != 200 {
+				t.Fatalf("show=email with the default answer's ETag: %d", r.status)
+			}
+			if r := ts.do(t, "PATCH", path, fmt.Sprintf(`{"full_name":"round %d"}`, round)); r.status != 200 {
+				t.Fatalf("PATCH: %d %s", r.status, r.body)
+			}
+			if r := ts.do(t, "GET", path, "", "If-None-Match", etag); r.status != 200 || r.header.Get("ETag") == etag {
+				t.Fatalf("after a PATCH, the old ETag: %d, ETag %q", r.status, r.header.Get("ETag"))
+			}
+		}
+	}
+}

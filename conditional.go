@@ -42,10 +42,15 @@ func resourceHash(kind, id string, version int64) uint64 {
 // and embedded relations). It is made in one allocation: every GET makes
 // one, cache hits and 304s included.
 func resourceETag(kind, id string, version int64, body []byte) string {
+	return resourceETagOf(kind, id, version, xxhash.Sum64(body))
+}
+
+// resourceETagOf is resourceETag of a body whose hash is known.
+func resourceETagOf(kind, id string, version int64, bodyHash uint64) string {
 	var tag [1 + 16 + 1 + 16 + 1]byte // "resourceTag-bodyhash"
 	tag[0], tag[17], tag[34] = '"', '-', '"'
 	putHex16(tag[1:], resourceHash(kind, id, version))
-	putHex16(tag[18:], xxhash.Sum64(body))
+	putHex16(tag[18:], bodyHash)
 	return string(tag[:])
 }
 

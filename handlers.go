@@ -373,12 +373,32 @@ func (s *server) handleGetUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if s.notModifiedFromCache(w, r, id, show) {
+		return
+	}
 	u, err := s.readUser(r.Context(), id, show)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	s.writeReadUser(w, r, &u, show)
+}
+
+// notModifiedFromCache answers 304 to a conditional GET of a user's
+// default fields that the cache shows is current, without reading or
+// rendering the user; otherwise it answers nothing and reports false.
+func (s *server) notModifiedFromCache(w http.ResponseWriter, r *http.Request, id string, show userShow) bool {
+	if show != (userShow{}) || len(r.Header["If-None-Match"]) == 0 {
+		return false
+	}
+	etag, ok := s.cache.defaultETag(id)
+	if !ok || !noneMatch(r, etag) {
+		return false
+	}
+	s.cache.hits.Inc()
+	w.Header()["Etag"] = []string{etag} // as writeCacheable sets it
+	w.WriteHeader(http.StatusNotModified)
+	return true
 }
 
 // readUser returns the user with id, from the cache when it holds the
