@@ -119,17 +119,11 @@ func (c *userCache) get(id string) (User, bool) {
 	if c == nil {
 		return User{}, false
 	}
-	key, ok := cacheKey(id)
-	if !ok {
-		c.misses.Inc()
-		return User{}, false
+	e, ok := c.entry(id)
+	var u User
+	if ok {
+		u, ok = decodeUserEntry(e[answerHashLen:])
 	}
-	e, err := c.entries.Get(key)
-	if err != nil || len(e) < 8 {
-		c.misses.Inc()
-		return User{}, false
-	}
-	u, ok := decodeUserEntry(e[8:])
 	if !ok {
 		c.misses.Inc()
 		return User{}, false
@@ -148,20 +142,33 @@ func (c *userCache) defaultETag(id string) (string, bool) {
 	if c == nil {
 		return "", false
 	}
-	key, ok := cacheKey(id)
+	e, ok := c.entry(id)
 	if !ok {
 		return "", false
 	}
-	e, err := c.entries.Get(key)
-	if err != nil || len(e) < 8 {
-		return "", false
-	}
-	version, n := binary.Varint(e[8:])
+	version, n := binary.Varint(e[answerHashLen:])
 	if n <= 0 {
 		return "", false
 	}
 	return resourceETagOf("user", id, version, binary.LittleEndian.Uint64(e)), true
 }
+
+// entry returns the entry held for the user with id: the hash of the
+// user's default answer (answerHashLen bytes, see set), then the row.
+func (c *userCache) entry(id string) ([]byte, bool) {
+	key, ok := cacheKey(id)
+	if !ok {
+		return nil, false
+	}
+	e, err := c.entries.Get(key)
+	if err != nil || len(e) < answerHashLen {
+		return nil, false
+	}
+	return e, true
+}
+
+// answerHashLen is the size of the hash an entry starts with.
+const answerHashLen = 8
 
 // put keeps u, read from the database by a read that noted the user's
 // generation gen before it began. A write done since may have committed
@@ -211,7 +218,7 @@ func (c *userCache) written(id string, row *User, gen uint64) {
 // The entry starts with the hash of u's answer with the default fields,
 // for the ETag of a conditional GET (defaultETag).
 func (c *userCache) set(key string, u *User) {
-	e := binary.LittleEndian.AppendUint64(make([]byte, 0, 72+len(u.Username)), defaultAnswerHash(u))
+	e := binary.LittleEndian.AppendUint64(make([]byte, 0, answerHashLen+64+len(u.Username)), defaultAnswerHash(u))
 	if c.entries.Set(key, appendUserEntry(e, u)) != nil {
 		c.entries.Delete(key) //nolint:errcheck // as above
 	}
