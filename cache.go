@@ -1,15 +1,17 @@
 // cache.go: the read cache of user rows. An entry is a user's row as GET
 // of one user reads it (every column a client may ask for with show=, not
-// the password hash). Each write puts the row it committed in the cache
-// (or takes the user out) after its commit and before its caller is
-// answered, so a read that starts after an acknowledged write never sees
-// what was there before it; a read that missed puts the row it read only
-// if no write to that user has been done since it began (the user's write
-// generation is unchanged), checked and put under the lock the writes
-// take. Rows rather than rendered answers: one entry serves every show=,
-// and it takes half the bytes (about 110 here for a user with an email and
-// a full name, so 20 MiB hold over 150,000 users); rendering a row again
-// costs far less than reading it from SQLite.
+// the password hash), after the hash of the user's answer with the default
+// fields (for the ETag of a conditional GET). Each write puts the row it
+// committed in the cache (or takes the user out) after its commit and
+// before its caller is answered, so a read that starts after an
+// acknowledged write never sees what was there before it; a read that
+// missed puts the row it read only if no write to that user has been done
+// since it began (the user's write generation is unchanged), checked and
+// put under the lock the writes take. Rows rather than rendered answers:
+// one entry serves every show=, and it takes half the bytes (about 120
+// here for a user with an email and a full name, so 20 MiB hold over
+// 150,000 users); rendering a row again costs far less than reading it
+// from SQLite.
 package main
 
 import (
@@ -205,8 +207,9 @@ func (c *userCache) written(id string, row *User, gen uint64) {
 	mu.Lock()
 	defer mu.Unlock()
 	// With one writer, running these in commit order, gen is the current
-	// generation; the check only keeps that assumption honest.
-	if row != nil && !c.writesTakeOut && gen == c.store.Generation(id) {
+	// generation; the check only keeps that assumption honest, as the id
+	// check does the writes' (the entry's ETag is made from the row's id).
+	if row != nil && row.ID == id && !c.writesTakeOut && gen == c.store.Generation(id) {
 		c.set(key, row)
 		return
 	}
@@ -229,7 +232,7 @@ func (c *userCache) set(key string, u *User) {
 func defaultAnswerHash(u *User) uint64 {
 	buf := getBuffer()
 	defer putBuffer(buf)
-	renderUser(buf, u, userShow{}, nil)
+	*buf = appendUserBody((*buf)[:0], u, userShow{}, nil)
 	return xxhash.Sum64(*buf)
 }
 

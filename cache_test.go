@@ -536,39 +536,66 @@ func FuzzUserEntry(f *testing.F) {
 }
 
 // A conditional GET of a user's default fields is answered from the hash
-// the cache keeps of that answer: the ETag it gives is the one the full
-// answer carries, for every kind of row, and it follows each write.
+// the cache keeps of that answer: the ETag it gives is the one rendered
+// from the user's row in the database, for every kind of row, after every
+// kind of write, for GET and HEAD and show= lists naming default fields.
 func TestCachedDefaultETagsMatchTheFullAnswers(t *testing.T) {
 	ts := newTestServer(t)
 	if ts.api.cache == nil {
 		t.Skip("no read cache here")
 	}
+	etagOfRow := func(id string) string {
+		u, err := ts.store.GetUser(context.Background(), id, userExtras{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b []byte
+		return renderUser(&b, &u, userShow{}, nil)
+	}
+	writes := []struct {
+		name string
+		do   func(id, username, etag string, round int) response
+	}{
+		{"PATCH", func(id, _, _ string, round int) response {
+			return ts.do(t, "PATCH", "/api/users/"+id, fmt.Sprintf(`{"full_name":"round %d"}`, round))
+		}},
+		{"PATCH with If-Match", func(id, username, etag string, round int) response {
+			return ts.do(t, "PATCH", "/api/users/"+id, fmt.Sprintf(`{"email":"%s.r%d@example.com"}`, username, round), "If-Match", etag)
+		}},
+		{"PUT by username", func(_, username, _ string, round int) response {
+			return ts.do(t, "PUT", "/api/users/by-username/"+username, fmt.Sprintf(`{"full_name":"put %d"}`, round))
+		}},
+	}
 	for i, extra := range []string{``, `,"email":"e@example.com"`, `,"full_name":"Zoë \"Z\" <Ünïcode> \u2028"`, `,"email":"f@example.com","full_name":""`} {
-		id := ts.mustCreateUser(t, fmt.Sprintf("etagged%d", i), extra)["id"].(string)
+		username := fmt.Sprintf("etagged%d", i)
+		id := ts.mustCreateUser(t, username, extra)["id"].(string)
 		path := "/api/users/" + id
-		for round := range 2 {
-			full := ts.do(t, "GET", path, "")
-			etag := full.header.Get("ETag")
-			if full.status != 200 || etag == "" {
-				t.Fatalf("GET %s: %d, ETag %q", path, full.status, etag)
+		for round, write := range append(writes, writes...) {
+			etag := etagOfRow(id)
+			if r := ts.do(t, "GET", path, ""); r.status != 200 || r.header.Get("ETag") != etag {
+				t.Fatalf("user %d, before %s: GET %d, ETag %q, the row's %q", i, write.name, r.status, r.header.Get("ETag"), etag)
 			}
 			if cached, ok := ts.api.cache.defaultETag(id); !ok || cached != etag {
-				t.Fatalf("user %d, round %d: the cache's ETag is %q (%v), the answer's %q", i, round, cached, ok, etag)
+				t.Fatalf("user %d, before %s: the cache's ETag is %q (%v), the row's %q", i, write.name, cached, ok, etag)
 			}
-			for _, inm := range []string{etag, `"other", ` + etag, "*", "W/" + etag} {
-				if r := ts.do(t, "GET", path, "", "If-None-Match", inm); r.status != 304 || r.header.Get("ETag") != etag || len(r.body) != 0 {
-					t.Fatalf("If-None-Match: %s: %d, ETag %q, body %q", inm, r.status, r.header.Get("ETag"), r.body)
+			for _, method := range []string{"GET", "HEAD"} {
+				for _, query := range []string{"", "?show=username", "?show=id,created_at"} {
+					for _, inm := range []string{etag, `"other", ` + etag, "*", "W/" + etag} {
+						if r := ts.do(t, method, path+query, "", "If-None-Match", inm); r.status != 304 || r.header.Get("ETag") != etag || len(r.body) != 0 {
+							t.Fatalf("%s %s, If-None-Match: %s: %d, ETag %q, body %q", method, query, inm, r.status, r.header.Get("ETag"), r.body)
+						}
+					}
 				}
 			}
-			// Another representation, or another version, is not "not modified".
+			// Another representation is not "not modified".
 			if r := ts.do(t, "GET", path+"?show=email", "", "If-None-Match", etag); r.status != 200 {
 				t.Fatalf("show=email with the default answer's ETag: %d", r.status)
 			}
-			if r := ts.do(t, "PATCH", path, fmt.Sprintf(`{"full_name":"round %d"}`, round)); r.status != 200 {
-				t.Fatalf("PATCH: %d %s", r.status, r.body)
+			if r := write.do(id, username, etag, round); r.status != 200 {
+				t.Fatalf("%s: %d %s", write.name, r.status, r.body)
 			}
-			if r := ts.do(t, "GET", path, "", "If-None-Match", etag); r.status != 200 || r.header.Get("ETag") == etag {
-				t.Fatalf("after a PATCH, the old ETag: %d, ETag %q", r.status, r.header.Get("ETag"))
+			if r := ts.do(t, "GET", path, "", "If-None-Match", etag); r.status != 200 || r.header.Get("ETag") != etagOfRow(id) {
+				t.Fatalf("after %s, the old ETag: %d, ETag %q, the row's %q", write.name, r.status, r.header.Get("ETag"), etagOfRow(id))
 			}
 		}
 	}

@@ -655,7 +655,14 @@ func (s *server) goalsToEmbed(ctx context.Context, u *User, show userShow) ([]Go
 // renderUser writes {"user": {...}} for u into buf, with goals embedded
 // when show asks for them, and returns its ETag.
 func renderUser(buf *[]byte, u *User, show userShow, goals []Goal) string {
-	return renderObject(buf, `{"user":`, resourceKey{"user", u.ID, u.Version}, func(b []byte) []byte { return appendUser(b, u, show, goals) })
+	*buf = appendUserBody((*buf)[:0], u, show, goals)
+	return resourceETag("user", u.ID, u.Version, *buf)
+}
+
+// appendUserBody appends the body of an answer of one user (the one
+// renderUser writes).
+func appendUserBody(b []byte, u *User, show userShow, goals []Goal) []byte {
+	return appendObjectBody(b, `{"user":`, func(b []byte) []byte { return appendUser(b, u, show, goals) })
 }
 
 // readUserInput decodes and checks a user body; creating makes the

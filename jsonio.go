@@ -95,10 +95,15 @@ type resourceKey struct {
 // writes, "}" and the newline every body ends with, and returns the
 // resource's ETag.
 func renderObject(buf *[]byte, prefix string, key resourceKey, appendObj func([]byte) []byte) string {
-	b := appendObj(append((*buf)[:0], prefix...))
-	b = append(b, '}', '\n')
-	*buf = b
-	return resourceETag(key.kind, key.id, key.version, b)
+	*buf = appendObjectBody((*buf)[:0], prefix, appendObj)
+	return resourceETag(key.kind, key.id, key.version, *buf)
+}
+
+// appendObjectBody appends prefix, the object appendObj writes, "}" and
+// the newline every body ends with.
+func appendObjectBody(b []byte, prefix string, appendObj func([]byte) []byte) []byte {
+	b = appendObj(append(b, prefix...))
+	return append(b, '}', '\n')
 }
 
 // smallBody is the size up to which writeJSON leaves Content-Length to
