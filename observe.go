@@ -59,11 +59,11 @@ func newMetrics(st *store) *metrics {
 		}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "usersvc_user_cache_hits_total",
-			Help: "GETs of one user answered from the read cache.",
+			Help: "Reads of one user answered from the read cache: GETs, and the check before a password change.",
 		}),
 		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "usersvc_user_cache_misses_total",
-			Help: "GETs of one user the read cache held no current answer for.",
+			Help: "Reads of one user the read cache held no current answer for: GETs, and the check before a password change.",
 		}),
 	}
 	m.registry.MustRegister(m.requests, m.duration, m.inFlight, m.passwordHashes, m.hashesRefused, m.cacheHits, m.cacheMisses,
