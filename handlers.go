@@ -396,8 +396,7 @@ func (s *server) notModifiedFromCache(w http.ResponseWriter, r *http.Request, id
 		return false
 	}
 	s.cache.hits.Inc()
-	w.Header()["Etag"] = []string{etag} // as writeCacheable sets it
-	w.WriteHeader(http.StatusNotModified)
+	writeCacheable(w, r, http.StatusOK, nil, etag) // its 304: If-None-Match matched
 	return true
 }
 
