@@ -4,6 +4,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"net"
 	"net/http"
 	"os"
@@ -230,6 +231,69 @@ func TestRunStartupErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAnotherApplicationsDatabaseIsLeftAlone: a SQLite file with tables
+// but no usersvc schema is refused at start, in one line naming a table,
+// and left exactly as it was (no WAL, no usersvc tables, no version); an
+// empty file is a new database.
+func TestAnotherApplicationsDatabaseIsLeftAlone(t *testing.T) {
+	onlySQLite(t, "SQLite files")
+	dir := t.TempDir()
+	foreign := filepath.Join(dir, "notes.db")
+	db, err := sql.Open("sqlite", foreign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes (body) VALUES ('keep me')"); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	before, err := os.ReadFile(foreign)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Were it accepted, the server would serve until the context ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	args := []string{"usersvc", "-addr", "127.0.0.1:0", "-db", foreign}
+	err = run(ctx, args, envOf(), &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), `not a usersvc database (it holds "notes"`) || strings.Contains(err.Error(), "\n") || exitCode(err) == 0 {
+		t.Fatalf("err = %v, want one line naming the table notes", err)
+	}
+	src := filepath.Join(dir, "users.db")
+	st, err := openStore(context.Background(), src, storeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	err = run(context.Background(), []string{"usersvc", "copy", src, foreign}, envOf(), &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "not a usersvc database") {
+		t.Fatalf("copy into it: err = %v, want a refusal", err)
+	}
+	after, err := os.ReadFile(foreign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before, after) {
+		t.Fatal("the file changed")
+	}
+	for _, side := range []string{"-wal", "-shm"} {
+		if _, err := os.Stat(foreign + side); err == nil {
+			t.Errorf("%s%s exists: the file was opened for writing", foreign, side)
+		}
+	}
+
+	empty := filepath.Join(dir, "empty.db")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err = openStore(context.Background(), empty, storeOptions{})
+	if err != nil {
+		t.Fatalf("an empty file: %v", err)
+	}
+	st.Close()
 }
 
 func TestDatabasePathWithURICharacters(t *testing.T) {

@@ -106,6 +106,10 @@ func openSQLite(ctx context.Context, path string, opts storeOptions) (*sqliteEng
 		}
 		e.lock = lock
 	}
+	if err := refuseForeignDatabase(ctx, path); err != nil {
+		e.unlock()
+		return nil, err
+	}
 	pragmas := sqlitePragmas(opts.statementTimeout.Milliseconds())
 	var err error
 	// The writer's page cache is 1 MiB too (SQLite's default is 2): a
@@ -155,6 +159,45 @@ func checkDBPath(path string) error {
 		return fmt.Errorf("cannot read and write the database file: %w", err)
 	}
 	return f.Close()
+}
+
+// refuseForeignDatabase returns an error when the file at path is a
+// SQLite database with tables or views but no usersvc schema: another
+// application's database, given to -db by mistake. It is read, not opened
+// for writing: usersvc would otherwise switch it to WAL and add its tables
+// beside the others. Every usersvc database has its schema version in
+// user_version (set in the same transaction that creates its tables); an
+// empty file, or one SQLite cannot read, is left to the usual open.
+func refuseForeignDatabase(ctx context.Context, path string) error {
+	db, err := sql.Open("sqlite", dsn(path, nil, url.Values{"mode": {"ro"}}))
+	if err != nil {
+		return fmt.Errorf("open database %s: %w", path, err)
+	}
+	defer db.Close()
+	var version int
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil || version != 0 {
+		return nil
+	}
+	var names []string
+	rows, err := db.QueryContext(ctx, `SELECT name FROM sqlite_master
+		WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\_%' ESCAPE '\' ORDER BY name LIMIT 4`)
+	if err != nil {
+		return nil
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		if rows.Scan(&name) == nil {
+			names = append(names, strconv.Quote(name))
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	if len(names) == 4 {
+		names[3] = "…"
+	}
+	return fmt.Errorf("%s is not a usersvc database (it holds %s and no usersvc schema): usersvc leaves another application's database as it is; use a new file", path, strings.Join(names, ", "))
 }
 
 // createPrivate creates path as an empty file readable and writable by the
