@@ -187,7 +187,9 @@ func refuseNonEmptySchema(ctx context.Context, eng engine) error {
 }
 
 // refuseOtherTables fails when a database with no usersvc schema holds
-// tables: it belongs to something else, which a copy must not add to.
+// tables: it belongs to something else, which a copy must not add to. It
+// is PostgreSQL's check: a SQLite file like that is refused earlier, as it
+// is opened (refuseForeignDatabase).
 func refuseOtherTables(ctx context.Context, eng engine, tx *sqlx.Tx) error {
 	names, err := eng.tables(ctx, tx)
 	if err != nil {

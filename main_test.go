@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -233,56 +234,84 @@ func TestRunStartupErrors(t *testing.T) {
 	}
 }
 
-// TestAnotherApplicationsDatabaseIsLeftAlone: a SQLite file with tables
-// but no usersvc schema is refused at start, in one line naming a table,
-// and left exactly as it was (no WAL, no usersvc tables, no version); an
-// empty file is a new database.
+// TestAnotherApplicationsDatabaseIsLeftAlone: a SQLite file that is not a
+// usersvc database (tables but no schema version, or a version of its own
+// and no users table; in either journal mode; even while its application
+// holds a write lock) is refused at start, and by copy, in one line naming
+// its tables, and left exactly as it was: the same bytes, no -wal or -shm.
+// An empty file is a new database.
 func TestAnotherApplicationsDatabaseIsLeftAlone(t *testing.T) {
 	onlySQLite(t, "SQLite files")
 	dir := t.TempDir()
-	foreign := filepath.Join(dir, "notes.db")
-	db, err := sql.Open("sqlite", foreign)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes (body) VALUES ('keep me')"); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	before, err := os.ReadFile(foreign)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	// Were it accepted, the server would serve until the context ends.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	args := []string{"usersvc", "-addr", "127.0.0.1:0", "-db", foreign}
-	err = run(ctx, args, envOf(), &bytes.Buffer{}, &bytes.Buffer{})
-	if err == nil || !strings.Contains(err.Error(), `not a usersvc database (it holds "notes"`) || strings.Contains(err.Error(), "\n") || exitCode(err) == 0 {
-		t.Fatalf("err = %v, want one line naming the table notes", err)
-	}
 	src := filepath.Join(dir, "users.db")
 	st, err := openStore(context.Background(), src, storeOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	st.Close()
-	err = run(context.Background(), []string{"usersvc", "copy", src, foreign}, envOf(), &bytes.Buffer{}, &bytes.Buffer{})
-	if err == nil || !strings.Contains(err.Error(), "not a usersvc database") {
-		t.Fatalf("copy into it: err = %v, want a refusal", err)
+
+	cases := []struct {
+		name, schema, want string
+		locked             bool
+	}{
+		{"no version", "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes (body) VALUES ('keep me')",
+			`not a usersvc database (tables "notes", user_version 0)`, false},
+		{"WAL mode", "PRAGMA journal_mode = WAL; CREATE TABLE events (id INTEGER PRIMARY KEY); CREATE VIEW recent AS SELECT * FROM events",
+			`not a usersvc database (tables "events", "recent", user_version 0)`, false},
+		{"a version of its own", "PRAGMA user_version = 3; CREATE TABLE a (x); CREATE TABLE b (x); CREATE TABLE c (x); CREATE TABLE d (x)",
+			`not a usersvc database (tables "a", "b", "c", and 1 more, user_version 3)`, false},
+		{"a version and no tables", "PRAGMA user_version = 1",
+			`not a usersvc database (no tables, user_version 1)`, false},
+		{"locked by its application", "CREATE TABLE ledger (id INTEGER PRIMARY KEY)",
+			`not a usersvc database (tables "ledger", user_version 0)`, true},
 	}
-	after, err := os.ReadFile(foreign)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(before, after) {
-		t.Fatal("the file changed")
-	}
-	for _, side := range []string{"-wal", "-shm"} {
-		if _, err := os.Stat(foreign + side); err == nil {
-			t.Errorf("%s%s exists: the file was opened for writing", foreign, side)
-		}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(dir, fmt.Sprintf("app%d.db", i))
+			db, err := sql.Open("sqlite", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			db.SetMaxOpenConns(1)
+			if _, err := db.Exec(c.schema); err != nil {
+				t.Fatal(err)
+			}
+			if c.locked {
+				if _, err := db.Exec("BEGIN EXCLUSIVE"); err != nil {
+					t.Fatal(err)
+				}
+				defer db.Exec("ROLLBACK") //nolint:errcheck // the test is over
+			} else {
+				db.Close() // a WAL database's -wal goes with its last connection
+			}
+			before, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			// Were it accepted, the server would serve until the context ends.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err = run(ctx, []string{"usersvc", "-addr", "127.0.0.1:0", "-db", path}, envOf(), &bytes.Buffer{}, &bytes.Buffer{})
+			if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") || exitCode(err) == 0 {
+				t.Fatalf("err = %v, want one line containing %s", err, c.want)
+			}
+			err = run(ctx, []string{"usersvc", "copy", src, path}, envOf(), &bytes.Buffer{}, &bytes.Buffer{})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("copy into it: err = %v, want a refusal containing %s", err, c.want)
+			}
+			if after, err := os.ReadFile(path); err != nil || !bytes.Equal(before, after) {
+				t.Fatalf("the file changed (%v)", err)
+			}
+			if !c.locked {
+				for _, side := range []string{"-wal", "-shm"} {
+					if _, err := os.Stat(path + side); err == nil {
+						t.Errorf("%s%s exists: the file was opened for writing", path, side)
+					}
+				}
+			}
+		})
 	}
 
 	empty := filepath.Join(dir, "empty.db")

@@ -161,43 +161,57 @@ func checkDBPath(path string) error {
 	return f.Close()
 }
 
-// refuseForeignDatabase returns an error when the file at path is a
-// SQLite database with tables or views but no usersvc schema: another
-// application's database, given to -db by mistake. It is read, not opened
-// for writing: usersvc would otherwise switch it to WAL and add its tables
-// beside the others. Every usersvc database has its schema version in
-// user_version (set in the same transaction that creates its tables); an
-// empty file, or one SQLite cannot read, is left to the usual open.
+// refuseForeignDatabase returns an error unless the file at path is empty
+// (a new database) or a usersvc database: one with a schema version in
+// user_version and a users table (every usersvc database has both: the
+// first migration creates the table and sets the version in one
+// transaction). Anything else is another application's database, given
+// to -db by mistake, and opening it for writing would switch it to WAL and
+// add usersvc's tables beside its own. So it is only read here: without
+// locks or side files when it has no WAL (immutable), else read-only
+// (a usersvc database left by a crash has its schema in the WAL), waiting
+// out another program's write lock.
 func refuseForeignDatabase(ctx context.Context, path string) error {
-	db, err := sql.Open("sqlite", dsn(path, nil, url.Values{"mode": {"ro"}}))
+	params := url.Values{"mode": {"ro"}}
+	if _, err := os.Stat(path + "-wal"); errors.Is(err, os.ErrNotExist) {
+		params.Set("immutable", "1")
+	}
+	db, err := sqlx.Open("sqlite", dsn(path, []string{"busy_timeout(5000)"}, params))
 	if err != nil {
 		return fmt.Errorf("open database %s: %w", path, err)
 	}
 	defer db.Close()
 	var version int
-	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil || version != 0 {
-		return nil
+	var tables []string
+	err = db.GetContext(ctx, &version, "PRAGMA user_version")
+	if err == nil {
+		err = db.SelectContext(ctx, &tables, `SELECT name FROM sqlite_master
+			WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\_%' ESCAPE '\' ORDER BY name`)
 	}
-	var names []string
-	rows, err := db.QueryContext(ctx, `SELECT name FROM sqlite_master
-		WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\_%' ESCAPE '\' ORDER BY name LIMIT 4`)
 	if err != nil {
-		return nil
+		return fmt.Errorf("database %s: %w", path, describeOpenError(err))
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var name string
-		if rows.Scan(&name) == nil {
-			names = append(names, strconv.Quote(name))
-		}
+	empty := version == 0 && len(tables) == 0
+	if empty || version > 0 && slices.Contains(tables, "users") {
+		return nil // new, or ours: migrate brings it up to date or refuses a newer one
 	}
-	if len(names) == 0 {
-		return nil
+	return fmt.Errorf("%s is not a usersvc database (%s, user_version %d): usersvc leaves another application's database as it is; use a new file",
+		path, describeTables(tables), version)
+}
+
+// describeTables names the first few of tables, for a message.
+func describeTables(tables []string) string {
+	if len(tables) == 0 {
+		return "no tables"
 	}
-	if len(names) == 4 {
-		names[3] = "…"
+	quoted := make([]string, 0, 3)
+	for _, t := range tables[:min(3, len(tables))] {
+		quoted = append(quoted, strconv.Quote(t))
 	}
-	return fmt.Errorf("%s is not a usersvc database (it holds %s and no usersvc schema): usersvc leaves another application's database as it is; use a new file", path, strings.Join(names, ", "))
+	if len(tables) > 3 {
+		quoted = append(quoted, fmt.Sprintf("and %d more", len(tables)-3))
+	}
+	return "tables " + strings.Join(quoted, ", ")
 }
 
 // createPrivate creates path as an empty file readable and writable by the
