@@ -463,6 +463,40 @@ func BenchmarkStartup1M(b *testing.B) {
 	b.ReportMetric(float64(worst.Microseconds())/1000, "worst-ms-to-healthz")
 }
 
+// BenchmarkBinarySize builds the binary as `go build` does with CGO_ENABLED=0
+// and as the README's release build does (also stripped, with -trimpath),
+// and reports both sizes; ns/op is the time of the two builds (cached after
+// the first). .ci/run fails when the release binary passes 20 MiB.
+func BenchmarkBinarySize(b *testing.B) {
+	dir := b.TempDir()
+	builds := []struct {
+		metric string
+		args   []string
+	}{
+		{"static-MiB", nil},
+		{"release-MiB", []string{"-trimpath", "-ldflags=-s -w"}},
+	}
+	sizes := make([]float64, len(builds))
+	for b.Loop() {
+		for i, build := range builds {
+			out := filepath.Join(dir, strconv.Itoa(i))
+			cmd := exec.Command("go", append(append([]string{"build"}, build.args...), "-o", out, ".")...)
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if msg, err := cmd.CombinedOutput(); err != nil {
+				b.Fatalf("go build %v: %v\n%s", build.args, err, msg)
+			}
+			st, err := os.Stat(out)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sizes[i] = float64(st.Size()) / (1 << 20)
+		}
+	}
+	for i, build := range builds {
+		b.ReportMetric(sizes[i], build.metric)
+	}
+}
+
 // runtimeProcs is GOMAXPROCS, which RunParallel multiplies its parallelism
 // by.
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
