@@ -181,13 +181,11 @@ func refuseForeignDatabase(ctx context.Context, path string) error {
 		return fmt.Errorf("open database %s: %w", path, err)
 	}
 	defer db.Close()
-	var version int
-	var tables []string
-	err = db.GetContext(ctx, &version, "PRAGMA user_version")
-	if err == nil {
-		err = db.SelectContext(ctx, &tables, `SELECT name FROM sqlite_master
-			WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\_%' ESCAPE '\' ORDER BY name`)
+	version, err := sqliteSchemaVersion(ctx, db)
+	if err != nil {
+		return fmt.Errorf("database %s: %w", path, err)
 	}
+	tables, err := sqliteTables(ctx, db)
 	if err != nil {
 		return fmt.Errorf("database %s: %w", path, describeOpenError(err))
 	}
@@ -383,18 +381,23 @@ func (e *sqliteEngine) schemaVersion(ctx context.Context, tx *sqlx.Tx) (int, err
 
 // sqliteSchemaVersion reads the schema version, kept in PRAGMA
 // user_version.
-func sqliteSchemaVersion(ctx context.Context, tx *sqlx.Tx) (int, error) {
+func sqliteSchemaVersion(ctx context.Context, q sqlx.QueryerContext) (int, error) {
 	var v int
-	if err := tx.GetContext(ctx, &v, "PRAGMA user_version"); err != nil {
+	if err := sqlx.GetContext(ctx, q, &v, "PRAGMA user_version"); err != nil {
 		return 0, describeOpenError(err)
 	}
 	return v, nil
 }
 
 func (e *sqliteEngine) tables(ctx context.Context, tx *sqlx.Tx) ([]string, error) {
+	return sqliteTables(ctx, tx)
+}
+
+// sqliteTables names the tables and views in the file, but SQLite's own.
+func sqliteTables(ctx context.Context, q sqlx.QueryerContext) ([]string, error) {
 	var names []string
-	err := tx.SelectContext(ctx, &names, `SELECT name FROM sqlite_master
-		WHERE type = 'table' AND name NOT LIKE 'sqlite\_%' ESCAPE '\' ORDER BY name`)
+	err := sqlx.SelectContext(ctx, q, &names, `SELECT name FROM sqlite_master
+		WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\_%' ESCAPE '\' ORDER BY name`)
 	return names, err
 }
 
