@@ -236,10 +236,12 @@ func TestRunStartupErrors(t *testing.T) {
 
 // TestAnotherApplicationsDatabaseIsLeftAlone: a SQLite file that is not a
 // usersvc database (tables but no schema version, or a version of its own
-// and no users table; in either journal mode; even while its application
-// holds a write lock) is refused at start, and by copy, in one line naming
-// its tables, and left exactly as it was: the same bytes, no -wal or -shm.
-// An empty file is a new database.
+// without the tables and columns usersvc's schema has at that version, or
+// a version newer than usersvc knows; in either journal mode; even while
+// its application holds a write lock) is refused at start, and by copy, in
+// one line naming its tables and what it lacks, and left exactly as it
+// was: the same bytes, no -wal or -shm. An empty file is a new database,
+// and a usersvc database with a table of the operator's is still usersvc's.
 func TestAnotherApplicationsDatabaseIsLeftAlone(t *testing.T) {
 	onlySQLite(t, "SQLite files")
 	dir := t.TempDir()
@@ -255,15 +257,19 @@ func TestAnotherApplicationsDatabaseIsLeftAlone(t *testing.T) {
 		locked             bool
 	}{
 		{"no version", "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes (body) VALUES ('keep me')",
-			`not a usersvc database (tables "notes", user_version 0)`, false},
+			`not a usersvc database (tables "notes", user_version 0: no schema version)`, false},
 		{"WAL mode", "PRAGMA journal_mode = WAL; CREATE TABLE events (id INTEGER PRIMARY KEY); CREATE VIEW recent AS SELECT * FROM events",
-			`not a usersvc database (tables "events", "recent", user_version 0)`, false},
+			`not a usersvc database (tables "events", "recent", user_version 0: no schema version)`, false},
 		{"a version of its own", "PRAGMA user_version = 3; CREATE TABLE a (x); CREATE TABLE b (x); CREATE TABLE c (x); CREATE TABLE d (x)",
-			`not a usersvc database (tables "a", "b", "c", and 1 more, user_version 3)`, false},
+			`not a usersvc database (tables "a", "b", "c", and 1 more, user_version 3: no table "goals")`, false},
 		{"a version and no tables", "PRAGMA user_version = 1",
-			`not a usersvc database (no tables, user_version 1)`, false},
+			`not a usersvc database (no tables, user_version 1: no table "users")`, false},
+		{"a version and a users table of its own", "PRAGMA user_version = 1; CREATE TABLE users (id TEXT PRIMARY KEY, username TEXT, email TEXT)",
+			`not a usersvc database (tables "users", user_version 1: no column "full_name" in table "users")`, false},
+		{"a version newer than usersvc's", fmt.Sprintf("PRAGMA user_version = %d; CREATE TABLE users (id TEXT PRIMARY KEY)", schemaVersion()+1),
+			fmt.Sprintf("schema version %d is newer than this binary knows (%d): use a newer usersvc", schemaVersion()+1, schemaVersion()), false},
 		{"locked by its application", "CREATE TABLE ledger (id INTEGER PRIMARY KEY)",
-			`not a usersvc database (tables "ledger", user_version 0)`, true},
+			`not a usersvc database (tables "ledger", user_version 0: no schema version)`, true},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -321,6 +327,22 @@ func TestAnotherApplicationsDatabaseIsLeftAlone(t *testing.T) {
 	st, err = openStore(context.Background(), empty, storeOptions{})
 	if err != nil {
 		t.Fatalf("an empty file: %v", err)
+	}
+	st.Close()
+
+	// An operator's own table beside usersvc's leaves the database usersvc's.
+	db, err := sql.Open("sqlite", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.Exec("CREATE TABLE reports (day TEXT, users INTEGER)")
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err = openStore(context.Background(), src, storeOptions{})
+	if err != nil {
+		t.Fatalf("a usersvc database with a table of the operator's: %v", err)
 	}
 	st.Close()
 }

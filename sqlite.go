@@ -9,6 +9,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -163,14 +164,16 @@ func checkDBPath(path string) error {
 
 // refuseForeignDatabase returns an error unless the file at path is empty
 // (a new database) or a usersvc database: one with a schema version in
-// user_version and a users table (every usersvc database has both: the
-// first migration creates the table and sets the version in one
-// transaction). Anything else is another application's database, given
-// to -db by mistake, and opening it for writing would switch it to WAL and
-// add usersvc's tables beside its own. So it is only read here: without
-// locks or side files when it has no WAL (immutable), else read-only
-// (a usersvc database left by a crash has its schema in the WAL), waiting
-// out another program's write lock.
+// user_version and every table and column usersvc's schema has at that
+// version (the migrations create them and set the version in one
+// transaction; an operator's own extra tables are fine). Anything else is
+// another application's database, given to -db by mistake, and opening it
+// for writing would switch it to WAL and add usersvc's tables and columns
+// beside its own; a version newer than this binary knows is refused here
+// too, for the same reason. So the file is only read: without locks or
+// side files when it has no WAL (immutable), else read-only (a usersvc
+// database left by a crash has its schema in the WAL), waiting out
+// another program's write lock.
 func refuseForeignDatabase(ctx context.Context, path string) error {
 	params := url.Values{"mode": {"ro"}}
 	if _, err := os.Stat(path + "-wal"); errors.Is(err, os.ErrNotExist) {
@@ -189,12 +192,88 @@ func refuseForeignDatabase(ctx context.Context, path string) error {
 	if err != nil {
 		return fmt.Errorf("database %s: %w", path, describeOpenError(err))
 	}
-	empty := version == 0 && len(tables) == 0
-	if empty || version > 0 && slices.Contains(tables, "users") {
-		return nil // new, or ours: migrate brings it up to date or refuses a newer one
+	if version == 0 && len(tables) == 0 {
+		return nil // new: migrate creates the schema
 	}
-	return fmt.Errorf("%s is not a usersvc database (%s, user_version %d): usersvc leaves another application's database as it is; use a new file",
-		path, describeTables(tables), version)
+	if version > schemaVersion() {
+		return fmt.Errorf("database %s: schema version %d is newer than this binary knows (%d): use a newer usersvc", path, version, schemaVersion())
+	}
+	lacks := "no schema version"
+	if version > 0 {
+		if lacks, err = missingSchema(ctx, db, version); err != nil {
+			return fmt.Errorf("database %s: %w", path, describeOpenError(err))
+		}
+		if lacks == "" {
+			return nil // ours: migrate brings it up to date
+		}
+	}
+	return fmt.Errorf("%s is not a usersvc database (%s, user_version %d: %s): usersvc leaves another application's database as it is; use a new file",
+		path, describeTables(tables), version, lacks)
+}
+
+// missingSchema names the first table or column that usersvc's schema has
+// at version and the database read by q lacks, or returns "".
+func missingSchema(ctx context.Context, q sqlx.QueryerContext, version int) (string, error) {
+	want, err := sqliteSchemaAt(ctx, version)
+	if err != nil {
+		return "", err
+	}
+	have, err := sqliteColumns(ctx, q)
+	if err != nil {
+		return "", err
+	}
+	for _, table := range slices.Sorted(maps.Keys(want)) {
+		columns, ok := have[table]
+		if !ok {
+			return fmt.Sprintf("no table %q", table), nil
+		}
+		for _, c := range want[table] {
+			if !slices.Contains(columns, c) {
+				return fmt.Sprintf("no column %q in table %q", c, table), nil
+			}
+		}
+	}
+	return "", nil
+}
+
+// sqliteSchemaAt returns the tables usersvc's SQLite schema has at
+// version, each with its columns: the steps up to version, applied to an
+// empty database in memory.
+func sqliteSchemaAt(ctx context.Context, version int) (map[string][]string, error) {
+	steps, err := parseMigrations(sqliteSchema)
+	if err != nil {
+		return nil, err
+	}
+	db, err := sqlx.Open("sqlite", ":memory:")
+	if err != nil {
+		return nil, fmt.Errorf("open a database in memory: %w", err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1) // each connection would have a database of its own
+	for _, step := range steps[:min(version, len(steps))] {
+		if _, err := db.ExecContext(ctx, step.sql); err != nil {
+			return nil, fmt.Errorf("schema version %d (%s): %w", step.version, step.name, err)
+		}
+	}
+	return sqliteColumns(ctx, db)
+}
+
+// sqliteColumns returns the tables and views in the database read by q
+// (see sqliteTables), each with its columns.
+func sqliteColumns(ctx context.Context, q sqlx.QueryerContext) (map[string][]string, error) {
+	tables, err := sqliteTables(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	columns := make(map[string][]string, len(tables))
+	for _, t := range tables {
+		var names []string
+		if err := sqlx.SelectContext(ctx, q, &names, "SELECT name FROM pragma_table_info(?)", t); err != nil {
+			return nil, fmt.Errorf("read the columns of %q: %w", t, err)
+		}
+		columns[t] = names
+	}
+	return columns, nil
 }
 
 // describeTables names the first few of tables, for a message.
