@@ -45,9 +45,12 @@ func resourceETag(kind, id string, version int64, body []byte) string {
 	return resourceETagOf(kind, id, version, xxhash.Sum64(body))
 }
 
+// resourceETagLen is the length of a resource's ETag: "resourceTag-bodyhash".
+const resourceETagLen = 1 + 16 + 1 + 16 + 1
+
 // resourceETagOf is resourceETag of a body whose hash is known.
 func resourceETagOf(kind, id string, version int64, bodyHash uint64) string {
-	var tag [1 + 16 + 1 + 16 + 1]byte // "resourceTag-bodyhash"
+	var tag [resourceETagLen]byte
 	tag[0], tag[17], tag[34] = '"', '-', '"'
 	putHex16(tag[1:], resourceHash(kind, id, version))
 	putHex16(tag[18:], bodyHash)
@@ -155,19 +158,30 @@ func (p *precondition) allowsCreate() error {
 	return nil
 }
 
-// anyTagMatches reports whether a tag is "*" or an ETag starting with
-// prefix. weak allows W/ tags (If-None-Match compares weakly; If-Match
-// strongly, so a weak tag never matches there).
+// anyTagMatches reports whether a tag is "*" or an ETag the server could
+// have sent for the resource version prefix names: prefix, then a body
+// hash of 16 lowercase hex digits. weak allows W/ tags (If-None-Match
+// compares weakly; If-Match strongly, so a weak tag never matches there).
 func anyTagMatches(tags []string, prefix string, weak bool) bool {
 	for _, t := range tags {
 		if weak {
 			t = strings.TrimPrefix(t, "W/")
 		}
-		if t == "*" || strings.HasPrefix(t, prefix) && strings.HasSuffix(t, `"`) && len(t) > len(prefix) {
+		if t == "*" || len(t) == resourceETagLen && strings.HasPrefix(t, prefix) && t[len(t)-1] == '"' && isLowerHex(t[len(prefix):len(t)-1]) {
 			return true
 		}
 	}
 	return false
+}
+
+// isLowerHex reports whether s is all lowercase hex digits.
+func isLowerHex(s string) bool {
+	for i := range len(s) {
+		if lowerHex[s[i]] == 0xff {
+			return false
+		}
+	}
+	return true
 }
 
 // writeCacheable writes body with its ETag; a GET or HEAD whose

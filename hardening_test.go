@@ -718,7 +718,12 @@ func TestIfMatchNeedsAnETagOfThatResource(t *testing.T) {
 	gid := ts.mustCreateGoal(t, uid, `{"title":"a","target_minutes":5}`)["id"].(string)
 	goalTag := ts.do(t, "GET", "/api/goals/"+gid, "").header.Get("ETag")
 	otherTag := ts.do(t, "GET", "/api/users/"+other, "").header.Get("ETag")
-	for _, tag := range []string{goalTag, otherTag, `"1"`, `"2"`, `"1.x"`, `"3.x"`, `"` + strings.Repeat("0", 16) + `-x"`} {
+	// Made up from the user's current tag: its first half (which names the
+	// version) with a second half the server never sends.
+	ownTag := ts.do(t, "GET", "/api/users/"+uid, "").header.Get("ETag")
+	resource := ownTag[:len(`"`)+16+len("-")]
+	madeUp := []string{resource + `made-up"`, resource + strings.Repeat("g", 16) + `"`, resource + ownTag[18:34] + `0"`, resource + `"`}
+	for _, tag := range append([]string{goalTag, otherTag, `"1"`, `"2"`, `"1.x"`, `"3.x"`, `"` + strings.Repeat("0", 16) + `-x"`}, madeUp...) {
 		expect(t, "If-Match "+tag, ts.do(t, "PATCH", "/api/users/"+uid, `{"full_name":"x"}`, "If-Match", tag), http.StatusPreconditionFailed)
 	}
 	for _, show := range []string{"", "?show=email", "?show=goals.description", "?show=full_name,goals"} {
