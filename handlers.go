@@ -491,11 +491,16 @@ func (s *server) handlePutUserByUsername(w http.ResponseWriter, r *http.Request)
 		s.fail(w, r, err)
 		return
 	}
+	pre := writePrecondition(r, "user")
+	if err := s.checkUpsertTarget(r.Context(), &in, name, pre); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	if err := s.hashPassword(r.Context(), &in); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	u, goals, created, err := s.store.PutUserByUsername(r.Context(), name, &in, writePrecondition(r, "user"), func() (User, error) {
+	u, goals, created, err := s.store.PutUserByUsername(r.Context(), name, &in, pre, func() (User, error) {
 		return userToCreate(name, in)
 	}, show.Goals)
 	if err != nil {
@@ -525,6 +530,24 @@ func (s *server) checkEmailTakenByOther(ctx context.Context, in *userInput, name
 	}
 	emailOnly := userInput{Email: in.Email, Password: in.Password}
 	return s.checkTaken(ctx, &emailOnly, exceptID)
+}
+
+// checkUpsertTarget is checkTarget for a write by username: a password
+// change whose If-Match or If-None-Match fails on the user as it is, or on
+// its absence, is a 412 before the password is hashed. The write checks
+// again in its transaction.
+func (s *server) checkUpsertTarget(ctx context.Context, in *userInput, name string, pre *precondition) error {
+	if pre == nil || !in.Password.Set || in.Password.Null {
+		return nil
+	}
+	u, err := s.store.GetUserByUsername(ctx, name, userExtras{})
+	switch {
+	case errors.Is(err, errUserNotFound):
+		return pre.allowsCreate()
+	case err != nil:
+		return err
+	}
+	return pre.check(u.ID, u.Version)
 }
 
 // userToCreate is the user an upsert creates when name is free: the body

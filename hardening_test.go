@@ -525,7 +525,8 @@ func TestTakenUsernameIsRefusedBeforeHashing(t *testing.T) {
 }
 
 // A password change of a user who is not there, or with an If-Match that
-// no longer matches, is answered before the password is hashed.
+// no longer matches (or an If-None-Match: * that meets a user), is answered
+// before the password is hashed: by id and by username.
 func TestMissingUserAndStaleIfMatchAreRefusedBeforeHashing(t *testing.T) {
 	ts := newTestServer(t)
 	id := ts.mustCreateUser(t, "zoe", "")["id"].(string)
@@ -542,6 +543,9 @@ func TestMissingUserAndStaleIfMatchAreRefusedBeforeHashing(t *testing.T) {
 		{"PATCH a missing user", "PATCH", "/api/users/" + missing, nil, http.StatusNotFound},
 		{"PUT a missing user", "PUT", "/api/users/" + missing, nil, http.StatusNotFound},
 		{"PATCH with a stale If-Match", "PATCH", "/api/users/" + id, []string{"If-Match", stale}, http.StatusPreconditionFailed},
+		{"PUT by username with a stale If-Match", "PUT", "/api/users/by-username/zoe", []string{"If-Match", stale}, http.StatusPreconditionFailed},
+		{"PUT by username, create-only, of a user who exists", "PUT", "/api/users/by-username/ZOE", []string{"If-None-Match", "*"}, http.StatusPreconditionFailed},
+		{"PUT by username with If-Match of a user who is not there", "PUT", "/api/users/by-username/nobody", []string{"If-Match", "*"}, http.StatusPreconditionFailed},
 	} {
 		expect(t, c.what, ts.do(t, c.method, c.path, `{"password":"a new correct horse"}`, c.headers...), c.want)
 	}
