@@ -561,6 +561,38 @@ func TestMissingUserAndStaleIfMatchAreRefusedBeforeHashing(t *testing.T) {
 	}
 }
 
+// U+0000 in a stored string is a 400 on both engines (PostgreSQL's text
+// cannot hold it), and a lookup of a username holding it finds no one,
+// rather than failing on PostgreSQL.
+func TestNULIsRefusedAndFindsNoOne(t *testing.T) {
+	ts := newTestServer(t)
+	uid := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	gid := ts.mustCreateGoal(t, uid, `{"title":"a","target_minutes":5,"description":"tabs\tand\nlines are fine"}`)["id"].(string)
+	for _, c := range []struct{ what, method, path, body, field string }{
+		{"a goal's description", "POST", "/api/users/" + uid + "/goals", `{"title":"a","target_minutes":5,"description":"a\u0000b"}`, "description"},
+		{"a description changed", "PATCH", "/api/goals/" + gid, `{"description":"x\u0000"}`, "description"},
+		{"a title", "PUT", "/api/goals/" + gid, `{"title":"\u0000"}`, "title"},
+		{"a full name", "PATCH", "/api/users/" + uid, `{"full_name":"Zo\u0000e"}`, "full_name"},
+		{"an email", "PATCH", "/api/users/" + uid, `{"email":"zoe\u0000@example.com"}`, "email"},
+		{"a username", "POST", "/api/users", `{"username":"max\u0000","password":"correct horse"}`, "username"},
+	} {
+		r := ts.do(t, c.method, c.path, c.body)
+		expect(t, c.what+" with U+0000", r, http.StatusBadRequest)
+		if _, ok := errorsOf(t, r)[c.field]; !ok {
+			t.Fatalf("%s with U+0000: errors %s, want one for %s", c.what, r.body, c.field)
+		}
+	}
+	for _, path := range []string{"/api/users?username=%00", "/api/users?username=zoe%00", "/api/users?username=z%00oe&limit=5"} {
+		r := ts.do(t, "GET", path, "")
+		expect(t, path, r, http.StatusOK)
+		if users := r.list(t); len(users) != 0 {
+			t.Fatalf("GET %s: %d users, want none", path, len(users))
+		}
+	}
+	expect(t, "by username, with U+0000", ts.do(t, "GET", "/api/users/by-username/zo%00e", ""), http.StatusNotFound)
+	expect(t, "authenticate, with U+0000", ts.do(t, "POST", "/api/authenticate", `{"username":"zoe\u0000","password":"correct horse"}`), http.StatusBadRequest)
+}
+
 // ---- 6. DNS rebinding ----
 
 func TestHostMustBeLocalWithoutAToken(t *testing.T) {

@@ -187,6 +187,7 @@ var (
 	}
 	descriptionRules = []validation.Rule{
 		validation.RuneLength(0, 2000).Error("the length must be no more than 2000"),
+		noNUL,
 	}
 	periodRules = []validation.Rule{validation.Required, validation.In("day", "week").Error("must be day or week")}
 	// Min and Max skip zero values, so the range is checked by hand.
@@ -200,6 +201,12 @@ var (
 	noControlChars = validation.NewStringRule(func(s string) bool {
 		return strings.IndexFunc(s, unicode.IsControl) < 0
 	}, "must not contain control characters")
+	// noNUL keeps U+0000 out of free text, where other control characters
+	// (tabs, line breaks) are fine: PostgreSQL's text cannot hold it, and
+	// both engines refuse what one of them cannot store.
+	noNUL = validation.NewStringRule(func(s string) bool {
+		return strings.IndexByte(s, 0) < 0
+	}, "must not contain the NUL character (U+0000)")
 )
 
 // fieldRule says how a body field is checked: required fields must be
