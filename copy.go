@@ -225,6 +225,10 @@ var copyTables = []copyTable{
 		if err := scanGoal(scanner(scan), &g); err != nil {
 			return nil, err
 		}
+		if g.Description != nil && strings.IndexByte(*g.Description, 0) >= 0 {
+			// Stored before the rules refused it; PostgreSQL cannot hold it.
+			return nil, fmt.Errorf("goal %s: its description holds U+0000, which usersvc no longer accepts and PostgreSQL cannot store: change the description (PATCH /api/goals/%s) and copy again", g.ID, g.ID)
+		}
 		return []any{g.ID, g.UserID, g.Title, g.Period, g.TargetMinutes, g.Description, g.Version, g.CreatedAt, g.ModifiedAt}, nil
 	}},
 }
