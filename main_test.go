@@ -266,7 +266,9 @@ func TestAnotherApplicationsDatabaseIsLeftAlone(t *testing.T) {
 			`not a usersvc database (no tables, user_version 1: no table "users")`, false},
 		{"a version and a users table of its own", "PRAGMA user_version = 1; CREATE TABLE users (id TEXT PRIMARY KEY, username TEXT, email TEXT)",
 			`not a usersvc database (tables "users", user_version 1: no column "full_name" in table "users")`, false},
-		{"a version newer than usersvc's", fmt.Sprintf("PRAGMA user_version = %d; CREATE TABLE users (id TEXT PRIMARY KEY)", schemaVersion()+1),
+		{"a version of its own, past usersvc's", "PRAGMA user_version = 99; CREATE TABLE accounts (id INTEGER PRIMARY KEY)",
+			`not a usersvc database (tables "accounts", user_version 99: no table "goals")`, false},
+		{"usersvc's schema at a version newer than this binary's", fmt.Sprintf("%s\nPRAGMA user_version = %d;", sqliteSchema, schemaVersion()+1),
 			fmt.Sprintf("schema version %d is newer than this binary knows (%d): use a newer usersvc", schemaVersion()+1, schemaVersion()), false},
 		{"locked by its application", "CREATE TABLE ledger (id INTEGER PRIMARY KEY)",
 			`not a usersvc database (tables "ledger", user_version 0: no schema version)`, true},
@@ -330,19 +332,21 @@ func TestAnotherApplicationsDatabaseIsLeftAlone(t *testing.T) {
 	}
 	st.Close()
 
-	// An operator's own table beside usersvc's leaves the database usersvc's.
+	// An operator's own tables beside usersvc's, even a view broken since,
+	// leave the database usersvc's.
 	db, err := sql.Open("sqlite", src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = db.Exec("CREATE TABLE reports (day TEXT, users INTEGER)")
+	_, err = db.Exec(`CREATE TABLE reports (day TEXT, users INTEGER); CREATE TABLE old (x);
+		CREATE VIEW old_report AS SELECT x FROM old; DROP TABLE old`)
 	db.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
 	st, err = openStore(context.Background(), src, storeOptions{})
 	if err != nil {
-		t.Fatalf("a usersvc database with a table of the operator's: %v", err)
+		t.Fatalf("a usersvc database with tables of the operator's: %v", err)
 	}
 	st.Close()
 }

@@ -195,37 +195,40 @@ func refuseForeignDatabase(ctx context.Context, path string) error {
 	if version == 0 && len(tables) == 0 {
 		return nil // new: migrate creates the schema
 	}
+	lacks, err := missingSchema(ctx, db, tables, version)
+	if err != nil {
+		return fmt.Errorf("database %s: %w", path, describeOpenError(err))
+	}
+	if lacks != "" {
+		return fmt.Errorf("%s is not a usersvc database (%s, user_version %d: %s): usersvc leaves another application's database as it is; use a new file",
+			path, describeTables(tables), version, lacks)
+	}
 	if version > schemaVersion() {
 		return fmt.Errorf("database %s: schema version %d is newer than this binary knows (%d): use a newer usersvc", path, version, schemaVersion())
 	}
-	lacks := "no schema version"
-	if version > 0 {
-		if lacks, err = missingSchema(ctx, db, version); err != nil {
-			return fmt.Errorf("database %s: %w", path, describeOpenError(err))
-		}
-		if lacks == "" {
-			return nil // ours: migrate brings it up to date
-		}
-	}
-	return fmt.Errorf("%s is not a usersvc database (%s, user_version %d: %s): usersvc leaves another application's database as it is; use a new file",
-		path, describeTables(tables), version, lacks)
+	return nil // ours: migrate brings it up to date
 }
 
-// missingSchema names the first table or column that usersvc's schema has
-// at version and the database read by q lacks, or returns "".
-func missingSchema(ctx context.Context, q sqlx.QueryerContext, version int) (string, error) {
-	want, err := sqliteSchemaAt(ctx, version)
-	if err != nil {
-		return "", err
+// missingSchema names what the database read by q, holding tables at
+// schema version, lacks of usersvc's schema at that version (of the newest
+// this binary knows, for a newer one): the version, a table, or a column
+// of one. It is "" when nothing is missing. Only usersvc's tables are
+// read: an operator's own, even a broken view, are none of its business.
+func missingSchema(ctx context.Context, q sqlx.QueryerContext, tables []string, version int) (string, error) {
+	if version == 0 {
+		return "no schema version", nil
 	}
-	have, err := sqliteColumns(ctx, q)
+	want, err := sqliteSchemaAt(ctx, min(version, schemaVersion()))
 	if err != nil {
 		return "", err
 	}
 	for _, table := range slices.Sorted(maps.Keys(want)) {
-		columns, ok := have[table]
-		if !ok {
+		if !slices.Contains(tables, table) {
 			return fmt.Sprintf("no table %q", table), nil
+		}
+		columns, err := sqliteColumnsOf(ctx, q, table)
+		if err != nil {
+			return "", err
 		}
 		for _, c := range want[table] {
 			if !slices.Contains(columns, c) {
@@ -250,30 +253,31 @@ func sqliteSchemaAt(ctx context.Context, version int) (map[string][]string, erro
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1) // each connection would have a database of its own
-	for _, step := range steps[:min(version, len(steps))] {
+	for _, step := range steps[:version] {
 		if _, err := db.ExecContext(ctx, step.sql); err != nil {
 			return nil, fmt.Errorf("schema version %d (%s): %w", step.version, step.name, err)
 		}
 	}
-	return sqliteColumns(ctx, db)
-}
-
-// sqliteColumns returns the tables and views in the database read by q
-// (see sqliteTables), each with its columns.
-func sqliteColumns(ctx context.Context, q sqlx.QueryerContext) (map[string][]string, error) {
-	tables, err := sqliteTables(ctx, q)
+	tables, err := sqliteTables(ctx, db)
 	if err != nil {
 		return nil, err
 	}
-	columns := make(map[string][]string, len(tables))
+	schema := make(map[string][]string, len(tables))
 	for _, t := range tables {
-		var names []string
-		if err := sqlx.SelectContext(ctx, q, &names, "SELECT name FROM pragma_table_info(?)", t); err != nil {
-			return nil, fmt.Errorf("read the columns of %q: %w", t, err)
+		if schema[t], err = sqliteColumnsOf(ctx, db, t); err != nil {
+			return nil, err
 		}
-		columns[t] = names
 	}
-	return columns, nil
+	return schema, nil
+}
+
+// sqliteColumnsOf names the columns of table in the database read by q.
+func sqliteColumnsOf(ctx context.Context, q sqlx.QueryerContext, table string) ([]string, error) {
+	var names []string
+	if err := sqlx.SelectContext(ctx, q, &names, "SELECT name FROM pragma_table_info(?)", table); err != nil {
+		return nil, fmt.Errorf("read the columns of %q: %w", table, err)
+	}
+	return names, nil
 }
 
 // describeTables names the first few of tables, for a message.
