@@ -75,7 +75,7 @@ func copyDatabase(ctx context.Context, src, dst string) (copyCounts, error) {
 		return n, err
 	}
 	for _, t := range copyTables {
-		copied, err := copyRows(ctx, snap, tx, t)
+		copied, err := copyRows(ctx, snap, tx, t, isPostgresURL(dst))
 		if err != nil {
 			return n, err
 		}
@@ -225,10 +225,6 @@ var copyTables = []copyTable{
 		if err := scanGoal(scanner(scan), &g); err != nil {
 			return nil, err
 		}
-		if g.Description != nil && strings.IndexByte(*g.Description, 0) >= 0 {
-			// Stored before the rules refused it; PostgreSQL cannot hold it.
-			return nil, fmt.Errorf("goal %s: its description holds U+0000, which usersvc no longer accepts and PostgreSQL cannot store: change the description (PATCH /api/goals/%s) and copy again", g.ID, g.ID)
-		}
 		return []any{g.ID, g.UserID, g.Title, g.Period, g.TargetMinutes, g.Description, g.Version, g.CreatedAt, g.ModifiedAt}, nil
 	}},
 }
@@ -239,8 +235,10 @@ type scanner func(...any) error
 func (s scanner) Scan(dest ...any) error { return s(dest...) }
 
 // copyRows streams one table from snap into tx in id order, a batch of
-// rows an INSERT, and returns how many rows it wrote.
-func copyRows(ctx context.Context, snap, tx *sqlx.Tx, t copyTable) (int, error) {
+// rows an INSERT, and returns how many rows it wrote. toPostgres refuses,
+// by its id, a row PostgreSQL cannot hold, rather than fail its batch with
+// an encoding error.
+func copyRows(ctx context.Context, snap, tx *sqlx.Tx, t copyTable, toPostgres bool) (int, error) {
 	rows, err := snap.QueryContext(ctx, "SELECT "+t.read+" FROM "+t.name+" ORDER BY id")
 	if err != nil {
 		return 0, fmt.Errorf("read %s: %w", t.name, err)
@@ -264,6 +262,9 @@ func copyRows(ctx context.Context, snap, tx *sqlx.Tx, t copyTable) (int, error) 
 		if err != nil {
 			return 0, fmt.Errorf("read %s: %w", t.name, err)
 		}
+		if toPostgres && holdsNUL(row) {
+			return 0, fmt.Errorf("copy %s: the row with id %v holds U+0000, which PostgreSQL cannot store (older versions let a goal's description hold it): change it (PATCH /api/%s/%v) and copy again", t.name, row[0], t.name, row[0])
+		}
 		if batch = append(batch, row); len(batch) == copyBatch {
 			if err := flush(); err != nil {
 				return 0, err
@@ -274,6 +275,19 @@ func copyRows(ctx context.Context, snap, tx *sqlx.Tx, t copyTable) (int, error) 
 		return 0, fmt.Errorf("read %s: %w", t.name, err)
 	}
 	return copied, flush()
+}
+
+// holdsNUL reports whether a text value of row holds U+0000.
+func holdsNUL(row []any) bool {
+	for _, v := range row {
+		if p, ok := v.(*string); ok && p != nil {
+			v = *p
+		}
+		if s, ok := v.(string); ok && strings.IndexByte(s, 0) >= 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // insertRows writes rows into t with one multi-row INSERT.

@@ -183,35 +183,6 @@ func TestCopyLeavesSourceAndRefusedDestinationAsTheyWere(t *testing.T) {
 	}
 }
 
-// A goal whose description holds U+0000 (which older versions stored, and
-// PostgreSQL cannot) stops a copy with a message naming it, before
-// anything is written.
-func TestCopyNamesAGoalWithUPlus0000(t *testing.T) {
-	dir := t.TempDir()
-	src, dst := filepath.Join(dir, "src.db"), filepath.Join(dir, "dst.db")
-	seedCopySource(t, src, 3)
-	db, err := sqlx.Open("sqlite", dsn(src, nil, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var id string
-	err = db.Get(&id, "UPDATE goals SET description = 'a' || char(0) || 'b' WHERE id = (SELECT max(id) FROM goals) RETURNING id")
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = run(context.Background(), []string{"usersvc", "copy", src, dst}, envOf(), io.Discard, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "goal "+id+": its description holds U+0000") {
-		t.Fatalf("copy of a goal holding U+0000: %v", err)
-	}
-	b := newTestServerAt(t, testConfig(), dst, errorLogger(t), storeOptions{})
-	var n int
-	b.sqlGet(t, &n, "SELECT count(*) FROM users")
-	if n != 0 {
-		t.Fatalf("the refused copy wrote %d users", n)
-	}
-}
-
 // userVersion reads the schema version of the SQLite file at path.
 func userVersion(t *testing.T, path string) int {
 	t.Helper()

@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jmoiron/sqlx"
 )
 
 // onlyPostgres skips a test of something only PostgreSQL has on the
@@ -495,6 +497,40 @@ func TestPostgresStopsAndComesBack(t *testing.T) {
 }
 
 // ---- copy between engines ----
+
+// A goal whose description holds U+0000 (which older versions stored in
+// SQLite, and PostgreSQL cannot hold) stops a copy to PostgreSQL with a
+// message naming it, and nothing is written; a copy to SQLite keeps it.
+func TestCopyToPostgresNamesARowItCannotHold(t *testing.T) {
+	onlyPostgres(t, "a copy to PostgreSQL")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.db")
+	seedCopySource(t, src, 3)
+	db, err := sqlx.Open("sqlite", dsn(src, nil, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	err = db.Get(&id, "UPDATE goals SET description = 'a' || char(0) || 'b' WHERE id = (SELECT max(id) FROM goals) RETURNING id")
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := testDB(t)
+	err = run(context.Background(), []string{"usersvc", "copy", src, pg}, envOf(), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "copy goals: the row with id "+id+" holds U+0000") {
+		t.Fatalf("copy to PostgreSQL of a goal holding U+0000: %v", err)
+	}
+	var n int
+	newTestServerAt(t, testConfig(), pg, errorLogger(t), storeOptions{}).sqlGet(t, &n, "SELECT count(*) FROM users")
+	if n != 0 {
+		t.Fatalf("the refused copy wrote %d users", n)
+	}
+	back := filepath.Join(dir, "back.db")
+	if err := run(context.Background(), []string{"usersvc", "copy", src, back}, envOf(), io.Discard, io.Discard); err != nil {
+		t.Fatalf("copy to SQLite of a goal holding U+0000: %v", err)
+	}
+}
 
 func TestCopySQLiteToPostgresAndBack(t *testing.T) {
 	onlyPostgres(t, "a copy between the engines")
