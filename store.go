@@ -397,19 +397,18 @@ func (s *store) GetUser(ctx context.Context, id string, extras userExtras) (User
 // GetUserByUsername returns the user whose username matches name without
 // regard to case, with the extras asked for, or errUserNotFound.
 func (s *store) GetUserByUsername(ctx context.Context, name string, extras userExtras) (User, error) {
-	if matchesNoKey(name) {
+	if impossibleUsername(name) {
 		return User{}, errUserNotFound
 	}
 	users, err := s.queryUsers(ctx, true, userRead{extras: extras, version: true}, "FROM users WHERE username_key = ?", foldKey(name))
 	return firstRow(users, err, errUserNotFound, "get user by username")
 }
 
-// matchesNoKey reports whether no username or email can be s, as a
-// client's lookup may send (a path or a query parameter): one holding
-// U+0000. The rules keep it out of every stored key, and PostgreSQL would
-// fail the query rather than find nothing, so such a lookup finds no one on
-// both engines without asking either.
-func matchesNoKey(s string) bool { return strings.IndexByte(s, 0) >= 0 }
+// impossibleUsername reports whether name, sent in a path or a query
+// parameter and not checked by the username rules, holds U+0000, which no
+// username does. PostgreSQL would fail the query rather than find nothing,
+// so such a lookup finds no one, on both engines, without asking either.
+func impossibleUsername(name string) bool { return strings.IndexByte(name, 0) >= 0 }
 
 // firstRow is the single row of a lookup, or missing when it found none.
 func firstRow[T any](rows []T, err, missing error, doing string) (T, error) {
@@ -427,9 +426,6 @@ func firstRow[T any](rows []T, err, missing error, doing string) (T, error) {
 // with every column, its password hash included, for authenticate; or
 // errUserNotFound.
 func (s *store) GetCredentials(ctx context.Context, name string) (User, error) {
-	if matchesNoKey(name) {
-		return User{}, errUserNotFound
-	}
 	rows, err := s.queryRead(ctx, true, "SELECT "+userColumns+" FROM users WHERE username_key = ?", foldKey(name))
 	if err != nil {
 		return User{}, fmt.Errorf("get credentials: %w", err)
@@ -457,11 +453,11 @@ func scanUser(row interface{ Scan(...any) error }, u *User) error {
 // for; with username, only the one whose username matches it without
 // regard to case.
 func (s *store) ListUsers(ctx context.Context, q page, username *string, extras userExtras) ([]User, error) {
+	if username != nil && impossibleUsername(*username) {
+		return []User{}, nil
+	}
 	query := "FROM users WHERE id > ?"
 	args := []any{q.After}
-	if username != nil && matchesNoKey(*username) {
-		return nil, nil
-	}
 	if username != nil {
 		query += " AND username_key = ?"
 		args = append(args, foldKey(*username))
