@@ -487,12 +487,8 @@ func (s *server) handlePutUserByUsername(w http.ResponseWriter, r *http.Request)
 		s.fail(w, r, fieldErrors{"username": "must match the username in the path"})
 		return
 	}
-	if err := s.checkEmailTakenByOther(r.Context(), &in, name); err != nil {
-		s.fail(w, r, err)
-		return
-	}
 	pre := writePrecondition(r, "user")
-	if err := s.checkUpsertTarget(r.Context(), &in, name, pre); err != nil {
+	if err := s.checkUpsertBeforeHash(r.Context(), &in, name, pre); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -515,37 +511,30 @@ func (s *server) handlePutUserByUsername(w http.ResponseWriter, r *http.Request)
 	s.writeUser(w, r, status, &u, show, goals)
 }
 
-// checkEmailTakenByOther is checkTaken for a write by username: the
-// username is the path's own, so only the email can be another user's.
-func (s *server) checkEmailTakenByOther(ctx context.Context, in *userInput, name string) error {
-	if !in.Password.Set || !in.Email.Set || in.Email.Null {
-		return nil
-	}
-	exceptID := ""
-	switch u, err := s.store.GetUserByUsername(ctx, name, userExtras{}); {
-	case err == nil:
-		exceptID = u.ID
-	case !errors.Is(err, errUserNotFound):
-		return err
-	}
-	emailOnly := userInput{Email: in.Email, Password: in.Password}
-	return s.checkTaken(ctx, &emailOnly, exceptID)
-}
-
-// checkUpsertTarget is checkTarget for a write by username: a password
-// change whose If-Match or If-None-Match fails on the user as it is, or on
-// its absence, is a 412 before the password is hashed. The write checks
-// again in its transaction.
-func (s *server) checkUpsertTarget(ctx context.Context, in *userInput, name string, pre *precondition) error {
-	if pre == nil || !in.Password.Set || in.Password.Null {
+// checkUpsertBeforeHash is checkTaken and checkTarget for a write by
+// username that sets a password, on one read of the user: an email that is
+// another user's (409), then an If-Match or If-None-Match that fails on the
+// user as it is, or on its absence (412), before the password is hashed.
+// The username is the path's own, so only the email can be taken. The
+// write checks both again in its transaction.
+func (s *server) checkUpsertBeforeHash(ctx context.Context, in *userInput, name string, pre *precondition) error {
+	checkEmail := in.Email.Set && !in.Email.Null
+	if !in.Password.Set || in.Password.Null || !checkEmail && pre == nil {
 		return nil
 	}
 	u, err := s.store.GetUserByUsername(ctx, name, userExtras{})
-	switch {
-	case errors.Is(err, errUserNotFound):
-		return pre.allowsCreate()
-	case err != nil:
+	exists := err == nil
+	if err != nil && !errors.Is(err, errUserNotFound) {
 		return err
+	}
+	if checkEmail {
+		emailOnly := userInput{Email: in.Email, Password: in.Password}
+		if err := s.checkTaken(ctx, &emailOnly, u.ID); err != nil { // u.ID is "" when there is no user
+			return err
+		}
+	}
+	if !exists {
+		return pre.allowsCreate()
 	}
 	return pre.check(u.ID, u.Version)
 }

@@ -550,7 +550,7 @@ func TestMissingUserAndStaleIfMatchAreRefusedBeforeHashing(t *testing.T) {
 		expect(t, c.what, ts.do(t, c.method, c.path, `{"password":"a new correct horse"}`, c.headers...), c.want)
 	}
 	if n := ts.hashes() - before; n != 0 {
-		t.Fatalf("%v hashes before the 404s and the 412, want 0", n)
+		t.Fatalf("%v hashes before the 404s and the 412s, want 0", n)
 	}
 	// The check in front changes nothing for a password change that goes
 	// through.
@@ -559,11 +559,18 @@ func TestMissingUserAndStaleIfMatchAreRefusedBeforeHashing(t *testing.T) {
 	if n := ts.hashes() - before; n != 1 {
 		t.Fatalf("%v hashes for one password change, want 1", n)
 	}
+	fresh = ts.do(t, "GET", "/api/users/"+id, "").header.Get("Etag")
+	expect(t, "PUT by username with the current If-Match", ts.do(t, "PUT", "/api/users/by-username/zoe", `{"password":"another horse"}`, "If-Match", fresh), http.StatusOK)
+	expect(t, "PUT by username, create-only, of a user who is not there", ts.do(t, "PUT", "/api/users/by-username/max", `{"password":"another horse"}`, "If-None-Match", "*"), http.StatusCreated)
+	if n := ts.hashes() - before; n != 3 {
+		t.Fatalf("%v hashes for three password changes, want 3", n)
+	}
 }
 
 // U+0000 in a stored string is a 400 on both engines (PostgreSQL's text
-// cannot hold it), and a lookup of a username holding it finds no one,
-// rather than failing on PostgreSQL.
+// cannot hold it: a description was a 500 there), and a lookup of a
+// username holding it finds no one (on PostgreSQL it was a 500; the
+// PostgreSQL pass is where those assertions bite).
 func TestNULIsRefusedAndFindsNoOne(t *testing.T) {
 	ts := newTestServer(t)
 	uid := ts.mustCreateUser(t, "zoe", "")["id"].(string)
