@@ -45,12 +45,9 @@ func resourceETag(kind, id string, version int64, body []byte) string {
 	return resourceETagOf(kind, id, version, xxhash.Sum64(body))
 }
 
-// resourceETagLen is the length of a resource's ETag: "resourceTag-bodyhash".
-const resourceETagLen = 1 + 16 + 1 + 16 + 1
-
 // resourceETagOf is resourceETag of a body whose hash is known.
 func resourceETagOf(kind, id string, version int64, bodyHash uint64) string {
-	var tag [resourceETagLen]byte
+	var tag [1 + 16 + 1 + 16 + 1]byte // "resourceTag-bodyhash"
 	tag[0], tag[17], tag[34] = '"', '-', '"'
 	putHex16(tag[1:], resourceHash(kind, id, version))
 	putHex16(tag[18:], bodyHash)
@@ -159,19 +156,25 @@ func (p *precondition) allowsCreate() error {
 }
 
 // anyTagMatches reports whether a tag is "*" or an ETag the server could
-// have sent for the resource version prefix names: prefix, then a body
-// hash of 16 lowercase hex digits. weak allows W/ tags (If-None-Match
+// have sent for the resource version prefix names (isETagOf). weak allows W/ tags (If-None-Match
 // compares weakly; If-Match strongly, so a weak tag never matches there).
 func anyTagMatches(tags []string, prefix string, weak bool) bool {
 	for _, t := range tags {
 		if weak {
 			t = strings.TrimPrefix(t, "W/")
 		}
-		if t == "*" || len(t) == resourceETagLen && strings.HasPrefix(t, prefix) && t[len(t)-1] == '"' && isLowerHex(t[len(prefix):len(t)-1]) {
+		if t == "*" || isETagOf(t, prefix) {
 			return true
 		}
 	}
 	return false
+}
+
+// isETagOf reports whether tag is prefix, then a body hash of 16 lowercase
+// hex digits and the closing quote: an ETag resourceETag could have made.
+func isETagOf(tag, prefix string) bool {
+	rest, ok := strings.CutPrefix(tag, prefix)
+	return ok && len(rest) == 16+len(`"`) && rest[16] == '"' && isLowerHex(rest[:16])
 }
 
 // isLowerHex reports whether s is all lowercase hex digits.
