@@ -257,7 +257,8 @@ func (in *userInput) validate(creating bool) error {
 }
 
 // apply copies the fields present in the input onto u.
-func (in *userInput) apply(u *User) {
+func (in *userInput) apply(u *User) (changed bool) {
+	before := *u
 	if in.Username.Set {
 		u.Username = in.Username.Value
 	}
@@ -270,6 +271,13 @@ func (in *userInput) apply(u *User) {
 	if in.passwordHash != "" {
 		u.PasswordHash = in.passwordHash
 	}
+	return u.Username != before.Username || !sameText(u.Email, before.Email) ||
+		!sameText(u.FullName, before.FullName) || u.PasswordHash != before.PasswordHash
+}
+
+// sameText reports whether two nullable columns hold the same value.
+func sameText(a, b *string) bool {
+	return a == nil && b == nil || a != nil && b != nil && *a == *b
 }
 
 // nullable turns a set optional string into the column value: nil for null.
@@ -320,7 +328,8 @@ func (in *goalInput) validate(creating bool) error {
 }
 
 // apply copies the fields present in the input onto g.
-func (in *goalInput) apply(g *Goal) {
+func (in *goalInput) apply(g *Goal) (changed bool) {
+	before := *g
 	if in.Title.Set {
 		g.Title = in.Title.Value
 	}
@@ -333,6 +342,8 @@ func (in *goalInput) apply(g *Goal) {
 	if in.Description.Set {
 		g.Description = nullable(in.Description)
 	}
+	return g.Title != before.Title || g.Period != before.Period ||
+		g.TargetMinutes != before.TargetMinutes || !sameText(g.Description, before.Description)
 }
 
 // credentials is the body of POST /api/authenticate.

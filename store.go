@@ -652,12 +652,13 @@ func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre *p
 		if err := pre.check(u.ID, u.Version); err != nil {
 			return err
 		}
-		in.apply(&u)
-		if err := s.updateUser(ctx, t, &u); err != nil {
-			return err
+		if in.apply(&u) { // a write that changes nothing is a read: same version
+			if err := s.updateUser(ctx, t, &u); err != nil {
+				return err
+			}
+			t.touch(id, &u)
 		}
 		out = u
-		t.touch(id, &out)
 		goals, err = s.txGoalsOf(ctx, t, id, withGoals)
 		return err
 	})
@@ -729,23 +730,32 @@ func (s *store) setUserFields(ctx context.Context, id string, in *userInput, wit
 		return scanUser(t.row(ctx, query, args...), &out)
 	}
 	err := s.write(ctx, func(ctx context.Context, t wtx) error {
-		var err error
-		if in.Username.Set || in.Email.Set {
+		err := sql.ErrNoRows // when the body sets nothing
+		switch {
+		case set.empty():
+		case in.Username.Set || in.Email.Set:
 			// A unique index may refuse it: look up which after it, under a
 			// savepoint where a failed statement aborts the transaction.
 			err = t.savepoint(ctx, "set_user", func() error { return update(ctx, t) })
-		} else {
+		default:
 			err = update(ctx, t)
 		}
-		if s.eng.isUniqueViolation(err) {
+		switch {
+		case s.eng.isUniqueViolation(err):
 			u := User{ID: id}
 			in.apply(&u)
 			return userConflict(ctx, t, &u)
+		case errors.Is(err, sql.ErrNoRows):
+			// No such user, or one the body would not change: that write
+			// is a read, and the user keeps its version.
+			if out, err = s.txGetUser(ctx, t, "id = ?", id); err != nil {
+				return err
+			}
+		case err != nil:
+			return fmt.Errorf("update user: %w", err)
+		default:
+			t.touch(id, &out)
 		}
-		if err := notFound(err, errUserNotFound, "update user"); err != nil {
-			return err
-		}
-		t.touch(id, &out)
 		goals, err = s.txGoalsOf(ctx, t, id, withGoals)
 		return err
 	})
@@ -754,22 +764,31 @@ func (s *store) setUserFields(ctx context.Context, id string, in *userInput, wit
 
 // setList is the SET list of an UPDATE: the columns a body names.
 type setList struct {
-	sql  strings.Builder
-	args []any
+	sql     strings.Builder
+	args    []any
+	changes []string // "column IS DISTINCT FROM ?", one for each of args
 }
 
 // add sets column to v.
 func (l *setList) add(column string, v any) {
 	l.sql.WriteString(column + " = ?, ")
 	l.args = append(l.args, v)
+	l.changes = append(l.changes, column+" IS DISTINCT FROM ?")
 }
+
+// empty reports whether the list sets no column.
+func (l *setList) empty() bool { return len(l.args) == 0 }
 
 // update is the statement that sets the list on table's row id, counts
 // its version up and stamps modified_at, returning columns; and its
-// arguments.
+// arguments. It leaves a row the list would not change as it is, and
+// returns no row then: a write that changes nothing is no new version.
+// The list must not be empty.
 func (l *setList) update(table, columns, id, modifiedAt string) (string, []any) {
-	query := "UPDATE " + table + " SET " + l.sql.String() + "version = version + 1, modified_at = ? WHERE id = ? RETURNING " + columns
-	return query, append(slices.Clip(l.args), modifiedAt, id)
+	query := "UPDATE " + table + " SET " + l.sql.String() + "version = version + 1, modified_at = ? WHERE id = ? AND (" +
+		strings.Join(l.changes, " OR ") + ") RETURNING " + columns
+	args := append(slices.Clip(l.args), modifiedAt, id)
+	return query, append(args, l.args...)
 }
 
 // PutUserByUsername creates the user called name when none exists
@@ -802,12 +821,13 @@ func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInpu
 		if err := pre.check(u.ID, u.Version); err != nil {
 			return err
 		}
-		in.apply(&u)
-		if err := s.updateUser(ctx, t, &u); err != nil {
-			return err
+		if in.apply(&u) { // a write that changes nothing is a read: same version
+			if err := s.updateUser(ctx, t, &u); err != nil {
+				return err
+			}
+			t.touch(u.ID, &u)
 		}
 		out = u
-		t.touch(u.ID, &out)
 		goals, err = s.txGoalsOf(ctx, t, u.ID, withGoals)
 		return err
 	})
@@ -1116,7 +1136,11 @@ func (s *store) UpdateGoal(ctx context.Context, id string, in *goalInput, pre *p
 		if err := pre.check(g.ID, g.Version); err != nil {
 			return err
 		}
-		in.apply(&g)
+		if !in.apply(&g) { // a write that changes nothing is a read: same version
+			out = g
+			ownerRow, err = s.txOwner(ctx, t, g.UserID, withOwner)
+			return err
+		}
 		read := g.Version
 		g.Version++
 		g.ModifiedAt = formatTime(s.now())
@@ -1155,10 +1179,20 @@ func (s *store) setGoalFields(ctx context.Context, id string, in *goalInput, wit
 	var out Goal
 	var owner *User
 	err := s.write(ctx, func(ctx context.Context, t wtx) error {
-		query, args := set.update("goals", goalColumns, id, formatTime(s.now()))
-		err := scanGoal(t.row(ctx, query, args...), &out)
-		if err := notFound(err, errGoalNotFound, "update goal"); err != nil {
-			return err
+		err := sql.ErrNoRows // when the body sets nothing
+		if !set.empty() {
+			query, args := set.update("goals", goalColumns, id, formatTime(s.now()))
+			err = scanGoal(t.row(ctx, query, args...), &out)
+		}
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			// No such goal, or one the body would not change: that write
+			// is a read, and the goal keeps its version.
+			if out, err = s.txGetGoal(ctx, t, id); err != nil {
+				return err
+			}
+		case err != nil:
+			return fmt.Errorf("update goal: %w", err)
 		}
 		owner, err = s.txOwner(ctx, t, out.UserID, withOwner)
 		return err

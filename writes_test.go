@@ -211,3 +211,65 @@ func deadlocksBroken(t *testing.T, ts *testServer) int64 {
 	}
 	return n
 }
+
+// A write that changes nothing ({}, only read-only fields, or every field
+// at its current value; with or without If-Match; by id or by username) is
+// a read: the answer is the resource as it is, with the same version,
+// modified_at and ETag, so a client holding that ETag is not told it
+// changed. A write that changes something still moves all three.
+func TestWritesThatChangeNothingKeepTheVersion(t *testing.T) {
+	ts := newTestServer(t)
+	uid := ts.mustCreateUser(t, "zoe", `,"full_name":"Zoe","email":"zoe@example.com"`)["id"].(string)
+	gid := ts.mustCreateGoal(t, uid, `{"title":"Read","target_minutes":30,"description":"novels"}`)["id"].(string)
+	state := func(path string) (etag, modified string) {
+		r := ts.do(t, "GET", path, "")
+		expect(t, "GET "+path, r, http.StatusOK)
+		for _, v := range r.json(t) {
+			modified, _ = v.(map[string]any)["modified_at"].(string)
+		}
+		return r.header.Get("ETag"), modified
+	}
+	user, goal := "/api/users/"+uid+"?show=email,full_name", "/api/goals/"+gid+"?show=description"
+	for _, c := range []struct {
+		what, method, path, body string
+		ifMatch                  bool
+		read                     string
+	}{
+		{"PATCH a user with {}", "PATCH", user, `{}`, false, user},
+		{"PUT a user with only read-only fields", "PUT", user, `{"id":"` + uid + `","created_at":"x","goals":[]}`, false, user},
+		{"PATCH a user with its current fields", "PATCH", user, `{"username":"zoe","full_name":"Zoe","email":"zoe@example.com"}`, false, user},
+		{"PATCH a user with {} and If-Match", "PATCH", user, `{}`, true, user},
+		{"PATCH a user with its current name and If-Match", "PATCH", user, `{"full_name":"Zoe"}`, true, user},
+		{"PUT by username with {}", "PUT", "/api/users/by-username/ZOE?show=email,full_name", `{}`, false, user},
+		{"PUT by username with its current email and If-Match", "PUT", "/api/users/by-username/zoe?show=email,full_name", `{"email":"zoe@example.com"}`, true, user},
+		{"PATCH a goal with {}", "PATCH", goal, `{}`, false, goal},
+		{"PUT a goal with its current fields", "PUT", goal, `{"title":"Read","period":"day","target_minutes":30,"description":"novels"}`, false, goal},
+		{"PATCH a goal with its current title and If-Match", "PATCH", goal, `{"title":"Read"}`, true, goal},
+	} {
+		etag, modified := state(c.read)
+		var headers []string
+		if c.ifMatch {
+			headers = []string{"If-Match", etag}
+		}
+		r := ts.do(t, c.method, c.path, c.body, headers...)
+		expect(t, c.what, r, http.StatusOK)
+		if got := r.header.Get("ETag"); got != etag {
+			t.Fatalf("%s: ETag %s, want the one read before, %s", c.what, got, etag)
+		}
+		if etag2, modified2 := state(c.read); etag2 != etag || modified2 != modified {
+			t.Fatalf("%s: now ETag %s, modified_at %s; before %s, %s", c.what, etag2, modified2, etag, modified)
+		}
+	}
+	for _, c := range []struct{ what, path, body, read string }{
+		{"a user", "/api/users/" + uid, `{"full_name":"Zoë"}`, user},
+		{"a goal", "/api/goals/" + gid, `{"description":null}`, goal},
+	} {
+		etag, _ := state(c.read)
+		expect(t, "change "+c.what, ts.do(t, "PATCH", c.path, c.body), http.StatusOK)
+		if etag2, _ := state(c.read); etag2 == etag {
+			t.Fatalf("changing %s kept its ETag %s", c.what, etag)
+		}
+	}
+	expect(t, "PATCH a missing user with {}", ts.do(t, "PATCH", "/api/users/01939f5e-0000-7000-8000-000000000001", `{}`), http.StatusNotFound)
+	expect(t, "PATCH a missing goal with {}", ts.do(t, "PATCH", "/api/goals/01939f5e-0000-7000-8000-000000000001", `{}`), http.StatusNotFound)
+}
