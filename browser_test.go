@@ -30,6 +30,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -125,6 +126,7 @@ func TestBrowser(t *testing.T) {
 		{"ContentSecurityPolicy", testBrowserCSP},
 		{"RateLimitedMessage", testBrowserRateLimited},
 		{"BusyMessage", testBrowserBusy},
+		{"OtherSitesPageCannotLockTheOperatorOut", testBrowserOtherSite},
 		{"KeyboardOnly", testBrowserKeyboard},
 		{"LabelsAndButtons", testBrowserLabels},
 		{"ReadmeScreenshot", testBrowserReadmeScreenshot},
@@ -1107,6 +1109,54 @@ func testBrowserRateLimited(t *testing.T, browser context.Context) {
 	if got := p.text("#message"); got != "" {
 		t.Fatalf("the 429 message stays: %q", got)
 	}
+}
+
+// A page of another site (localhost is another site than 127.0.0.1) that
+// points 20 images at missing users of a server whose 404 cap is 5 gets
+// 403s the cap does not count: the operator, the same client 127.0.0.1,
+// is not locked out. Without the Sec-Fetch-Site check the cap would be
+// spent and the operator's next request a 429.
+func testBrowserOtherSite(t *testing.T, browser context.Context) {
+	cfg := testConfig()
+	cfg.max404 = 5
+	ts := newTestServerWith(t, cfg)
+	const images = 20
+	missing := ts.URL + "/api/users/01939f5e-0000-7000-8000-000000000001"
+	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, "<!doctype html><title>another site</title>")
+		for i := range images {
+			fmt.Fprintf(w, `<img alt="" src="%s?n=%d">`, missing, i)
+		}
+	}))
+	t.Cleanup(page.Close)
+	other := strings.Replace(page.URL, "127.0.0.1", "localhost", 1)
+	p := newAdminPage(t, browser, ts.URL)
+	p.expectStatus(http.StatusForbidden)
+	p.do(chromedp.Navigate(other))
+	p.waitFor("the images to fail", fmt.Sprintf(
+		"document.images.length == %d && Array.from(document.images).every(i => i.complete)", images))
+
+	metrics := string(ts.do(t, "GET", "/metrics", "").body)
+	if n := countSamples(metrics, `code="403"`); n < images {
+		t.Fatalf("the server answered %v requests 403, want the page's %d images:\n%s", n, images, metrics)
+	}
+	expect(t, "the operator's 404 after the page", ts.do(t, "GET", missing[len(ts.URL):], ""), http.StatusNotFound)
+	expect(t, "the operator's list after the page", ts.do(t, "GET", "/api/users", ""), http.StatusOK)
+}
+
+// countSamples sums the values of the samples in Prometheus text whose
+// labels hold label.
+func countSamples(text, label string) float64 {
+	var sum float64
+	for line := range strings.Lines(text) {
+		if strings.HasPrefix(line, "http_requests_total{") && strings.Contains(line, label) {
+			fields := strings.Fields(line)
+			v, _ := strconv.ParseFloat(fields[len(fields)-1], 64)
+			sum += v
+		}
+	}
+	return sum
 }
 
 func testBrowserBusy(t *testing.T, browser context.Context) {

@@ -752,6 +752,56 @@ func TestEveryFailingFieldIsReportedAtOnce(t *testing.T) {
 	}
 }
 
+// A page of another site cannot reach usersvc through the operator's
+// browser: whatever it loads (images, scripts, frames, fetches, forms) is
+// a 403 that the 404 cap and the rate limit do not count, so it cannot
+// lock the operator out; a link followed from another site still opens.
+func TestOtherSitesPagesAreRefusedAndNotCounted(t *testing.T) {
+	cfg := testConfig()
+	cfg.max404, cfg.rateLimit, cfg.rateBurst = 5, 20, 20
+	ts := newTestServerWith(t, cfg)
+	id := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	missing := "/api/users/01939f5e-0000-7000-8000-000000000001"
+	image := []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "no-cors", "Sec-Fetch-Dest", "image"}
+	for i := range 100 {
+		r := ts.do(t, "GET", fmt.Sprintf("%s?n=%d", missing, i), "", image...)
+		expect(t, "an <img> of another site's page", r, http.StatusForbidden)
+		if r.json(t)["error"] == nil {
+			t.Fatalf("403 body %s", r.body)
+		}
+	}
+	for _, c := range []struct {
+		what, method, path string
+		headers            []string
+	}{
+		{"a frame", "GET", "/admin/", []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "navigate", "Sec-Fetch-Dest", "iframe"}},
+		{"a fetch", "GET", "/api/users", []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "cors", "Sec-Fetch-Dest", "empty"}},
+		{"a form", "POST", "/api/users/" + id, []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "navigate", "Sec-Fetch-Dest", "document"}},
+		{"a DELETE", "DELETE", "/api/users/" + id, []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "cors", "Sec-Fetch-Dest", "empty"}},
+	} {
+		expect(t, c.what+" of another site's page", ts.do(t, c.method, c.path, "", c.headers...), http.StatusForbidden)
+	}
+	// None of that counted: the operator's own 404s, up to the cap, and
+	// reads go on.
+	for i := range cfg.max404 - 1 {
+		expect(t, fmt.Sprintf("the operator's 404 number %d", i+1), ts.do(t, "GET", missing, ""), http.StatusNotFound)
+	}
+	link := ts.do(t, "GET", "/admin/", "", "Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "navigate", "Sec-Fetch-Dest", "document")
+	if link.status != http.StatusOK || !strings.HasPrefix(link.header.Get("Content-Type"), "text/html") {
+		t.Fatalf("a link followed from another site to the admin page: %d %s", link.status, link.header.Get("Content-Type"))
+	}
+	for _, c := range []struct {
+		what, path string
+		headers    []string
+	}{
+		{"the admin page's own fetch", "/api/users/" + id, []string{"Sec-Fetch-Site", "same-origin", "Sec-Fetch-Mode", "cors", "Sec-Fetch-Dest", "empty"}},
+		{"an address typed in", "/api/users/" + id, []string{"Sec-Fetch-Site", "none", "Sec-Fetch-Mode", "navigate", "Sec-Fetch-Dest", "document"}},
+		{"a client that is not a browser", "/api/users/" + id, nil},
+	} {
+		expect(t, c.what, ts.do(t, "GET", c.path, "", c.headers...), http.StatusOK)
+	}
+}
+
 // ---- 12, 13, 14: ETags and bodies sent back ----
 
 func TestIfMatchNeedsAnETagOfThatResource(t *testing.T) {

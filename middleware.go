@@ -1,6 +1,7 @@
 // middleware.go: what wraps every request: request ids, security headers,
 // the client address (and which proxies may name it), the Host check, the
-// query string check, the bearer token and the per-client limits.
+// refusal of other sites' pages, the query string check, the bearer token
+// and the per-client limits.
 package main
 
 import (
@@ -253,6 +254,42 @@ func withAllowedHosts(token string, extra []string, log *slog.Logger, next http.
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+var errCrossSite = &Error{Code: codeForbidden, Message: "a page on another site may not call usersvc (the browser sent Sec-Fetch-Site: cross-site)"}
+
+// withoutCrossSite answers 403, on every path and before the limits count
+// it, to a request a browser sends for a page of another site: an <img>, a
+// script, a frame, a fetch or a form. Such a page cannot read usersvc's
+// answers (usersvc sends no CORS headers), but it could spend the
+// operator's rate and 404 allowance (a page of 110 <img> tags pointing at
+// missing users locked 127.0.0.1 out for ten minutes) or send writes
+// blind. Browsers name the site of every request's initiator in
+// Sec-Fetch-Site; clients that are not browsers send no such header and
+// pass. A link followed from another site (a top-level navigation, one
+// page at a time) still opens, so a wiki may link to /admin/.
+func withoutCrossSite(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if headerIs(r, "Sec-Fetch-Site", "cross-site") && !isTopLevelNavigation(r) {
+			writeError(w, r, log, errCrossSite)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// isTopLevelNavigation reports whether a browser sent r to open a page in
+// a tab: a GET (or HEAD) navigation whose destination is a document.
+func isTopLevelNavigation(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+		headerIs(r, "Sec-Fetch-Mode", "navigate") && headerIs(r, "Sec-Fetch-Dest", "document")
+}
+
+// headerIs reports whether the first value of the canonical header name
+// is value.
+func headerIs(r *http.Request, name, value string) bool {
+	vs := r.Header[name]
+	return len(vs) > 0 && vs[0] == value
 }
 
 // hostName is the name in a Host header, lowercased, without its port or
