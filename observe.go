@@ -108,9 +108,17 @@ func (m *metrics) count(method, route string, status int, d time.Duration) {
 	rm.duration.Observe(d.Seconds())
 }
 
-// handler serves GET /metrics in the Prometheus text format.
+// handler serves GET /metrics in the Prometheus text format, the one the
+// README and the OpenAPI document name, whatever the Accept header asks
+// for (promhttp would answer protobuf or OpenMetrics to a client asking).
 func (m *metrics) handler() http.Handler {
-	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+	h := promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		text := *r
+		text.Header = r.Header.Clone()
+		text.Header.Del("Accept")
+		h.ServeHTTP(w, &text)
+	})
 }
 
 // routeLabel is the Go 1.22 pattern that served r, never the raw path, so

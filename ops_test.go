@@ -51,6 +51,14 @@ func TestMetrics(t *testing.T) {
 	for _, m := range []string{"BREW", "XYZZY"} {
 		ts.do(t, m, "/api/users", "")
 	}
+	// Text whatever the client asks for: the format the document names.
+	protobuf := "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited"
+	for _, accept := range []string{protobuf, "application/openmetrics-text; version=1.0.0", "*/*"} {
+		r := ts.do(t, "GET", "/metrics", "", "Accept", accept)
+		if r.status != 200 || !strings.HasPrefix(r.header.Get("Content-Type"), "text/plain") {
+			t.Fatalf("/metrics with Accept: %s: %d %s", accept, r.status, r.header.Get("Content-Type"))
+		}
+	}
 	r := ts.do(t, "GET", "/metrics", "")
 	if r.status != 200 || !strings.HasPrefix(r.header.Get("Content-Type"), "text/plain") {
 		t.Fatalf("/metrics: %d %s", r.status, r.header.Get("Content-Type"))
