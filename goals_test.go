@@ -73,6 +73,13 @@ func TestGoalFieldRules(t *testing.T) {
 		{"target_minutes", `"30"`, true},
 		{"target_minutes", `null`, true},
 		{"target_minutes", `1e30`, true},
+		{"target_minutes", `99999999999`, true},
+		// JSON Schema's integer, as the OpenAPI document says: a number
+		// without a fractional part, however it is written.
+		{"target_minutes", `30.0`, false},
+		{"target_minutes", `3e1`, false},
+		{"target_minutes", `3.5e1`, false},
+		{"target_minutes", `30.25`, true},
 		{"description", `"` + strings.Repeat("d", 2000) + `"`, false},
 		{"description", `"` + strings.Repeat("d", 2001) + `"`, true},
 		{"description", `null`, false},

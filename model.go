@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -114,6 +115,25 @@ type bodyFields map[string]func(raw json.RawMessage) string
 // field decodes into dst, naming the JSON type it wants in its message.
 func field[T any](dst *optional[T], want string) func(json.RawMessage) string {
 	return func(raw json.RawMessage) string { return decodeField(raw, dst, want) }
+}
+
+// integer decodes into dst a JSON number without a fractional part, however
+// it is written (30, 30.0, 3e1): JSON Schema's integer, which the OpenAPI
+// document names, and what a client computing 0.5*60 sends.
+func integer(dst *optional[int]) func(json.RawMessage) string {
+	return func(raw json.RawMessage) string {
+		var n optional[float64]
+		msg := decodeField(raw, &n, "an integer")
+		dst.Set, dst.Null = n.Set, n.Null
+		if msg != "" || n.Null {
+			return msg
+		}
+		if n.Value != math.Trunc(n.Value) || math.Abs(n.Value) > 1<<53 {
+			return "must be an integer"
+		}
+		dst.Value = int(n.Value)
+		return ""
+	}
 }
 
 // decodeFields runs the decoder of every field in obj. Names in ignored
@@ -310,7 +330,7 @@ func decodeGoalInput(obj map[string]json.RawMessage, creating bool) (goalInput, 
 	errs := decodeFields(obj, bodyFields{
 		"title":          field(&in.Title, "a string"),
 		"period":         field(&in.Period, "a string"),
-		"target_minutes": field(&in.TargetMinutes, "an integer"),
+		"target_minutes": integer(&in.TargetMinutes),
 		"description":    field(&in.Description, "a string"),
 	}, goalIgnoredFields)
 	return in, withRuleErrors(errs, in.validate(creating))
