@@ -48,8 +48,21 @@ func adminHandler(log *slog.Logger) http.Handler {
 		h.Set("Content-Security-Policy", adminCSP)
 		h.Set("Cache-Control", "no-cache")
 		h.Set("ETag", etag)
-		files.ServeHTTP(w, r)
+		files.ServeHTTP(w, wholeFile(r))
 	})
+}
+
+// wholeFile is r without its Range header: the page's files are small, and
+// the file server would answer a range it cannot serve with a plain-text
+// 416, where every body usersvc writes is JSON.
+func wholeFile(r *http.Request) *http.Request {
+	if _, ok := r.Header["Range"]; !ok {
+		return r
+	}
+	whole := *r
+	whole.Header = r.Header.Clone()
+	whole.Header.Del("Range")
+	return &whole
 }
 
 // adminETags is the ETag of each file of the page: a hash of its bytes.

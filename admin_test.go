@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 )
@@ -33,6 +34,14 @@ func TestAdminPageIsServedWithItsOwnPolicy(t *testing.T) {
 		t.Fatalf("/admin/ with If-None-Match %q: %d, want 304", tag, r.status)
 	}
 	expect(t, "a file the page does not have", ts.do(t, "GET", "/admin/nope.js", ""), 404)
+	// A Range gets the whole file, never net/http's plain-text 416.
+	css := ts.do(t, "GET", "/admin/app.css", "")
+	for _, rng := range []string{"bytes=999999-", "bytes=0-3", "nonsense"} {
+		r := ts.do(t, "GET", "/admin/app.css", "", "Range", rng)
+		if r.status != 200 || !bytes.Equal(r.body, css.body) {
+			t.Fatalf("GET /admin/app.css with Range: %s: %d, %d bytes, want 200 and the whole %d", rng, r.status, len(r.body), len(css.body))
+		}
+	}
 	cfg := testConfig()
 	cfg.admin = false
 	off := newTestServerWith(t, cfg)
