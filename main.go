@@ -147,7 +147,9 @@ func envName(flagName string) string {
 
 // parseConfig reads the flags, falling back to each flag's USERSVC_
 // variable, then to its default. A flag wins over its variable. -h prints
-// the usage on stdout and returns flag.ErrHelp.
+// the usage on stdout and returns flag.ErrHelp. The settings only serving
+// uses (the token, -trust-proxy, -allowed-hosts) are read only when no
+// command is given.
 func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (config, []string, error) {
 	cfg := config{password: defaultPasswordParams}
 	var trustProxy, allowedHosts string
@@ -164,6 +166,12 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (c
 	}
 	if err := checkFlags(&cfg); err != nil {
 		return cfg, nil, err
+	}
+	if fs.NArg() > 0 {
+		// A command (backup, version…) does not serve: the token, the
+		// proxies and the hosts are none of its business, and a backup job
+		// run as another user may not be able to read the token file.
+		return cfg, fs.Args(), nil
 	}
 	var err error
 	if cfg.trustProxy, err = parseTrustedProxies(trustProxy); err != nil {
@@ -221,6 +229,9 @@ func loadToken(file, envToken string) (string, error) {
 // checkExposure refuses to listen beyond loopback without a bearer token:
 // anyone who can reach the port could read and change every user.
 func checkExposure(cfg config) error {
+	if _, _, err := net.SplitHostPort(cfg.addr); err != nil {
+		return usageError{fmt.Sprintf("-addr %q is not host:port, such as 127.0.0.1:8080 (%v)", cfg.addr, err)}
+	}
 	if cfg.token != "" || isLoopback(cfg.addr) {
 		return nil
 	}
@@ -274,11 +285,20 @@ func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 	fs.VisitAll(func(f *flag.Flag) {
 		if v := getenv(envName(f.Name)); v != "" && err == nil {
 			if e := f.Value.Set(v); e != nil {
-				err = usageError{fmt.Sprintf("%s=%q: %v", envName(f.Name), v, e)}
+				err = usageError{fmt.Sprintf("%s=%q: %s (try -h)", envName(f.Name), v, valueProblem(f, e))}
 			}
 		}
 	})
 	return err
+}
+
+// valueProblem says what is wrong with a value f refused, in words where
+// the flag package's own are terse ("parse error").
+func valueProblem(f *flag.Flag, err error) string {
+	if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+		return "must be true or false"
+	}
+	return fmt.Sprintf("not a value for -%s (%v)", f.Name, err)
 }
 
 // usage prints the commands and every flag with its variable.
@@ -403,13 +423,19 @@ func reportError(w io.Writer, format string, err error) {
 func runCommand(ctx context.Context, cfg config, rest []string, stdout io.Writer) error {
 	switch rest[0] {
 	case "version":
+		if len(rest) != 1 {
+			return usageError{"usage: usersvc version"}
+		}
 		fmt.Fprintln(stdout, versionString())
 		return nil
 	case "openapi":
+		if len(rest) != 1 {
+			return usageError{"usage: usersvc openapi"}
+		}
 		_, err := stdout.Write(openapiJSON)
 		return err
 	case "backup":
-		if len(rest) != 2 {
+		if len(rest) != 2 || rest[1] == "" {
 			return usageError{"usage: usersvc [-db FILE] backup COPY"}
 		}
 		if err := backupDatabase(ctx, cfg.db, rest[1]); err != nil {
@@ -487,15 +513,17 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 	// The process's own environment, not run's getenv: the runtime read
 	// GOGC and GOMEMLIMIT from it at start.
 	cfg.memoryLimit = tuneGC(os.Getenv, cfg.cacheMiB<<20)
+	// The port first: a start that cannot listen leaves no new database.
+	ln, err := listen(cfg)
+	if err != nil {
+		return err
+	}
+	defer ln.Close() // Serve closes it too; this covers a store that fails to open
 	st, err := openStore(ctx, cfg.db, storeOptions{exclusive: true, maxGoals: cfg.maxGoals, maxConns: cfg.dbMaxConns})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	ln, err := listen(cfg)
-	if err != nil {
-		return err
-	}
 	srv := newHTTPServer(newServer(cfg, logger, st), logger, productionTimeouts)
 	srv.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
 	errc := make(chan error, 1)

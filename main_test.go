@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -175,7 +177,8 @@ func TestRunVersionAndHelp(t *testing.T) {
 		t.Fatalf("-h wrote to stderr: %s", errOut.String())
 	}
 	for _, args := range [][]string{{"-nope"}, {"-log-format", "xml"}, {"frobnicate"}, {"-log-level", "loud"},
-		{"-rate-limit", "-1"}, {"-max-404", "-5"}, {"-rate-burst", "0"}, {"backup"}} {
+		{"-rate-limit", "-1"}, {"-max-404", "-5"}, {"-rate-burst", "0"}, {"backup"}, {"backup", ""},
+		{"version", "extra"}, {"openapi", "extra"}, {"-addr", "8080"}} {
 		err := run(context.Background(), append([]string{"usersvc"}, args...), envOf(), &out, &errOut)
 		if err == nil || exitCode(err) != 2 {
 			t.Fatalf("%v: err = %v, want a usage error", args, err)
@@ -184,6 +187,37 @@ func TestRunVersionAndHelp(t *testing.T) {
 	err := run(context.Background(), []string{"usersvc"}, envOf("USERSVC_RATE_LIMIT", "fast"), &out, &errOut)
 	if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "USERSVC_RATE_LIMIT") {
 		t.Fatalf("a bad USERSVC_RATE_LIMIT: err = %v, want a usage error naming it", err)
+	}
+	err = run(context.Background(), []string{"usersvc"}, envOf("USERSVC_ADMIN", "yes"), &out, &errOut)
+	if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), `USERSVC_ADMIN="yes": must be true or false`) {
+		t.Fatalf("USERSVC_ADMIN=yes: err = %v, want a usage error saying true or false", err)
+	}
+	err = run(context.Background(), []string{"usersvc", "-addr", "8080"}, envOf(), &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), `-addr "8080" is not host:port`) {
+		t.Fatalf("-addr 8080: err = %v, want it named as no host:port", err)
+	}
+}
+
+// Commands do not serve, so the settings only serving reads (the token,
+// -trust-proxy) cannot stop them: a backup job run as a user who may not
+// read the server's token file still backs up.
+func TestCommandsIgnoreWhatOnlyServingReads(t *testing.T) {
+	onlySQLite(t, "a backup of a SQLite file")
+	dir := t.TempDir()
+	db := filepath.Join(dir, "users.db")
+	st, err := openStore(context.Background(), db, storeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	env := envOf("USERSVC_TOKEN_FILE", filepath.Join(dir, "unreadable-token"), "USERSVC_TOKEN", "short", "USERSVC_TRUST_PROXY", "not-a-cidr", "USERSVC_DB", db)
+	for _, args := range [][]string{{"version"}, {"openapi"}, {"backup", filepath.Join(dir, "copy.db")}} {
+		if err := run(context.Background(), append([]string{"usersvc"}, args...), env, io.Discard, io.Discard); err != nil {
+			t.Fatalf("%v with serve-only settings it cannot use: %v", args, err)
+		}
+	}
+	if err := run(context.Background(), []string{"usersvc"}, env, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "-trust-proxy") {
+		t.Fatalf("serving with those settings: err = %v, want -trust-proxy refused", err)
 	}
 }
 
@@ -231,6 +265,9 @@ func TestRunStartupErrors(t *testing.T) {
 				t.Fatal("exit code 0")
 			}
 		})
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ok.db")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a start that could not listen left a database behind (%v)", err)
 	}
 }
 
