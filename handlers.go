@@ -62,7 +62,7 @@ func newServer(cfg config, logger *slog.Logger, st *store) *server {
 	h = withClientLimits(s.limits, logger, h)
 	h = withoutCrossSite(logger, h)
 	h = withAllowedHosts(cfg.token, cfg.allowedHosts, logger, h)
-	h = withObservability(s.metrics, logger, h)
+	h = withObservability(s.metrics, logger, mux, h)
 	h = withSecurityHeaders(h)
 	s.handler = withRequestInfo(cfg.trustProxy, h)
 	return s

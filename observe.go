@@ -141,10 +141,23 @@ func methodLabel(method string) string {
 	return "OTHER"
 }
 
+// routeOf is routeLabel, or for a request refused before routing (by the
+// token, the Host check, the limits) the pattern routes would have served
+// it with: an operator sees which endpoint is being refused. Only requests
+// that no pattern served pay for the second look-up.
+func routeOf(r *http.Request, routes *http.ServeMux) string {
+	if r.Pattern == "" {
+		if _, pattern := routes.Handler(r); pattern != "" {
+			return pattern
+		}
+	}
+	return routeLabel(r)
+}
+
 // withObservability counts, times and logs every request: one access log
-// line with method, route, status, bytes, duration, client address and
-// request id. Bodies, passwords and tokens are never logged.
-func withObservability(m *metrics, log *slog.Logger, next http.Handler) http.Handler {
+// line with method, route (see routeOf), status, bytes, duration, client
+// address and request id. Bodies, passwords and tokens are never logged.
+func withObservability(m *metrics, log *slog.Logger, routes *http.ServeMux, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		m.inFlight.Inc()
@@ -156,7 +169,7 @@ func withObservability(m *metrics, log *slog.Logger, next http.Handler) http.Han
 		if status == 0 {
 			status = http.StatusOK
 		}
-		route := routeLabel(r)
+		route := routeOf(r, routes)
 		method := methodLabel(r.Method)
 		m.count(method, route, status, elapsed)
 		logAccess(r.Context(), log, accessLine{

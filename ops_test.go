@@ -103,6 +103,22 @@ func TestMetricsToken(t *testing.T) {
 			t.Fatalf("metrics with token: %d", r.status)
 		}
 	}
+	// A request refused before routing is counted under the route it asked
+	// for, not as unmatched.
+	cfg := testConfig()
+	cfg.token = "tok"
+	ts := newTestServerWith(t, cfg)
+	expect(t, "GET /api/users without the token", ts.do(t, "GET", "/api/users", ""), http.StatusUnauthorized)
+	expect(t, "GET /api/nope without the token", ts.do(t, "GET", "/api/nope", ""), http.StatusUnauthorized)
+	text := string(ts.do(t, "GET", "/metrics", "", "Authorization", "Bearer tok").body)
+	for _, want := range []string{
+		`http_requests_total{code="401",method="GET",route="GET /api/users"} 1`,
+		`http_requests_total{code="401",method="GET",route="unmatched"} 1`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }
 
 // logLines decodes JSON log output into one map a line.
