@@ -122,6 +122,7 @@ func TestBrowser(t *testing.T) {
 		{"ConflictingEditIsNotLost", testBrowserConflict},
 		{"DeleteUserAfterConfirming", testBrowserDeleteUser},
 		{"Goals", testBrowserGoals},
+		{"EditsSendOnlyTheFieldsEdited", testBrowserEditsSendOnlyEdited},
 		{"MarkupInDataIsText", testBrowserMarkupIsText},
 		{"ContentSecurityPolicy", testBrowserCSP},
 		{"RateLimitedMessage", testBrowserRateLimited},
@@ -968,6 +969,35 @@ func testBrowserGoals(t *testing.T, browser context.Context) {
 	p.waitText("#status", "Deleted the goal “Read more”.")
 	p.waitVisible("#goals-empty")
 	expect(t, "GET deleted goal", ts.do(t, "GET", "/api/goals/"+goalID, ""), http.StatusNotFound)
+}
+
+// A field the admin did not touch is not sent, even where its box cannot
+// show the stored value exactly: a textarea turns CR LF into LF, and an
+// empty full name shows as an empty box, which means null when sent.
+func testBrowserEditsSendOnlyEdited(t *testing.T, browser context.Context) {
+	ts := newTestServer(t)
+	id := ts.mustCreateUser(t, "zoe", `,"email":"zoe@example.com","full_name":""`)["id"].(string)
+	const description = "line1\r\nline2\rline3"
+	gid := ts.mustCreateGoal(t, id, `{"title":"Notes","target_minutes":30,"description":"line1\r\nline2\rline3"}`)["id"].(string)
+	p := openAdmin(t, browser, ts.URL)
+	p.openUser("zoe")
+
+	p.click(`#goals-body button[data-testid="edit-goal"][data-title="Notes"]`)
+	p.waitText("#goal-form-heading", "Edit the goal “Notes”")
+	p.fill("#goal-target_minutes", "45")
+	p.click("#goal-submit")
+	p.waitText("#status", "Saved the goal “Notes”.")
+	g := ts.do(t, "GET", "/api/goals/"+gid+"?show=description", "").json(t)["goal"].(map[string]any)
+	if g["target_minutes"] != 45.0 || g["description"] != description {
+		t.Fatalf("after editing only the target the API has %v, want the description %q as it was", g, description)
+	}
+
+	p.fill("#edit-user-email", "zoe@elsewhere.example")
+	p.click("#edit-user-submit")
+	p.waitText("#status", "Saved “zoe”.")
+	if u := ts.apiUser(t, id); u["email"] != "zoe@elsewhere.example" || u["full_name"] != "" {
+		t.Fatalf("after editing only the email the API has %v, want the full name \"\" as it was", u)
+	}
 }
 
 func testBrowserMarkupIsText(t *testing.T, browser context.Context) {

@@ -62,6 +62,11 @@ const state = {
   userETag: null, // its ETag: every write to it sends If-Match with this
   goal: null, // the goal being edited, or null when the goal form creates
   goalETag: null,
+  // What each edit form's fields showed when filled, by element id: a field
+  // is sent only when its box now differs. (A box may show a stored value
+  // otherwise: a textarea turns "\r\n" into "\n", an empty full name shows as
+  // an empty box; comparing with the stored value would rewrite it.)
+  shown: {},
   reload: null, // what the conflict panel's Reload button does
   confirm: null, // what the confirmation dialog's Delete button does
 };
@@ -553,6 +558,18 @@ function fillEditForm(user) {
   $("edit-user-username").value = user.username;
   $("edit-user-email").value = user.email || "";
   $("edit-user-full_name").value = user.full_name || "";
+  noteShown("edit-user-username", "edit-user-email", "edit-user-full_name");
+}
+
+// noteShown remembers what the boxes of ids show now (see state.shown).
+function noteShown(...ids) {
+  for (const id of ids) state.shown[id] = $(id).value;
+}
+
+// edited reports whether the box of id differs from what it showed when
+// its form was filled.
+function edited(id) {
+  return $(id).value !== state.shown[id];
 }
 
 function onBackToList() {
@@ -585,14 +602,11 @@ async function onEditUser(event) {
     clearMessages();
     clearFieldErrors("edit-user");
     const user = state.user;
-    // Only the fields that changed are sent; an emptied optional field is null.
+    // Only the fields edited are sent; an emptied optional field is null.
     const changes = {};
-    const username = $("edit-user-username").value;
-    if (username !== user.username) changes.username = username;
-    const email = $("edit-user-email").value.trim() || null;
-    if (email !== user.email) changes.email = email;
-    const fullName = $("edit-user-full_name").value || null;
-    if (fullName !== user.full_name) changes.full_name = fullName;
+    if (edited("edit-user-username")) changes.username = $("edit-user-username").value;
+    if (edited("edit-user-email")) changes.email = $("edit-user-email").value.trim() || null;
+    if (edited("edit-user-full_name")) changes.full_name = $("edit-user-full_name").value || null;
     if (!Object.keys(changes).length) return showNote("Nothing to save: no field changed.");
     const res = await api("PATCH", userPath(user.id, LIST_SHOW), { body: changes, etag: state.userETag });
     if (res.status === 412) return showConflict("This user changed since you opened it.", reloadUser);
@@ -742,6 +756,7 @@ function fillGoalForm(goal) {
   $("goal-period").value = goal.period;
   $("goal-target_minutes").value = String(goal.target_minutes);
   $("goal-description").value = goal.description || "";
+  noteShown("goal-title", "goal-period", "goal-target_minutes", "goal-description");
   $("goal-form-heading").textContent = `Edit the goal ${quoted(goal.title)}`;
   $("goal-submit").textContent = "Save goal";
   $("goal-cancel").hidden = false;
@@ -808,7 +823,7 @@ async function onSaveGoal(event) {
     const editing = state.goal;
     if (editing) {
       const changes = {};
-      for (const [k, v] of Object.entries(fields)) if (v !== (editing[k] ?? null)) changes[k] = v;
+      for (const [k, v] of Object.entries(fields)) if (edited(`goal-${k}`)) changes[k] = v;
       if (!Object.keys(changes).length) return showNote("Nothing to save: no field changed.");
       const res = await api("PATCH", goalPath(editing.id, "description"), { body: changes, etag: state.goalETag });
       if (res.status === 412) return showConflict("This goal changed since you opened it.", reloadGoal);
