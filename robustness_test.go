@@ -363,3 +363,38 @@ func TestWritesFailCleanlyWhenTheDatabaseCannotTakeThem(t *testing.T) {
 		})
 	}
 }
+
+// A database file removed, or replaced by another, while the server runs
+// would take every later write into a file no one opens again, lost at the
+// next start: writes are refused (503) and /healthz fails instead, while
+// reads of what the server holds go on.
+func TestRemovedOrReplacedDatabaseFileStopsWrites(t *testing.T) {
+	onlySQLite(t, "a database file")
+	for _, how := range []string{"removed", "replaced"} {
+		t.Run(how, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "users.db")
+			ts := newTestServerAt(t, testConfig(), path, quietLogger(), storeOptions{})
+			id := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+			expect(t, "/healthz before", ts.do(t, "GET", "/healthz", ""), http.StatusOK)
+			if how == "removed" {
+				if err := os.Remove(path); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				other := filepath.Join(dir, "restored.db")
+				if err := os.WriteFile(other, nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Rename(other, path); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := ts.do(t, "POST", "/api/users", `{"username":"max","password":"correct horse"}`)
+			expect(t, "a create after the file was "+how, r, http.StatusServiceUnavailable)
+			expect(t, "a rename after the file was "+how, ts.do(t, "PATCH", "/api/users/"+id, `{"full_name":"Zoe"}`), http.StatusServiceUnavailable)
+			expect(t, "/healthz after the file was "+how, ts.do(t, "GET", "/healthz", ""), http.StatusServiceUnavailable)
+			expect(t, "a read after the file was "+how, ts.do(t, "GET", "/api/users/"+id, ""), http.StatusOK)
+		})
+	}
+}

@@ -38,6 +38,7 @@ func init() {
 // connections. WAL lets the readers run while the writer commits.
 type sqliteEngine struct {
 	path    string
+	file    os.FileInfo // the file at path when it was opened: see checkFile
 	writeDB *sqlx.DB
 	readDB  *sqlx.DB      // database/sql reads: copy's snapshot
 	reads   *sqliteReader // the request path's reads (sqlite_reader.go)
@@ -99,7 +100,11 @@ func openSQLite(ctx context.Context, path string, opts storeOptions) (*sqliteEng
 	if err := createPrivate(path); err != nil {
 		return nil, err
 	}
-	e := &sqliteEngine{path: path, ops: make(chan *writeOp), stopping: make(chan struct{}), writerDone: make(chan struct{})}
+	file, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	e := &sqliteEngine{path: path, file: file, ops: make(chan *writeOp), stopping: make(chan struct{}), writerDone: make(chan struct{})}
 	if opts.exclusive {
 		lock, err := lockFile(path)
 		if err != nil {
@@ -112,7 +117,6 @@ func openSQLite(ctx context.Context, path string, opts storeOptions) (*sqliteEng
 		return nil, err
 	}
 	pragmas := sqlitePragmas(opts.statementTimeout.Milliseconds())
-	var err error
 	// The writer's page cache is 1 MiB too (SQLite's default is 2): a
 	// write touches a few pages of one row, and the OS caches the file.
 	// It keeps peak RSS at 1M users about 2 MiB lower, at no measured cost.
@@ -632,8 +636,28 @@ func (e *sqliteEngine) commitBatch(batch []*writeOp) {
 	}
 }
 
+// errFileReplaced answers writes, and fails /healthz, once the file at -db
+// is no longer the one usersvc opened.
+var errFileReplaced = &Error{Code: codeUnavailable, Message: "the database is unavailable: its file was removed or replaced while usersvc ran (restart usersvc)"}
+
+// checkFile returns errFileReplaced when the file at the database's path
+// is gone or another file (deleted, moved, or restored over while the
+// server ran): SQLite would go on writing to the file it has open, which
+// no one opens again, and every write acknowledged from then on would be
+// lost at the next start. One stat, once a write batch.
+func (e *sqliteEngine) checkFile() error {
+	now, err := os.Stat(e.path)
+	if err != nil || !os.SameFile(now, e.file) {
+		return errFileReplaced
+	}
+	return nil
+}
+
 // runBatch executes the batch; a returned error means nothing committed.
 func (e *sqliteEngine) runBatch(batch []*writeOp, results []error) error {
+	if err := e.checkFile(); err != nil {
+		return err
+	}
 	// Statements run without the callers' contexts: interrupting one
 	// statement would roll back the whole shared transaction.
 	ctx := context.Background()

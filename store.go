@@ -249,6 +249,11 @@ func (s *store) Close() error {
 
 // Ping runs a trivial query on the read path.
 func (s *store) Ping(ctx context.Context) error {
+	if f, ok := s.eng.(interface{ checkFile() error }); ok { // SQLite's file
+		if err := f.checkFile(); err != nil {
+			return fmt.Errorf("ping database: %w", err)
+		}
+	}
 	rows, err := s.queryRead(ctx, true, "SELECT 1")
 	if err != nil {
 		return fmt.Errorf("ping database: %w", err)
