@@ -366,8 +366,9 @@ func TestWritesFailCleanlyWhenTheDatabaseCannotTakeThem(t *testing.T) {
 
 // A database file removed, or replaced by another, while the server runs
 // would take every later write into a file no one opens again, lost at the
-// next start: writes are refused (503) and /healthz fails instead, while
-// reads of what the server holds go on.
+// next start: writes are refused (503) and /healthz fails instead. Reads on
+// connections already open go on; a new read connection is refused rather
+// than read the other file (a 500 "no such table" before).
 func TestRemovedOrReplacedDatabaseFileStopsWrites(t *testing.T) {
 	onlySQLite(t, "a database file")
 	for _, how := range []string{"removed", "replaced"} {
@@ -395,6 +396,13 @@ func TestRemovedOrReplacedDatabaseFileStopsWrites(t *testing.T) {
 			expect(t, "a rename after the file was "+how, ts.do(t, "PATCH", "/api/users/"+id, `{"full_name":"Zoe"}`), http.StatusServiceUnavailable)
 			expect(t, "/healthz after the file was "+how, ts.do(t, "GET", "/healthz", ""), http.StatusServiceUnavailable)
 			expect(t, "a read after the file was "+how, ts.do(t, "GET", "/api/users/"+id, ""), http.StatusOK)
+			// A read connection opened from now on would read the other file.
+			if c, err := ts.store.eng.(*sqliteEngine).reads.dial(); !errors.Is(err, errFileReplaced) {
+				if c != nil {
+					c.close()
+				}
+				t.Fatalf("a new read connection after the file was %s: %v, want errFileReplaced", how, err)
+			}
 		})
 	}
 }

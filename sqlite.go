@@ -138,6 +138,7 @@ func openSQLite(ctx context.Context, path string, opts storeOptions) (*sqliteEng
 	e.readDB.SetMaxIdleConns(1)
 	e.readDB.SetConnMaxIdleTime(time.Minute)
 	e.reads = newSQLiteReader(path, readConns, int(opts.statementTimeout.Milliseconds()))
+	e.reads.checkFile = e.checkFile
 	go e.runWriter()
 	return e, nil
 }
@@ -641,10 +642,12 @@ func (e *sqliteEngine) commitBatch(batch []*writeOp) {
 var errFileReplaced = &Error{Code: codeUnavailable, Message: "the database is unavailable: its file was removed or replaced while usersvc ran (restart usersvc)"}
 
 // checkFile returns errFileReplaced when the file at the database's path
-// is gone or another file (deleted, moved, or restored over while the
+// is gone or another file (deleted, or moved or restored over while the
 // server ran): SQLite would go on writing to the file it has open, which
 // no one opens again, and every write acknowledged from then on would be
-// lost at the next start. One stat, once a write batch.
+// lost at the next start; a new read connection would read the other
+// file. One stat, once a write batch and once a read connection opens. A
+// file copied over in place stays the same file, and is not detected.
 func (e *sqliteEngine) checkFile() error {
 	now, err := os.Stat(e.path)
 	if err != nil || !os.SameFile(now, e.file) {

@@ -33,6 +33,12 @@ type sqliteReader struct {
 
 	mu     sync.Mutex
 	closed bool
+
+	// checkFile, when set, is asked before each connection opens: a file
+	// removed or replaced at path must not be read as the database (see
+	// sqliteEngine.checkFile); connections already open read the file the
+	// server opened.
+	checkFile func() error
 }
 
 // newSQLiteReader returns a pool of at most n read connections to the
@@ -98,6 +104,11 @@ func (r *sqliteReader) put(c *readConn) {
 
 // dial opens a read-only connection without SQLite's mutex.
 func (r *sqliteReader) dial() (*readConn, error) {
+	if r.checkFile != nil {
+		if err := r.checkFile(); err != nil {
+			return nil, err
+		}
+	}
 	tls := libc.NewTLS()
 	name, err := libc.CString(uriPath(r.path) + "?mode=ro")
 	if err != nil {
