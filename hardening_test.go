@@ -778,6 +778,10 @@ func TestOtherSitesPagesAreRefusedAndNotCounted(t *testing.T) {
 		{"a fetch", "GET", "/api/users", []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "cors", "Sec-Fetch-Dest", "empty"}},
 		{"a form", "POST", "/api/users/" + id, []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "navigate", "Sec-Fetch-Dest", "document"}},
 		{"a DELETE", "DELETE", "/api/users/" + id, []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "cors", "Sec-Fetch-Dest", "empty"}},
+		// A popup the page opens could navigate to missing users again and
+		// again: only the admin page opens from another site.
+		{"a popup's navigation to a missing user", "GET", "/api/users/01939f5e-0000-7000-8000-000000000002", []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "navigate", "Sec-Fetch-Dest", "document"}},
+		{"a popup's navigation to a missing admin file", "GET", "/admin/nope.js", []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "navigate", "Sec-Fetch-Dest", "document"}},
 	} {
 		expect(t, c.what+" of another site's page", ts.do(t, c.method, c.path, "", c.headers...), http.StatusForbidden)
 	}
