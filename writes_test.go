@@ -260,14 +260,36 @@ func TestWritesThatChangeNothingKeepTheVersion(t *testing.T) {
 			t.Fatalf("%s: now ETag %s, modified_at %s; before %s, %s", c.what, etag2, modified2, etag, modified)
 		}
 	}
-	for _, c := range []struct{ what, path, body, read string }{
-		{"a user", "/api/users/" + uid, `{"full_name":"Zoë"}`, user},
-		{"a goal", "/api/goals/" + gid, `{"description":null}`, goal},
-	} {
-		etag, _ := state(c.read)
-		expect(t, "change "+c.what, ts.do(t, "PATCH", c.path, c.body), http.StatusOK)
-		if etag2, _ := state(c.read); etag2 == etag {
-			t.Fatalf("changing %s kept its ETag %s", c.what, etag)
+	// What only looks alike is a change: case, and "" against null; on the
+	// one-statement path and on If-Match's read-then-write path.
+	for _, ifMatch := range []bool{false, true} {
+		name := fmt.Sprintf("max%v", ifMatch)
+		uid := ts.mustCreateUser(t, name, `,"full_name":"Max","email":"`+name+`@example.com"`)["id"].(string)
+		gid := ts.mustCreateGoal(t, uid, `{"title":"Run","target_minutes":30,"description":"far"}`)["id"].(string)
+		user, goal := "/api/users/"+uid+"?show=email,full_name", "/api/goals/"+gid+"?show=description"
+		for _, c := range []struct {
+			what, path, body string
+			changes          bool
+		}{
+			{"a user's full name", user, `{"full_name":"Mäx"}`, true},
+			{"a username, in case only", user, `{"username":"` + strings.ToUpper(name) + `"}`, true},
+			{"an email, in case only", user, `{"email":"` + strings.ToUpper(name) + `@example.com"}`, true},
+			{"a full name, to empty", user, `{"full_name":""}`, true},
+			{"a full name, from empty to null", user, `{"full_name":null}`, true},
+			{"a full name, null again", user, `{"full_name":null}`, false},
+			{"a goal's description, to null", goal, `{"description":null}`, true},
+			{"a goal's description, from null to empty", goal, `{"description":""}`, true},
+			{"a goal's description, empty again", goal, `{"description":""}`, false},
+		} {
+			etag, _ := state(c.path)
+			var headers []string
+			if ifMatch {
+				headers = []string{"If-Match", etag}
+			}
+			expect(t, c.what, ts.do(t, "PATCH", c.path, c.body, headers...), http.StatusOK)
+			if etag2, _ := state(c.path); (etag2 != etag) != c.changes {
+				t.Fatalf("%s (If-Match: %v): ETag %s, then %s; want a change: %v", c.what, ifMatch, etag, etag2, c.changes)
+			}
 		}
 	}
 	expect(t, "PATCH a missing user with {}", ts.do(t, "PATCH", "/api/users/01939f5e-0000-7000-8000-000000000001", `{}`), http.StatusNotFound)
