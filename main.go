@@ -444,7 +444,7 @@ func runCommand(ctx context.Context, cfg config, rest []string, stdout io.Writer
 		fmt.Fprintf(stdout, "backup of %s written to %s\n", cfg.db, rest[1])
 		return nil
 	case "copy":
-		if len(rest) != 3 {
+		if len(rest) != 3 || rest[1] == "" || rest[2] == "" {
 			return usageError{"usage: usersvc copy SRC DST (each a SQLite path or a postgres:// URL)"}
 		}
 		return copyCommand(ctx, rest[1], rest[2], stdout)
@@ -513,17 +513,18 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 	// The process's own environment, not run's getenv: the runtime read
 	// GOGC and GOMEMLIMIT from it at start.
 	cfg.memoryLimit = tuneGC(os.Getenv, cfg.cacheMiB<<20)
-	// The port first: a start that cannot listen leaves no new database.
-	ln, err := listen(cfg)
-	if err != nil {
-		return err
-	}
-	defer ln.Close() // Serve closes it too; this covers a store that fails to open
+	// The database first: the port opens only once requests can be
+	// answered (a load balancer's connections are refused, not left hanging,
+	// while the database opens or when it cannot be opened).
 	st, err := openStore(ctx, cfg.db, storeOptions{exclusive: true, maxGoals: cfg.maxGoals, maxConns: cfg.dbMaxConns})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	ln, err := listen(cfg)
+	if err != nil {
+		return err
+	}
 	srv := newHTTPServer(newServer(cfg, logger, st), logger, productionTimeouts)
 	srv.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
 	errc := make(chan error, 1)
