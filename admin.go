@@ -48,7 +48,7 @@ func adminHandler(log *slog.Logger) http.Handler {
 		h.Set("Content-Security-Policy", adminCSP)
 		h.Set("Cache-Control", "no-cache")
 		h.Set("ETag", etag)
-		files.ServeHTTP(w, wholeFile(r))
+		files.ServeHTTP(noRanges{w}, wholeFile(r))
 	})
 }
 
@@ -63,6 +63,15 @@ func wholeFile(r *http.Request) *http.Request {
 	whole.Header = r.Header.Clone()
 	whole.Header.Del("Range")
 	return &whole
+}
+
+// noRanges answers "Accept-Ranges: none" where the file server would say
+// "bytes": the Range header is dropped (wholeFile).
+type noRanges struct{ http.ResponseWriter }
+
+func (w noRanges) WriteHeader(code int) {
+	w.Header().Set("Accept-Ranges", "none")
+	w.ResponseWriter.WriteHeader(code)
 }
 
 // adminETags is the ETag of each file of the page: a hash of its bytes.

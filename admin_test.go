@@ -38,8 +38,9 @@ func TestAdminPageIsServedWithItsOwnPolicy(t *testing.T) {
 	css := ts.do(t, "GET", "/admin/app.css", "")
 	for _, rng := range []string{"bytes=999999-", "bytes=0-3", "nonsense"} {
 		r := ts.do(t, "GET", "/admin/app.css", "", "Range", rng)
-		if r.status != 200 || !bytes.Equal(r.body, css.body) {
-			t.Fatalf("GET /admin/app.css with Range: %s: %d, %d bytes, want 200 and the whole %d", rng, r.status, len(r.body), len(css.body))
+		if r.status != 200 || !bytes.Equal(r.body, css.body) || r.header.Get("Accept-Ranges") != "none" {
+			t.Fatalf("GET /admin/app.css with Range: %s: %d, %d bytes, Accept-Ranges %q; want 200, the whole %d, none",
+				rng, r.status, len(r.body), r.header.Get("Accept-Ranges"), len(css.body))
 		}
 	}
 	cfg := testConfig()
