@@ -516,6 +516,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 	// The database first: the port opens only once requests can be
 	// answered (a load balancer's connections are refused, not left hanging,
 	// while the database opens or when it cannot be opened).
+	newFile := !isPostgresURL(cfg.db) && !exists(cfg.db)
 	st, err := openStore(ctx, cfg.db, storeOptions{exclusive: true, maxGoals: cfg.maxGoals, maxConns: cfg.dbMaxConns})
 	if err != nil {
 		return err
@@ -523,6 +524,10 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 	defer st.Close()
 	ln, err := listen(cfg)
 	if err != nil {
+		if newFile { // this start made it, and no request has reached it
+			st.Close()
+			removeSQLiteFiles(cfg.db)
+		}
 		return err
 	}
 	srv := newHTTPServer(newServer(cfg, logger, st), logger, productionTimeouts)
@@ -546,6 +551,19 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// exists reports whether there is a file at path.
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// removeSQLiteFiles removes the database file at path and its side files.
+func removeSQLiteFiles(path string) {
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		os.Remove(path + suffix) //nolint:errcheck // best effort: only a new, empty database
+	}
 }
 
 // listen opens the listening socket with its connection limits: at most

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -251,7 +252,7 @@ func TestRunStartupErrors(t *testing.T) {
 		{"not a database", []string{"-db", notDB}, "not a SQLite database"},
 		{"newer schema", []string{"-db", newer}, "schema version 999 is newer"},
 		{"folder as file", []string{"-db", dir}, "is a folder"},
-		{"port in use", []string{"-db", filepath.Join(dir, "ok.db"), "-addr", busy.Addr().String()}, "listen on"},
+		{"port in use", []string{"-db", filepath.Join(dir, "new.db"), "-addr", busy.Addr().String()}, "listen on"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -264,6 +265,23 @@ func TestRunStartupErrors(t *testing.T) {
 				t.Fatal("exit code 0")
 			}
 		})
+	}
+	// The start that could not listen made new.db, and took it away again;
+	// a database that was there before stays.
+	for _, side := range []string{"", "-wal", "-shm"} {
+		if _, err := os.Stat(filepath.Join(dir, "new.db"+side)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("a start that could not listen left new.db%s behind (%v)", side, err)
+		}
+	}
+	existing := filepath.Join(dir, "existing.db")
+	st, err = openStore(context.Background(), existing, storeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	err = run(context.Background(), []string{"usersvc", "-db", existing, "-addr", busy.Addr().String()}, envOf(), &bytes.Buffer{}, &bytes.Buffer{})
+	if _, statErr := os.Stat(existing); err == nil || statErr != nil {
+		t.Fatalf("a start on an existing database that could not listen: %v, and the file: %v", err, statErr)
 	}
 }
 
