@@ -60,7 +60,7 @@ func newServer(cfg config, logger *slog.Logger, st *store) *server {
 	h = withQueryCheck(logger, h)
 	h = withBearerToken(cfg.token, cfg.metricsPublic, logger, h)
 	h = withClientLimits(s.limits, logger, h)
-	h = withoutCrossSite(logger, h)
+	h = withoutCrossSite(cfg.admin, logger, h)
 	h = withAllowedHosts(cfg.token, cfg.allowedHosts, logger, h)
 	h = withObservability(s.metrics, logger, mux, h)
 	h = withSecurityHeaders(h)

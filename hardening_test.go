@@ -782,6 +782,8 @@ func TestOtherSitesPagesAreRefusedAndNotCounted(t *testing.T) {
 		// again: only the admin page opens from another site.
 		{"a popup's navigation to a missing user", "GET", "/api/users/01939f5e-0000-7000-8000-000000000002", []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "navigate", "Sec-Fetch-Dest", "document"}},
 		{"a popup's navigation to a missing admin file", "GET", "/admin/nope.js", []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "navigate", "Sec-Fetch-Dest", "document"}},
+		{"a popup's navigation to /admin%2F", "GET", "/admin%2F", []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "navigate", "Sec-Fetch-Dest", "document"}},
+		{"a popup's navigation to /%61dmin/", "GET", "/%61dmin/", []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "navigate", "Sec-Fetch-Dest", "document"}},
 	} {
 		expect(t, c.what+" of another site's page", ts.do(t, c.method, c.path, "", c.headers...), http.StatusForbidden)
 	}
@@ -804,6 +806,11 @@ func TestOtherSitesPagesAreRefusedAndNotCounted(t *testing.T) {
 	} {
 		expect(t, c.what, ts.do(t, "GET", c.path, "", c.headers...), http.StatusOK)
 	}
+	// Without the admin page there is nothing to open from another site.
+	cfg.admin = false
+	off := newTestServerWith(t, cfg)
+	nav := []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "navigate", "Sec-Fetch-Dest", "document"}
+	expect(t, "a link from another site to /admin/ with -admin=false", off.do(t, "GET", "/admin/", "", nav...), http.StatusForbidden)
 }
 
 // ---- 12, 13, 14: ETags and bodies sent back ----

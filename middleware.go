@@ -266,13 +266,13 @@ var errCrossSite = &Error{Code: codeForbidden, Message: "a page on another site 
 // missing users locked 127.0.0.1 out for ten minutes) or send writes
 // blind. Browsers name the site of every request's initiator in
 // Sec-Fetch-Site; clients that are not browsers send no such header and
-// pass. A link followed from another site to the admin page still opens
-// (a wiki may link to it); a navigation to anything else is refused too,
-// as a popup the page opens could navigate to missing users again and
-// again.
-func withoutCrossSite(log *slog.Logger, next http.Handler) http.Handler {
+// pass. A link followed from another site to the admin page still opens,
+// when the page is on (a wiki may link to it); a navigation to anything
+// else is refused too, as a popup the page opens could navigate to missing
+// users again and again.
+func withoutCrossSite(adminOn bool, log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if headerIs(r, "Sec-Fetch-Site", "cross-site") && !opensAdminPage(r) {
+		if headerIs(r, "Sec-Fetch-Site", "cross-site") && !(adminOn && opensAdminPage(r)) {
 			writeError(w, r, log, errCrossSite)
 			return
 		}
@@ -282,9 +282,11 @@ func withoutCrossSite(log *slog.Logger, next http.Handler) http.Handler {
 
 // opensAdminPage reports whether a browser sent r to open the admin page in
 // a tab: a GET (or HEAD) navigation to /admin/ (or /admin, which redirects
-// there) whose destination is a document. It is never a 404.
+// there) whose destination is a document. The path is compared as sent,
+// not decoded: /admin%2F and /%61dmin/ decode to /admin/ but are 404s.
 func opensAdminPage(r *http.Request) bool {
-	return (r.Method == http.MethodGet || r.Method == http.MethodHead) && (r.URL.Path == "/admin/" || r.URL.Path == "/admin") &&
+	path := r.URL.EscapedPath()
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) && (path == "/admin/" || path == "/admin") &&
 		headerIs(r, "Sec-Fetch-Mode", "navigate") && headerIs(r, "Sec-Fetch-Dest", "document")
 }
 
