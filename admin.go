@@ -33,9 +33,10 @@ func adminHandler(log *slog.Logger) http.Handler {
 		panic(err) // the folder is embedded: it is always there
 	}
 	etags := adminETags(sub)
-	files := http.StripPrefix("/admin/", http.FileServerFS(sub))
+	files := http.FileServerFS(sub)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		name := strings.TrimPrefix(r.URL.Path, "/admin/")
+		rel := strings.TrimPrefix(r.URL.Path, "/admin/")
+		name := rel
 		if name == "" {
 			name = "index.html"
 		}
@@ -48,21 +49,26 @@ func adminHandler(log *slog.Logger) http.Handler {
 		h.Set("Content-Security-Policy", adminCSP)
 		h.Set("Cache-Control", "no-cache")
 		h.Set("ETag", etag)
-		files.ServeHTTP(noRanges{w}, wholeFile(r))
+		files.ServeHTTP(noRanges{w}, fileRequest(r, rel))
 	})
 }
 
-// wholeFile is r without its Range header: the page's files are small, and
-// the file server would answer a range it cannot serve with a plain-text
-// 416, where every body usersvc writes is JSON.
-func wholeFile(r *http.Request) *http.Request {
-	if _, ok := r.Header["Range"]; !ok {
-		return r
+// fileRequest is r as the file server is to see it: the path of the file
+// within the page's folder, rel, however the client escaped it
+// (http.StripPrefix compares the escaped path, and answered /%61dmin/ with
+// a plain-text 404), and no Range header (the files are small, and the
+// file server would answer a range it cannot serve with a plain-text 416,
+// where every body usersvc writes is JSON).
+func fileRequest(r *http.Request, rel string) *http.Request {
+	f := *r
+	u := *r.URL
+	u.Path, u.RawPath = "/"+rel, ""
+	f.URL = &u
+	if _, ok := r.Header["Range"]; ok {
+		f.Header = r.Header.Clone()
+		f.Header.Del("Range")
 	}
-	whole := *r
-	whole.Header = r.Header.Clone()
-	whole.Header.Del("Range")
-	return &whole
+	return &f
 }
 
 // noRanges answers "Accept-Ranges: none" where the file server would say

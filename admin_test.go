@@ -34,6 +34,10 @@ func TestAdminPageIsServedWithItsOwnPolicy(t *testing.T) {
 		t.Fatalf("/admin/ with If-None-Match %q: %d, want 304", tag, r.status)
 	}
 	expect(t, "a file the page does not have", ts.do(t, "GET", "/admin/nope.js", ""), 404)
+	// However the path is escaped, the page is the page.
+	if r := ts.do(t, "GET", "/%61dmin/", ""); r.status != 200 || !bytes.Equal(r.body, page.body) {
+		t.Fatalf("GET /%%61dmin/: %d %s", r.status, r.header.Get("Content-Type"))
+	}
 	// A Range gets the whole file, never net/http's plain-text 416.
 	css := ts.do(t, "GET", "/admin/app.css", "")
 	for _, rng := range []string{"bytes=999999-", "bytes=0-3", "nonsense"} {
