@@ -513,29 +513,34 @@ func (s *server) handlePutUserByUsername(w http.ResponseWriter, r *http.Request)
 }
 
 // checkUpsertBeforeHash is checkTaken and checkTarget for a write by
-// username that sets a password, on one read of the user: an email that is
-// another user's (409), then an If-Match or If-None-Match that fails on the
+// username that sets a password: an email that a user other than the
+// path's holds (409), then an If-Match or If-None-Match that fails on the
 // user as it is, or on its absence (412), before the password is hashed.
-// The username is the path's own, so only the email can be taken. The
-// write checks both again in its transaction.
+// The email check leaves out the path's user by its name, not by an id
+// read first, so a concurrent get-or-create that has just made that user
+// is not "another user". The write checks both again in its transaction.
 func (s *server) checkUpsertBeforeHash(ctx context.Context, in *userInput, name string, pre *precondition) error {
-	checkEmail := in.Email.Set && !in.Email.Null
-	if !in.Password.Set || in.Password.Null || !checkEmail && pre == nil {
+	if !in.Password.Set || in.Password.Null {
+		return nil
+	}
+	if in.Email.Set && !in.Email.Null {
+		taken, err := s.store.EmailTakenByOtherThan(ctx, in.Email.Value, name)
+		if err != nil {
+			return err
+		}
+		if taken {
+			return conflict("email")
+		}
+	}
+	if pre == nil {
 		return nil
 	}
 	u, err := s.store.GetUserByUsername(ctx, name, userExtras{})
-	exists := err == nil
-	if err != nil && !errors.Is(err, errUserNotFound) {
-		return err
-	}
-	if checkEmail {
-		emailOnly := userInput{Email: in.Email, Password: in.Password}
-		if err := s.checkTaken(ctx, &emailOnly, u.ID); err != nil { // u.ID is "" when there is no user
-			return err
-		}
-	}
-	if !exists {
+	switch {
+	case errors.Is(err, errUserNotFound):
 		return pre.allowsCreate()
+	case err != nil:
+		return err
 	}
 	return pre.check(u.ID, u.Version)
 }

@@ -506,6 +506,20 @@ func (s *store) TakenFields(ctx context.Context, username, email *string, except
 	return taken, nil
 }
 
+// EmailTakenByOtherThan reports whether a user other than the one called
+// username (without regard to case) holds email (without regard to case).
+func (s *store) EmailTakenByOtherThan(ctx context.Context, email, username string) (bool, error) {
+	rows, err := s.queryRead(ctx, true, "SELECT id FROM users WHERE email_key = ? AND username_key <> ?", foldKey(email), foldKey(username))
+	if err != nil {
+		return false, fmt.Errorf("find taken email: %w", err)
+	}
+	found := rows.Next()
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return false, fmt.Errorf("find taken email: %w", s.eng.classify(err))
+	}
+	return found, nil
+}
+
 // uniqueField is a field no two users may share, apart from case: its
 // name in errors, its key column, and the key of the value looked for.
 type uniqueField struct{ name, column, key string }
