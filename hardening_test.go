@@ -752,6 +752,30 @@ func TestEveryFailingFieldIsReportedAtOnce(t *testing.T) {
 	}
 }
 
+// Requests in flight at once cannot take a client past the 404 cap: each
+// counts against it from the moment it is let through (they were counted
+// once answered, and 60 at once on PostgreSQL got 33 404s under a cap of 5).
+func TestConcurrent404sStayWithinTheCap(t *testing.T) {
+	cfg := testConfig()
+	cfg.max404 = 5
+	ts := newTestServerWith(t, cfg)
+	statuses := make([]int, 60)
+	var wg sync.WaitGroup
+	for i := range statuses {
+		wg.Go(func() {
+			statuses[i] = ts.do(t, "GET", fmt.Sprintf("/api/users/01939f5e-0000-7000-8000-%012d", i), "").status
+		})
+	}
+	wg.Wait()
+	count := map[int]int{}
+	for _, s := range statuses {
+		count[s]++
+	}
+	if count[http.StatusNotFound] > cfg.max404 || count[http.StatusNotFound]+count[http.StatusTooManyRequests] != len(statuses) {
+		t.Fatalf("60 requests for missing users at once: %v, want at most %d 404s and the rest 429", count, cfg.max404)
+	}
+}
+
 // A page of another site cannot reach usersvc through the operator's
 // browser: whatever it loads (images, scripts, frames, fetches, forms) is
 // a 403 that the 404 cap and the rate limit do not count, so it cannot

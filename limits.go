@@ -46,6 +46,7 @@ type clientLimits struct {
 type clientState struct {
 	bucket   *rate.Limiter
 	n404     int
+	pending  int // requests let through and not yet answered: each may be a 404
 	start404 time.Time
 	lastSeen time.Time
 	blocked  time.Time // 404 cap reached: refused until then
@@ -62,7 +63,10 @@ func newClientLimits(now func() time.Time, perSecond float64, burst, max404 int)
 func (l *clientLimits) enabled() bool { return l.rate > 0 || l.max404 > 0 }
 
 // allow decides whether a request from the client key may proceed; when
-// not, it returns how long the client should wait.
+// not, it returns how long the client should wait. A request let through
+// counts against the 404 cap until finish says what it was: requests in
+// flight at once cannot take a client past the cap, as each would, were
+// 404s counted only once answered.
 func (l *clientLimits) allow(key string) (bool, time.Duration) {
 	now := l.now()
 	l.mu.Lock()
@@ -72,16 +76,31 @@ func (l *clientLimits) allow(key string) (bool, time.Duration) {
 	if now.Before(c.blocked) {
 		return false, c.blocked.Sub(now)
 	}
+	if l.max404 > 0 && c.count404(now)+c.pending >= l.max404 {
+		return false, time.Second // the next answer in flight may free a place
+	}
 	if l.rate > 0 && !c.bucket.AllowN(now, 1) {
 		missing := 1 - c.bucket.TokensAt(now)
 		return false, time.Duration(missing / float64(l.rate) * float64(time.Second))
 	}
+	if l.max404 > 0 {
+		c.pending++
+	}
 	return true, 0
 }
 
-// record404 counts a 404 answer to the client key; at max404 in one window
-// the client is refused until the window ends.
-func (l *clientLimits) record404(key string) {
+// count404 is the client's 404s in the current window.
+func (c *clientState) count404(now time.Time) int {
+	if now.Sub(c.start404) >= window404 {
+		c.start404, c.n404 = now, 0
+	}
+	return c.n404
+}
+
+// finish ends a request allow let through: it no longer counts as pending,
+// and a 404 answer counts; at max404 in one window the client is refused
+// until the window ends.
+func (l *clientLimits) finish(key string, notFound bool) {
 	if l.max404 <= 0 {
 		return
 	}
@@ -89,9 +108,11 @@ func (l *clientLimits) record404(key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	c := l.client(key, now)
-	if now.Sub(c.start404) >= window404 {
-		c.start404, c.n404 = now, 0
+	c.pending = max(c.pending-1, 0) // 0 when the entry was evicted meanwhile
+	if !notFound {
+		return
 	}
+	c.count404(now)
 	c.n404++
 	if c.n404 >= l.max404 {
 		c.blocked = c.start404.Add(window404)

@@ -398,10 +398,8 @@ func withClientLimits(limits *clientLimits, log *slog.Logger, next http.Handler)
 			sw = &statusWriter{ResponseWriter: w}
 			w = sw
 		}
+		defer func() { limits.finish(key, sw.status == http.StatusNotFound) }() // a panic too
 		next.ServeHTTP(w, r)
-		if sw.status == http.StatusNotFound {
-			limits.record404(key)
-		}
 	})
 }
 
