@@ -166,6 +166,14 @@ func parseTrustedProxies(s string) (trustedProxies, error) {
 		if err != nil {
 			return nil, usageError{"-trust-proxy: " + part + " is not a CIDR such as 10.0.0.0/8"}
 		}
+		if p.Addr().Is4In6() {
+			// Peers are compared unmapped (contains), so ::ffff:10.0.0.0/104
+			// must be 10.0.0.0/8 to match anyone.
+			if p.Bits() < 96 {
+				return nil, usageError{"-trust-proxy: " + part + " spans more than IPv4-mapped addresses: write the IPv4 network"}
+			}
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
 		nets = append(nets, p.Masked())
 	}
 	return nets, nil

@@ -320,7 +320,14 @@ func TestForwardedForNeedsTrustProxy(t *testing.T) {
 	if got := clientAddr(req("10.0.0.9:5555", "198.51.100.7"), nil).String(); got != "10.0.0.9" {
 		t.Errorf("without -trust-proxy: client = %s, want the peer", got)
 	}
-	for _, bad := range []string{"10.0.0.0/33", "nonsense", "fe80::1%eth0"} {
+	mapped, err := parseTrustedProxies("::ffff:10.0.0.0/104")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := clientAddr(req("10.0.0.9:5555", "198.51.100.7"), mapped).String(); got != "198.51.100.7" {
+		t.Errorf("-trust-proxy ::ffff:10.0.0.0/104 (10.0.0.0/8, IPv4-mapped): client = %s, want the forwarded one", got)
+	}
+	for _, bad := range []string{"10.0.0.0/33", "nonsense", "fe80::1%eth0", "::ffff:0.0.0.0/95"} {
 		if _, err := parseTrustedProxies(bad); err == nil {
 			t.Errorf("-trust-proxy %q was accepted", bad)
 		}
