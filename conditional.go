@@ -156,8 +156,9 @@ func (p *precondition) allowsCreate() error {
 }
 
 // anyTagMatches reports whether a tag is "*" or an ETag the server could
-// have sent for the resource version prefix names (isETagOf). weak allows W/ tags (If-None-Match
-// compares weakly; If-Match strongly, so a weak tag never matches there).
+// have sent for the resource version prefix names (isETagOf). weak allows
+// W/ tags (If-None-Match compares weakly; If-Match strongly, so a weak tag
+// never matches there).
 func anyTagMatches(tags []string, prefix string, weak bool) bool {
 	for _, t := range tags {
 		if weak {

@@ -262,7 +262,7 @@ func copyRows(ctx context.Context, snap, tx *sqlx.Tx, t copyTable, toPostgres bo
 		if err != nil {
 			return 0, fmt.Errorf("read %s: %w", t.name, err)
 		}
-		if toPostgres && holdsNUL(row) {
+		if toPostgres && rowHoldsNUL(row) {
 			return 0, fmt.Errorf("copy %s: the row with id %v holds U+0000, which PostgreSQL cannot store (older versions let a goal's description hold it): change it (PATCH /api/%s/%v) and copy again", t.name, row[0], t.name, row[0])
 		}
 		if batch = append(batch, row); len(batch) == copyBatch {
@@ -277,13 +277,13 @@ func copyRows(ctx context.Context, snap, tx *sqlx.Tx, t copyTable, toPostgres bo
 	return copied, flush()
 }
 
-// holdsNUL reports whether a text value of row holds U+0000.
-func holdsNUL(row []any) bool {
+// rowHoldsNUL reports whether a text value of row holds U+0000.
+func rowHoldsNUL(row []any) bool {
 	for _, v := range row {
 		if p, ok := v.(*string); ok && p != nil {
 			v = *p
 		}
-		if s, ok := v.(string); ok && strings.IndexByte(s, 0) >= 0 {
+		if s, ok := v.(string); ok && hasNUL(s) {
 			return true
 		}
 	}

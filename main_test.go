@@ -205,11 +205,7 @@ func TestCommandsIgnoreWhatOnlyServingReads(t *testing.T) {
 	onlySQLite(t, "a backup of a SQLite file")
 	dir := t.TempDir()
 	db := filepath.Join(dir, "users.db")
-	st, err := openStore(context.Background(), db, storeOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
+	openAndClose(t, db, "a new database")
 	env := envOf("USERSVC_TOKEN_FILE", filepath.Join(dir, "unreadable-token"), "USERSVC_TOKEN", "short", "USERSVC_TRUST_PROXY", "not-a-cidr", "USERSVC_DB", db)
 	for _, args := range [][]string{{"version"}, {"openapi"}, {"backup", filepath.Join(dir, "copy.db")}} {
 		if err := run(context.Background(), append([]string{"usersvc"}, args...), env, io.Discard, io.Discard); err != nil {
@@ -274,11 +270,7 @@ func TestRunStartupErrors(t *testing.T) {
 		}
 	}
 	existing := filepath.Join(dir, "existing.db")
-	st, err = openStore(context.Background(), existing, storeOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
+	openAndClose(t, existing, "a new database")
 	err = run(context.Background(), []string{"usersvc", "-db", existing, "-addr", busy.Addr().String()}, envOf(), &bytes.Buffer{}, &bytes.Buffer{})
 	if _, statErr := os.Stat(existing); err == nil || statErr != nil {
 		t.Fatalf("a start on an existing database that could not listen: %v, and the file: %v", err, statErr)
@@ -297,11 +289,7 @@ func TestAnotherApplicationsDatabaseIsLeftAlone(t *testing.T) {
 	onlySQLite(t, "SQLite files")
 	dir := t.TempDir()
 	src := filepath.Join(dir, "users.db")
-	st, err := openStore(context.Background(), src, storeOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
+	openAndClose(t, src, "a new database")
 
 	cases := []struct {
 		name, schema, want string
@@ -377,11 +365,7 @@ func TestAnotherApplicationsDatabaseIsLeftAlone(t *testing.T) {
 	if err := os.WriteFile(empty, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	st, err = openStore(context.Background(), empty, storeOptions{})
-	if err != nil {
-		t.Fatalf("an empty file: %v", err)
-	}
-	st.Close()
+	openAndClose(t, empty, "an empty file")
 
 	// An operator's own tables beside usersvc's, even a view broken since,
 	// leave the database usersvc's.
@@ -395,9 +379,17 @@ func TestAnotherApplicationsDatabaseIsLeftAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err = openStore(context.Background(), src, storeOptions{})
+	openAndClose(t, src, "a usersvc database with tables of the operator's")
+}
+
+// openAndClose opens the SQLite database at path (creating it, with
+// usersvc's schema, when missing) and closes it; what names it when that
+// fails.
+func openAndClose(t *testing.T, path, what string) {
+	t.Helper()
+	st, err := openStore(context.Background(), path, storeOptions{})
 	if err != nil {
-		t.Fatalf("a usersvc database with tables of the operator's: %v", err)
+		t.Fatalf("%s: %v", what, err)
 	}
 	st.Close()
 }

@@ -224,10 +224,12 @@ var (
 	// noNUL keeps U+0000 out of free text, where other control characters
 	// (tabs, line breaks) are fine: PostgreSQL's text cannot hold it, and
 	// both engines refuse what one of them cannot store.
-	noNUL = validation.NewStringRule(func(s string) bool {
-		return strings.IndexByte(s, 0) < 0
-	}, "must not contain the NUL character (U+0000)")
+	noNUL = validation.NewStringRule(func(s string) bool { return !hasNUL(s) },
+		"must not contain the NUL character (U+0000)")
 )
+
+// hasNUL reports whether s holds U+0000, which PostgreSQL's text cannot.
+func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
 
 // fieldRule says how a body field is checked: required fields must be
 // present on create; fields that are not nullable may never be null (null

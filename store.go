@@ -413,7 +413,7 @@ func (s *store) GetUserByUsername(ctx context.Context, name string, extras userE
 // parameter and not checked by the username rules, holds U+0000, which no
 // username does. PostgreSQL would fail the query rather than find nothing,
 // so such a lookup finds no one, on both engines, without asking either.
-func impossibleUsername(name string) bool { return strings.IndexByte(name, 0) >= 0 }
+func impossibleUsername(name string) bool { return hasNUL(name) }
 
 // firstRow is the single row of a lookup, or missing when it found none.
 func firstRow[T any](rows []T, err, missing error, doing string) (T, error) {
@@ -490,14 +490,9 @@ func (s *store) ListUsers(ctx context.Context, q page, username *string, extras 
 func (s *store) TakenFields(ctx context.Context, username, email *string, exceptID string) ([]string, error) {
 	var taken []string
 	for _, f := range uniqueFields(username, email) {
-		rows, err := s.queryRead(ctx, true, "SELECT id FROM users WHERE "+f.column+" = ? AND id <> ?", f.key, exceptID)
+		found, err := s.anyRow(ctx, "SELECT id FROM users WHERE "+f.column+" = ? AND id <> ?", f.key, exceptID)
 		if err != nil {
 			return nil, fmt.Errorf("find taken %s: %w", f.name, err)
-		}
-		found := rows.Next()
-		err = errors.Join(rows.Err(), rows.Close())
-		if err != nil {
-			return nil, fmt.Errorf("find taken %s: %w", f.name, s.eng.classify(err))
 		}
 		if found {
 			taken = append(taken, f.name)
@@ -509,13 +504,22 @@ func (s *store) TakenFields(ctx context.Context, username, email *string, except
 // EmailTakenByOtherThan reports whether a user other than the one called
 // username (without regard to case) holds email (without regard to case).
 func (s *store) EmailTakenByOtherThan(ctx context.Context, email, username string) (bool, error) {
-	rows, err := s.queryRead(ctx, true, "SELECT id FROM users WHERE email_key = ? AND username_key <> ?", foldKey(email), foldKey(username))
+	found, err := s.anyRow(ctx, "SELECT id FROM users WHERE email_key = ? AND username_key <> ?", foldKey(email), foldKey(username))
 	if err != nil {
 		return false, fmt.Errorf("find taken email: %w", err)
 	}
+	return found, nil
+}
+
+// anyRow reports whether query, on the read path, finds a row.
+func (s *store) anyRow(ctx context.Context, query string, args ...any) (bool, error) {
+	rows, err := s.queryRead(ctx, true, query, args...)
+	if err != nil {
+		return false, err
+	}
 	found := rows.Next()
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		return false, fmt.Errorf("find taken email: %w", s.eng.classify(err))
+		return false, s.eng.classify(err)
 	}
 	return found, nil
 }
