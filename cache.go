@@ -1,13 +1,15 @@
 // cache.go: the read cache of user rows. An entry is a user's row as GET
 // of one user reads it (every column a client may ask for with show=, not
 // the password hash), after the hash of the user's answer with the default
-// fields (for the ETag of a conditional GET). Each write puts the row it
-// committed in the cache (or takes the user out) after its commit and
-// before its caller is answered, so a read that starts after an
-// acknowledged write never sees what was there before it; a read that
-// missed puts the row it read only if no write to that user has been done
-// since it began (the user's write generation is unchanged), checked and
-// put under the lock the writes take. Rows rather than rendered answers:
+// fields (for the ETag of a conditional GET). Each write takes the users it
+// changes out of the cache just before its commit, and puts the row it
+// committed after the commit and before its caller is answered: no read
+// finds an entry older than the database, and a read that starts after an
+// acknowledged write never sees what was there before it. A read that
+// missed puts the row it read only if no write to that user has committed
+// since it began or is committing now (the user's write generation is
+// unchanged, with no write pending), checked and put under the lock the
+// writes take. Rows rather than rendered answers:
 // one entry serves every show=, and it takes half the bytes (about 120
 // here for a user with an email and a full name, so 20 MiB hold over
 // 150,000 users); rendering a row again costs far less than reading it
@@ -76,8 +78,7 @@ func newUserCache(st *store, maxMiB int, hits, misses prometheus.Counter, log *s
 	c := &userCache{store: st, entries: entries, hits: hits, misses: misses}
 	// Each row a write commits goes in as it is written: the next read of
 	// a user just written is a hit, not a miss.
-	written := c.written
-	if !st.rowWritten.CompareAndSwap(nil, &written) {
+	if !st.watcher.CompareAndSwap(nil, &writeWatcher{pending: c.pending, written: c.written}) {
 		// The first cache would no longer hear of the writes: stale.
 		panic("a second read cache on one store")
 	}
@@ -175,10 +176,11 @@ const answerHashLen = 8
 // put keeps u, read from the database by a read that noted the user's
 // generation gen before it began. A write done since may have committed
 // before the read and put its row already: then gen has moved and u may
-// be older, so it is not kept. The check and the put are one step under
-// the user's lock, which each write's put (written) takes after moving
-// the generation: a write's row always lands after, never before, the
-// row of a read that began before that write.
+// be older, so it is not kept; nor while a write to the user is
+// committing (its row will follow). The check and the put are one step
+// under the user's lock, which each write's pending and written take after
+// moving the generation: a write's row always lands after, never before,
+// the row of a read that began before that write.
 func (c *userCache) put(u *User, gen uint64) {
 	if c == nil {
 		return
@@ -190,14 +192,31 @@ func (c *userCache) put(u *User, gen uint64) {
 	mu := &c.locks[key[len(key)-1]]
 	mu.Lock()
 	defer mu.Unlock()
-	if gen == c.store.Generation(u.ID) {
+	if gen == c.store.Generation(u.ID) && !writesPending(gen) {
 		c.set(key, u)
 	}
 }
 
+// pending is told of each user a write changes just before it commits,
+// after the user's generation moved: it takes the user out, so that until
+// the write's row goes in (written), reads of that user miss and read the
+// database, which may already hold the new row.
+func (c *userCache) pending(id string) {
+	key, ok := cacheKey(id)
+	if !ok {
+		return
+	}
+	mu := &c.locks[key[len(key)-1]]
+	mu.Lock()
+	defer mu.Unlock()
+	c.entries.Delete(key) //nolint:errcheck // ErrEntryNotFound: nothing to take out
+}
+
 // written is told, in the order of the commits, each user a write changed,
 // after it moved the user's generation to gen: row is what the write
-// committed, nil when it deleted the user or did not commit.
+// committed, nil when it deleted the user or did not commit. While another
+// write to the user (or to one sharing its generation) is still committing
+// in the same batch, the row is not kept: that write's follows.
 func (c *userCache) written(id string, row *User, gen uint64) {
 	key, ok := cacheKey(id)
 	if !ok {
@@ -209,7 +228,7 @@ func (c *userCache) written(id string, row *User, gen uint64) {
 	// With one writer, running these in commit order, gen is the current
 	// generation; the check only keeps that assumption honest, as the id
 	// check does the writes' (the entry's ETag is made from the row's id).
-	if row != nil && row.ID == id && !c.writesTakeOut && gen == c.store.Generation(id) {
+	if row != nil && row.ID == id && !c.writesTakeOut && gen == c.store.Generation(id) && !writesPending(gen) {
 		c.set(key, row)
 		return
 	}

@@ -396,6 +396,69 @@ func TestEveryUserWriteReachesTheCache(t *testing.T) {
 	expect(t, "GET after DELETE", ts.do(t, "GET", "/api/users/"+id, ""), http.StatusNotFound)
 }
 
+// Between a write's commit and its row going into the cache, the database
+// and every path that reads it (by username here) already show the write.
+// A read by id then must too: not the row the cache held, nor a 304 to its
+// ETag, nor a user just deleted.
+func TestNoReadIsBehindACommittedWrite(t *testing.T) {
+	ts := newTestServer(t)
+	if ts.api.cache == nil {
+		t.Skip("no read cache here")
+	}
+	id := ts.mustCreateUser(t, "between", "")["id"].(string)
+	for _, w := range []struct {
+		method, body string
+		want         int // of a read by id while the write's row is not in the cache yet
+	}{
+		{"PATCH", `{"full_name":"after"}`, http.StatusOK},
+		{"DELETE", "", http.StatusNotFound},
+	} {
+		old := ts.do(t, "GET", "/api/users/"+id, "") // the cache holds the user
+		expect(t, "GET before the "+w.method, old, http.StatusOK)
+		committed, resume := whileWriteRowIsOnItsWay(t, ts.store, id)
+		answered := make(chan response, 1)
+		go func() { answered <- ts.do(t, w.method, "/api/users/"+id, w.body) }()
+		select {
+		case <-committed:
+		case r := <-answered:
+			t.Fatalf("%s answered %d without the cache being told of it", w.method, r.status)
+		}
+		byName := ts.do(t, "GET", "/api/users/by-username/between", "")
+		byID := ts.do(t, "GET", "/api/users/"+id, "")
+		conditional := ts.do(t, "GET", "/api/users/"+id, "", "If-None-Match", old.header.Get("Etag"))
+		close(resume)
+		expect(t, w.method, <-answered, map[string]int{"PATCH": http.StatusOK, "DELETE": http.StatusNoContent}[w.method])
+		expect(t, "GET by username after the "+w.method+" committed", byName, w.want)
+		expect(t, "GET by id after the "+w.method+" committed", byID, w.want)
+		expect(t, "GET by id with the old ETag after the "+w.method+" committed", conditional, w.want)
+		if w.want == http.StatusOK && string(byID.body) != string(byName.body) {
+			t.Fatalf("after the %s committed, by id: %s; by username: %s", w.method, byID.body, byName.body)
+		}
+	}
+}
+
+// whileWriteRowIsOnItsWay holds the writer once a write to the user with
+// id has committed, before the cache is given its row, until resume is
+// closed; committed is closed when it gets there.
+func whileWriteRowIsOnItsWay(t *testing.T, st *store, id string) (committed, resume chan struct{}) {
+	committed, resume = make(chan struct{}), make(chan struct{})
+	watcher := st.watcher.Load()
+	held := *watcher
+	var once sync.Once
+	held.written = func(wid string, row *User, gen uint64) {
+		if wid == id {
+			once.Do(func() {
+				close(committed)
+				<-resume
+			})
+		}
+		watcher.written(wid, row, gen)
+	}
+	st.watcher.Store(&held)
+	t.Cleanup(func() { st.watcher.Store(watcher) })
+	return committed, resume
+}
+
 // cacheOnSQLite opens a SQLite store in a temporary directory with a read
 // cache on it, for tests that drive the cache and the store's write
 // notices directly.
@@ -409,6 +472,13 @@ func cacheOnSQLite(t *testing.T) (*store, *userCache) {
 	return st, newUserCache(st, defaultCacheMiB, newCounter("hits"), newCounter("misses"), quietLogger())
 }
 
+// commitWrite tells st of a write to users as the SQLite engine does:
+// before its commit, and once it has ended.
+func commitWrite(st *store, users []touchedUser, committed bool) {
+	st.committing(users)
+	st.touched(users, committed, true)
+}
+
 // cachedRow is a user row at version v.
 func cachedRow(id string, v int64) *User {
 	return &User{ID: id, Version: v, Username: "u", CreatedAt: "2026-11-25T12:00:00.000Z", ModifiedAt: "2026-11-25T12:00:00.000Z"}
@@ -417,14 +487,16 @@ func cachedRow(id string, v int64) *User {
 // A read that noted the generation before a write and read the row the
 // write replaced puts it at the latest moment it can: right after the
 // write's own put. It is not kept, whether the write updated the user,
-// deleted it, or did not commit.
+// deleted it, or did not commit. Nor is the row of a read that began while
+// the write was committing (the database may hold either row then): until
+// the write's row goes in, the cache holds nothing for the user.
 func TestAReadBegunBeforeAWriteNeverPutsItsRowAfterIt(t *testing.T) {
 	st, c := cacheOnSQLite(t)
 	id, err := newID()
 	if err != nil {
 		t.Fatal(err)
 	}
-	written := *st.rowWritten.Load()
+	watcher := *st.watcher.Load()
 	for _, write := range []struct {
 		name      string
 		row       *User
@@ -436,13 +508,21 @@ func TestAReadBegunBeforeAWriteNeverPutsItsRowAfterIt(t *testing.T) {
 	} {
 		c.put(cachedRow(id, 1), c.generation(id))
 		began := c.generation(id)
-		racer := func(id string, row *User, gen uint64) {
-			written(id, row, gen)
+		racer := watcher
+		racer.pending = func(id string) {
+			watcher.pending(id)
+			c.put(cachedRow(id, 1), c.generation(id)) // a read begun as the write commits
+		}
+		racer.written = func(id string, row *User, gen uint64) {
+			if u, ok := c.get(id); ok {
+				t.Errorf("%s: while it committed, the cache held version %d", write.name, u.Version)
+			}
+			watcher.written(id, row, gen)
 			c.put(cachedRow(id, 1), began) // the read's put, right after the write's
 		}
-		st.rowWritten.Store(&racer)
-		st.touched([]touchedUser{{id: id, row: write.row}}, write.committed)
-		st.rowWritten.Store(&written)
+		st.watcher.Store(&racer)
+		commitWrite(st, []touchedUser{{id: id, row: write.row}}, write.committed)
+		st.watcher.Store(&watcher)
 		u, ok := c.get(id)
 		switch {
 		case write.committed && write.row != nil && (!ok || u.Version != write.row.Version):
@@ -481,7 +561,7 @@ func TestCacheHitsAreNeverOlderThanTheLastAcknowledgedWrite(t *testing.T) {
 				for v, end := int64(2), time.Now().Add(time.Second); time.Now().Before(end); v++ {
 					for i, id := range ids {
 						committed[i].Store(v)
-						st.touched([]touchedUser{{id: id, row: cachedRow(id, v)}}, true)
+						commitWrite(st, []touchedUser{{id: id, row: cachedRow(id, v)}}, true)
 						acked[i].Store(v)
 					}
 				}

@@ -113,14 +113,14 @@ func (e *postgresEngine) close() error              { return e.db.Close() }
 // deadlock, fn runs again in a new transaction. So does a transaction that
 // could not begin on a pooled connection the server had closed (a restart,
 // a failover): nothing was sent, and the pool dials afresh.
-func (e *postgresEngine) write(ctx context.Context, fn txFunc, ended func(ok bool)) error {
+func (e *postgresEngine) write(ctx context.Context, fn txFunc, hooks commitHooks) error {
 	for try := 1; ; try++ {
 		err := e.runTx(ctx, fn)
 		var be beginError
 		retry := errors.Is(err, errRetry) || isRetryable(err) || errors.As(err, &be) && isServerGone(err)
 		if err == nil || try == maxWriteTries || !retry {
-			if ended != nil {
-				ended(err == nil)
+			if hooks.ended != nil {
+				hooks.ended(err == nil)
 			}
 			return err
 		}

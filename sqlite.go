@@ -561,7 +561,7 @@ var errStoreClosed = errors.New("store is closed")
 type writeOp struct {
 	ctx   context.Context
 	fn    txFunc
-	ended func(ok bool) // see engine.write
+	hooks commitHooks
 	done  chan error
 }
 
@@ -571,8 +571,8 @@ type writeOp struct {
 // fn must use the ctx it is given (never the caller's: cancelling one
 // statement would roll back the whole shared transaction), must not keep tx,
 // and publishes results through its closure.
-func (e *sqliteEngine) write(ctx context.Context, fn txFunc, ended func(ok bool)) error {
-	op := &writeOp{ctx: ctx, fn: fn, ended: ended, done: make(chan error, 1)}
+func (e *sqliteEngine) write(ctx context.Context, fn txFunc, hooks commitHooks) error {
+	op := &writeOp{ctx: ctx, fn: fn, hooks: hooks, done: make(chan error, 1)}
 	select {
 	case e.ops <- op:
 	case <-e.stopping:
@@ -630,8 +630,8 @@ func (e *sqliteEngine) commitBatch(batch []*writeOp) {
 		if err != nil && results[i] == nil {
 			results[i] = err
 		}
-		if op.ended != nil { // here, in commit order (see engine.write)
-			op.ended(results[i] == nil)
+		if op.hooks.ended != nil { // here, in commit order (see commitHooks)
+			op.hooks.ended(results[i] == nil)
 		}
 		op.done <- results[i]
 	}
@@ -676,6 +676,11 @@ func (e *sqliteEngine) runBatch(batch []*writeOp, results []error) error {
 		}
 		if results[i], err = e.runOp(ctx, tx, op.fn); err != nil {
 			return e.classify(err)
+		}
+	}
+	for _, op := range batch {
+		if op.hooks.committing != nil {
+			op.hooks.committing()
 		}
 	}
 	if err := tx.Commit(); err != nil {

@@ -21,6 +21,16 @@ import (
 	"github.com/jmoiron/sqlx"
 )
 
+// commitHooks are told of a write transaction's commit. committing runs
+// just before the commit is sent, on SQLite only (PostgreSQL has no read
+// cache to warn). ended runs once the transaction has ended, before write
+// returns; ok says it committed fn's changes. SQLite runs both on its one
+// writer, in the order of the commits.
+type commitHooks struct {
+	committing func()
+	ended      func(ok bool)
+}
+
 // engine is what differs between the databases: their pools, how a write
 // transaction runs, how driver errors are classified, how the schema
 // version is kept, and backups.
@@ -31,11 +41,9 @@ type engine interface {
 	// write runs fn in a write transaction and returns once its changes
 	// are committed, or failed (then nothing of fn's is kept). When fn
 	// returns errRetry, or the database reports a serialization failure,
-	// fn runs again on fresh state, a few times at most. ended runs once
-	// fn's transaction has ended, before write returns; ok says it
-	// committed fn's changes. SQLite runs it on its one writer, in the
-	// order of the commits.
-	write(ctx context.Context, fn txFunc, ended func(ok bool)) error
+	// fn runs again on fresh state, a few times at most. hooks are told
+	// of the commit (see commitHooks).
+	write(ctx context.Context, fn txFunc, hooks commitHooks) error
 	// classify turns a driver error into a domain error where it has a
 	// domain meaning (unavailable, not found through a foreign key, …)
 	// and returns any other error as it is.
@@ -102,10 +110,9 @@ type store struct {
 	// stripes: see Generation.
 	changes [changeStripes]atomic.Uint64
 
-	// rowWritten, when set, is told each user a write changed, with the
-	// row it committed (nil for none) and the generation that write moved
-	// the user's to (see touched).
-	rowWritten atomic.Pointer[func(id string, row *User, gen uint64)]
+	// watcher, when set, is told of each user a write changes (the read
+	// cache): see committing and touched.
+	watcher atomic.Pointer[writeWatcher]
 
 	closeOnce sync.Once
 	closeErr  error
@@ -119,34 +126,80 @@ type store struct {
 // make an answer stale.
 const changeStripes = 1 << 17
 
-// Generation is a number that moves whenever a write to the user with id
-// is done, before the writer is answered (on SQLite, in the order of the
-// commits). A reader that notes it before reading and finds it unchanged
-// later knows its answer is still current, as long as this process sees
-// every write (SeesEveryWrite).
+// A write moves the generation of each user it changes twice: by
+// writePending just before its commit, and by writeEnded once its
+// transaction has ended (1<<16 in all). The low 16 bits so count the
+// writes committing now (at most a batch's), and the rest the writes done.
+const (
+	writePending = 1
+	writeEnded   = 1<<16 - writePending
+	writeDone    = writePending + writeEnded // a write that was never marked pending
+)
+
+// writesPending reports whether a write to a user with generation gen (or
+// to one sharing its stripe) is committing: what a read finds of that user
+// may be older than the database already is, or about to be.
+func writesPending(gen uint64) bool { return gen&(writeDone-1) != 0 }
+
+// Generation is a number that moves with every write to the user with id:
+// just before it commits, and again before the writer is answered (on
+// SQLite, in the order of the commits). A reader that notes it before
+// reading and finds it unchanged later, and no write pending
+// (writesPending), knows its answer is still current, as long as this
+// process sees every write (SeesEveryWrite).
 func (s *store) Generation(userID string) uint64 {
-	return s.changes[xxhash.Sum64String(userID)%changeStripes].Load()
+	return s.changes[changeStripe(userID)].Load()
 }
 
-// touched moves the generations of the users a write changed (noted by
-// its fn with wtx.touch), once its transaction has ended: before its
-// caller can answer anyone and, on SQLite, in the order of the commits.
-// Each user then goes to rowWritten with the generation it now has and
-// the row the write committed (nil when it deleted the user or did not
-// commit): in commit order, so the last row a cache is given for a user
-// is the database's.
-func (s *store) touched(users []touchedUser, committed bool) {
-	written := s.rowWritten.Load()
+// changeStripe is the generation counter of the user with id.
+func changeStripe(userID string) uint64 { return xxhash.Sum64String(userID) % changeStripes }
+
+// writeWatcher is told of each user a write changes: pending just before
+// the write commits, after the user's generation moved (writesPending is
+// then true), and written once the write's transaction has ended, with the
+// row it committed (nil when it deleted the user or did not commit) and
+// the generation the user now has.
+type writeWatcher struct {
+	pending func(id string)
+	written func(id string, row *User, gen uint64)
+}
+
+// committing marks the users a write changed (noted by its fn with
+// wtx.touch) as being written, just before its commit: from then until
+// touched, what a read finds of them can be older than the database.
+func (s *store) committing(users []touchedUser) {
+	w := s.watcher.Load()
 	for _, u := range users {
-		gen := s.changes[xxhash.Sum64String(u.id)%changeStripes].Add(1)
-		if written == nil {
+		s.changes[changeStripe(u.id)].Add(writePending)
+		if w != nil {
+			w.pending(u.id)
+		}
+	}
+}
+
+// touched moves the generations of the users a write changed once its
+// transaction has ended, taking off the marks committing put (marked says
+// it did): before its caller can answer anyone and, on SQLite, in the
+// order of the commits. Each user then goes to the watcher with the
+// generation it now has and the row the write committed (nil when it
+// deleted the user or did not commit): in commit order, so the last row a
+// cache is given for a user is the database's.
+func (s *store) touched(users []touchedUser, committed, marked bool) {
+	w := s.watcher.Load()
+	step := uint64(writeDone)
+	if marked {
+		step = writeEnded
+	}
+	for _, u := range users {
+		gen := s.changes[changeStripe(u.id)].Add(step)
+		if w == nil {
 			continue
 		}
 		row := u.row
 		if !committed {
 			row = nil
 		}
-		(*written)(u.id, row, gen)
+		w.written(u.id, row, gen)
 	}
 }
 
@@ -281,10 +334,14 @@ func (s *store) write(ctx context.Context, fn func(ctx context.Context, t wtx) e
 		return unavailable(errStoreClosed)
 	}
 	var touches []touchedUser
+	marked := false
 	err := s.eng.classify(s.eng.write(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		touches = touches[:0] // a write that runs again notes its users again
 		return fn(ctx, wtx{tx: tx, eng: s.eng, touches: &touches})
-	}, func(ok bool) { s.touched(touches, ok) }))
+	}, commitHooks{
+		committing: func() { s.committing(touches); marked = true },
+		ended:      func(ok bool) { s.touched(touches, ok, marked) },
+	}))
 	if errors.Is(err, errRetry) {
 		return unavailable(err)
 	}
