@@ -445,11 +445,13 @@ func (s *server) handleUpdateUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pre := writePrecondition(r, "user")
-	if err := s.checkTaken(r.Context(), &in, id); err != nil {
+	// In the order the write's transaction checks: the user and the
+	// precondition (404, 412), then what is taken (409).
+	if err := s.checkTarget(r.Context(), &in, id, pre); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.checkTarget(r.Context(), &in, id, pre); err != nil {
+	if err := s.checkTaken(r.Context(), &in, id); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -512,26 +514,37 @@ func (s *server) handlePutUserByUsername(w http.ResponseWriter, r *http.Request)
 	s.writeUser(w, r, status, &u, show, goals)
 }
 
-// checkUpsertBeforeHash is checkTaken and checkTarget for a write by
-// username that sets a password: an email that a user other than the
-// path's holds (409), then an If-Match or If-None-Match that fails on the
-// user as it is, or on its absence (412), before the password is hashed.
-// The email check leaves out the path's user by its name, not by an id
-// read first, so a concurrent get-or-create that has just made that user
-// is not "another user". The write checks both again in its transaction.
+// checkUpsertBeforeHash is checkTarget and checkTaken for a write by
+// username that sets a password, in the order its transaction checks: an
+// If-Match or If-None-Match that fails on the user as it is, or on its
+// absence (412), then an email that a user other than the path's holds
+// (409), before the password is hashed. The email check leaves out the
+// path's user by its name, not by an id read first, so a concurrent
+// get-or-create that has just made that user is not "another user". The
+// write checks both again in its transaction.
 func (s *server) checkUpsertBeforeHash(ctx context.Context, in *userInput, name string, pre *precondition) error {
 	if !in.Password.Set || in.Password.Null {
 		return nil
 	}
-	if in.Email.Set && !in.Email.Null {
-		taken, err := s.store.EmailTakenByOtherThan(ctx, in.Email.Value, name)
-		if err != nil {
-			return err
-		}
-		if taken {
-			return conflict("email")
-		}
+	if err := s.checkUpsertPrecondition(ctx, name, pre); err != nil {
+		return err
 	}
+	if !in.Email.Set || in.Email.Null {
+		return nil
+	}
+	taken, err := s.store.EmailTakenByOtherThan(ctx, in.Email.Value, name)
+	if err != nil {
+		return err
+	}
+	if taken {
+		return conflict("email")
+	}
+	return nil
+}
+
+// checkUpsertPrecondition answers 412 when pre fails on the user called
+// name as it is, or on its absence.
+func (s *server) checkUpsertPrecondition(ctx context.Context, name string, pre *precondition) error {
 	if pre == nil {
 		return nil
 	}

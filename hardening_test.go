@@ -567,6 +567,35 @@ func TestMissingUserAndStaleIfMatchAreRefusedBeforeHashing(t *testing.T) {
 	}
 }
 
+// A password in the body changes nothing of which error wins: a missing
+// user (404) and a failed precondition (412) come before a taken username
+// or email (409), as the write itself checks them, with the password or
+// without.
+func TestAPasswordDoesNotChangeWhichErrorWins(t *testing.T) {
+	ts := newTestServer(t)
+	ts.mustCreateUser(t, "zoe", `,"email":"zoe@example.com"`)
+	id := ts.mustCreateUser(t, "max", "")["id"].(string)
+	stale := ts.do(t, "GET", "/api/users/"+id, "").header.Get("Etag")
+	expect(t, "an update", ts.do(t, "PATCH", "/api/users/"+id, `{"full_name":"Max"}`), http.StatusOK)
+	missing := "01939f5e-0000-7000-8000-000000000001"
+	for _, c := range []struct {
+		what, method, path, body string
+		headers                  []string
+		want                     int
+	}{
+		{"PATCH of a missing user to a taken username", "PATCH", "/api/users/" + missing, `"username":"zoe"`, nil, http.StatusNotFound},
+		{"PUT of a missing user to a taken email", "PUT", "/api/users/" + missing, `"email":"zoe@example.com"`, nil, http.StatusNotFound},
+		{"PATCH with a stale If-Match to a taken username", "PATCH", "/api/users/" + id, `"username":"zoe"`, []string{"If-Match", stale}, http.StatusPreconditionFailed},
+		{"PUT by username with a stale If-Match to a taken email", "PUT", "/api/users/by-username/max", `"email":"zoe@example.com"`, []string{"If-Match", stale}, http.StatusPreconditionFailed},
+		{"PUT by username, create-only, of a user who exists, to a taken email", "PUT", "/api/users/by-username/max", `"email":"zoe@example.com"`, []string{"If-None-Match", "*"}, http.StatusPreconditionFailed},
+	} {
+		for _, password := range []string{"", `,"password":"a new correct horse"`} {
+			r := ts.do(t, c.method, c.path, "{"+c.body+password+"}", c.headers...)
+			expect(t, c.what+" (with the body {"+c.body+password+"})", r, c.want)
+		}
+	}
+}
+
 // U+0000 in a stored string is a 400 on both engines (PostgreSQL's text
 // cannot hold it: a description was a 500 there), and a lookup of a
 // username holding it finds no one (on PostgreSQL it was a 500; the
