@@ -596,6 +596,89 @@ func TestAPasswordDoesNotChangeWhichErrorWins(t *testing.T) {
 	}
 }
 
+// A body is taken as sent or refused, never rewritten: bytes that are not
+// UTF-8 and \u escapes of half a surrogate pair (which encoding/json turns
+// into U+FFFD, so that two different passwords would match) are a 400; a
+// name given twice is a 400 on that name (not the last value silently); a
+// charset other than UTF-8 and any Content-Encoding are a 415.
+func TestBodiesAreTakenAsSentOrRefused(t *testing.T) {
+	ts := newTestServer(t)
+	id := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	bodyError := func(what string, r response, want int, mentions string) {
+		t.Helper()
+		expect(t, what, r, want)
+		if msg, _ := r.json(t)["error"].(string); !strings.Contains(msg, mentions) {
+			t.Fatalf("%s: error %q, want it to mention %q", what, msg, mentions)
+		}
+	}
+	for _, c := range []struct{ what, body, mentions string }{
+		{"a password with a byte that is not UTF-8", "{\"username\":\"nu1\",\"password\":\"correct\xff horse\"}", "UTF-8 (at byte 37)"},
+		{"a full name with bytes that are not UTF-8", "{\"username\":\"nu2\",\"password\":\"correct horse\",\"full_name\":\"a\xfe\xffb\"}", "UTF-8"},
+		{"a high surrogate alone", `{"username":"nu3","password":"correct horse","full_name":"\ud800"}`, `\ud800 at byte 58`},
+		{"a low surrogate alone", `{"username":"nu4","password":"correct horse","full_name":"a\uDC00"}`, `\uDC00`},
+		{"a high surrogate before another escape", `{"username":"nu5","password":"correct \ud800\u0041horse"}`, `\ud800`},
+		{"two high surrogates", `{"username":"nu6","password":"correct \ud83d\ud83d horse"}`, `\ud83d`},
+	} {
+		bodyError(c.what, ts.do(t, "POST", "/api/users", c.body), http.StatusBadRequest, c.mentions)
+	}
+	expect(t, "a user with U+FFFD in the password (a character like any other)", ts.do(t, "POST", "/api/users", `{"username":"nu7","password":"correct \ufffd horse"}`), http.StatusCreated)
+	bodyError("a login with another byte where the U+FFFD was", ts.do(t, "POST", "/api/authenticate", "{\"username\":\"nu7\",\"password\":\"correct \xfe horse\"}"), http.StatusBadRequest, "UTF-8")
+	expect(t, "the login with the password as set", ts.do(t, "POST", "/api/authenticate", "{\"username\":\"nu7\",\"password\":\"correct \xef\xbf\xbd horse\"}"), http.StatusOK)
+	for escaped, want := range map[string]string{`\ud83d\ude00`: "😀", `\\ud800`: `\ud800`, `\u00e9\\`: `é\`} {
+		r := ts.do(t, "PATCH", "/api/users/"+id+"?show=full_name", `{"full_name":"`+escaped+`"}`)
+		expect(t, "full_name "+escaped, r, http.StatusOK)
+		if got := r.json(t)["user"].(map[string]any)["full_name"]; got != want {
+			t.Fatalf("full_name %s is stored as %q, want %q", escaped, got, want)
+		}
+	}
+
+	r := ts.do(t, "POST", "/api/users", `{"username":"abc","username":"dupe2","password":"correct horse","nickname":1}`)
+	expect(t, "a username given twice", r, http.StatusBadRequest)
+	if errs := errorsOf(t, r); errs["username"] != "given more than once" || errs["nickname"] != "unknown field" {
+		t.Fatalf("a username given twice: errors %v", errs)
+	}
+	expect(t, "GET of the user the last value names", ts.do(t, "GET", "/api/users/by-username/dupe2", ""), http.StatusNotFound)
+	for _, c := range []struct{ what, method, path, body, field string }{
+		{"a goal's title given twice", "POST", "/api/users/" + id + "/goals", `{"title":"a","target_minutes":30,"title":"b"}`, "title"},
+		{"a password given twice at login", "POST", "/api/authenticate", `{"username":"zoe","password":"wrong horse","password":"correct horse"}`, "password"},
+		{"a read-only name given twice", "PATCH", "/api/users/" + id, `{"id":"x","id":"y"}`, "id"},
+	} {
+		r := ts.do(t, c.method, c.path, c.body)
+		expect(t, c.what, r, http.StatusBadRequest)
+		if got := errorsOf(t, r)[c.field]; got != "given more than once" {
+			t.Fatalf("%s: errors %s", c.what, r.body)
+		}
+	}
+
+	create := `{"username":"abc","password":"correct horse"}`
+	bodyError("charset latin1", ts.do(t, "POST", "/api/users", create, "Content-Type", "application/json; charset=latin1"), http.StatusUnsupportedMediaType, `charset "latin1"`)
+	r = ts.do(t, "POST", "/api/users", create, "Content-Encoding", "gzip")
+	bodyError("Content-Encoding gzip", r, http.StatusUnsupportedMediaType, `Content-Encoding "gzip"`)
+	if got := r.header.Get("Accept-Encoding"); got != "identity" {
+		t.Fatalf("415 for a Content-Encoding: Accept-Encoding %q, want identity", got)
+	}
+	expect(t, "charset UTF-8 and Content-Encoding identity", ts.do(t, "POST", "/api/users", create, "Content-Type", "application/json; charset=UTF-8", "Content-Encoding", "identity"), http.StatusCreated)
+}
+
+// countNames, which decides whether a body is searched for a repeated
+// name, counts the object's own names only, whatever its strings and
+// nested values hold.
+func TestCountNamesCountsTheObjectsOwnNames(t *testing.T) {
+	for body, want := range map[string]int{
+		`{}`:                                    0,
+		`{"a":1}`:                               1,
+		` { "a" : "x" , "a" : "y" } `:           2,
+		`{"a":{"b":1,"c":2},"d":[{"e":1},"f"]}`: 2,
+		`{"a":"{\"b\":1,\"c\":2}","d":"x,\"y"}`: 2,
+		`{"a\"b":"\\","c":"\\\"","d":[]}`:       3,
+		`{"a":[1,"x",{"y":{"z":3}}],"b":null}`:  2,
+	} {
+		if got := countNames([]byte(body)); got != want {
+			t.Errorf("countNames(%s) = %d, want %d", body, got, want)
+		}
+	}
+}
+
 // U+0000 in a stored string is a 400 on both engines (PostgreSQL's text
 // cannot hold it: a description was a 500 there), and a lookup of a
 // username holding it finds no one (on PostgreSQL it was a 500; the

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,14 +36,74 @@ func invalid(format string, args ...any) error {
 }
 
 // decodeJSONObject reads the request body as exactly one JSON object of at
-// most maxBodyBytes, mapping every failure to a clear client error.
+// most maxBodyBytes, in UTF-8, mapping every failure to a clear client
+// error. A name the object gives more than once maps to repeatedName.
 func decodeJSONObject(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, error) {
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/json" {
-		return nil, errUnsupportedMedia
+	if err := checkBodyHeaders(w, r.Header); err != nil {
+		return nil, err
 	}
+	buf := getBuffer()
+	defer putBuffer(buf)
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-	dec := json.NewDecoder(r.Body)
+	body, err := readAllBody(r.Body, buf)
+	if err != nil {
+		return nil, err
+	}
+	if !utf8.Valid(body) {
+		return nil, invalid("body is not valid UTF-8 (at byte %d): JSON is sent in UTF-8", invalidUTF8At(body))
+	}
+	obj, err := parseObject(body)
+	if err != nil {
+		return nil, err
+	}
+	if at := loneSurrogateAt(body); at >= 0 {
+		return nil, invalid("body holds %s at byte %d, half of a UTF-16 surrogate pair without the other: it is no character", body[at:at+6], at)
+	}
+	if countNames(body) != len(obj) { // a name given twice is one key of obj
+		markRepeatedNames(body, obj)
+	}
+	return obj, nil
+}
+
+// checkBodyHeaders refuses (415) a body that is not JSON in UTF-8 as it
+// stands: another media type, another charset, or any Content-Encoding
+// (gzip would reach the parser as bytes, not be decompressed).
+func checkBodyHeaders(w http.ResponseWriter, h http.Header) error {
+	mt, params, err := mime.ParseMediaType(h.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return errUnsupportedMedia
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return &Error{Code: codeUnsupported, Message: fmt.Sprintf("charset %q is not supported: send the body in UTF-8", cs)}
+	}
+	for _, ce := range h.Values("Content-Encoding") {
+		if !strings.EqualFold(strings.TrimSpace(ce), "identity") {
+			w.Header().Set("Accept-Encoding", "identity")
+			return &Error{Code: codeUnsupported, Message: fmt.Sprintf("Content-Encoding %q is not supported: send the body without one", ce)}
+		}
+	}
+	return nil
+}
+
+// readAllBody reads all of body into buf (which it may grow).
+func readAllBody(body io.Reader, buf *[]byte) ([]byte, error) {
+	in := bytes.NewBuffer((*buf)[:0])
+	_, err := in.ReadFrom(body)
+	*buf = in.Bytes()
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return nil, errBodyTooLarge
+	case err != nil:
+		return nil, invalid("cannot read the body")
+	}
+	return *buf, nil
+}
+
+// parseObject decodes body, which must be one JSON object and nothing
+// after it.
+func parseObject(body []byte) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
 	var obj map[string]json.RawMessage
 	if err := dec.Decode(&obj); err != nil {
 		return nil, bodyError(err)
@@ -51,13 +112,148 @@ func decodeJSONObject(w http.ResponseWriter, r *http.Request) (map[string]json.R
 		return nil, errNotObject
 	}
 	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return nil, errBodyTooLarge
-		}
 		return nil, errTrailingData
 	}
 	return obj, nil
+}
+
+// invalidUTF8At is the offset of the first byte of b that is not UTF-8.
+func invalidUTF8At(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n == 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
+}
+
+// loneSurrogateAt is the offset of the first \u escape in the JSON text b
+// that names half of a UTF-16 surrogate pair without the other half (which
+// encoding/json would decode as U+FFFD, so that two different passwords
+// could match), or -1. b has been parsed: a backslash only appears in a
+// string, and starts an escape.
+func loneSurrogateAt(b []byte) int {
+	for i := bytes.IndexByte(b, '\\'); i >= 0 && i+1 < len(b); {
+		if b[i+1] != 'u' {
+			i = nextBackslash(b, i+2)
+			continue
+		}
+		unit := escapedUnit(b, i)
+		switch {
+		case unit >= 0xDC00 && unit <= 0xDFFF: // a low half first
+			return i
+		case unit >= 0xD800 && unit <= 0xDBFF:
+			if low := escapedUnit(b, i+6); low < 0xDC00 || low > 0xDFFF {
+				return i
+			}
+			i = nextBackslash(b, i+12)
+		default:
+			i = nextBackslash(b, i+6)
+		}
+	}
+	return -1
+}
+
+// nextBackslash is the offset of the first backslash in b from from on,
+// or -1.
+func nextBackslash(b []byte, from int) int {
+	if from >= len(b) {
+		return -1
+	}
+	if j := bytes.IndexByte(b[from:], '\\'); j >= 0 {
+		return from + j
+	}
+	return -1
+}
+
+// escapedUnit is the UTF-16 code unit of the \uXXXX escape at b[at:], or
+// -1 when none is there.
+func escapedUnit(b []byte, at int) int {
+	if at+6 > len(b) || b[at] != '\\' || b[at+1] != 'u' {
+		return -1
+	}
+	unit, err := strconv.ParseUint(string(b[at+2:at+6]), 16, 16)
+	if err != nil {
+		return -1
+	}
+	return int(unit)
+}
+
+// repeatedName is what decodeJSONObject maps a name to when the object
+// gives it more than once: encoding/json keeps the last value, where a
+// proxy in front may act on the first. No JSON value is empty, so it is
+// told apart from any value a body can hold.
+var repeatedName = json.RawMessage{}
+
+// isRepeatedName reports whether raw is repeatedName.
+func isRepeatedName(raw json.RawMessage) bool { return raw != nil && len(raw) == 0 }
+
+// countNames counts the names the object in body gives, repeats included.
+// body has been parsed as one JSON object: a name is the string after its
+// opening brace or after a comma between its members.
+func countNames(body []byte) int {
+	n, depth, nameNext := 0, 0, false
+	for i := 0; i < len(body); i++ {
+		switch body[i] {
+		case '{':
+			depth++
+			nameNext = depth == 1
+		case '[':
+			depth++
+		case '}', ']':
+			depth--
+		case ',':
+			nameNext = depth == 1
+		case '"':
+			if nameNext {
+				n++
+				nameNext = false
+			}
+			i = stringEnd(body, i)
+		}
+	}
+	return n
+}
+
+// stringEnd is the offset of the quote that closes the JSON string
+// opening at body[open].
+func stringEnd(body []byte, open int) int {
+	for i := open + 1; i < len(body); i++ {
+		switch body[i] {
+		case '\\':
+			i++
+		case '"':
+			return i
+		}
+	}
+	return len(body)
+}
+
+// markRepeatedNames maps each name that the object in body (parsed into
+// obj) gives more than once to repeatedName.
+func markRepeatedNames(body []byte, obj map[string]json.RawMessage) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if _, err := dec.Token(); err != nil { // the opening brace
+		return
+	}
+	seen := make(map[string]bool, len(obj))
+	for dec.More() {
+		name, err := dec.Token()
+		if err != nil {
+			return
+		}
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return
+		}
+		key, _ := name.(string)
+		if seen[key] {
+			obj[key] = repeatedName
+		}
+		seen[key] = true
+	}
 }
 
 // bodyError describes why a body did not decode.

@@ -138,12 +138,15 @@ func integer(dst *optional[int]) func(json.RawMessage) string {
 
 // decodeFields runs the decoder of every field in obj. Names in ignored
 // are skipped (read-only fields and relations a client may send back); any
-// other name is an unknown field. It returns every problem at once.
+// other name is an unknown field, and any name given more than once
+// (repeatedName) a problem too. It returns every problem at once.
 func decodeFields(obj map[string]json.RawMessage, fields bodyFields, ignored map[string]bool) fieldErrors {
 	errs := fieldErrors{}
 	for name, raw := range obj {
 		decode, known := fields[name]
 		switch {
+		case isRepeatedName(raw):
+			errs[name] = "given more than once"
 		case known:
 			if msg := decode(raw); msg != "" {
 				errs[name] = msg
