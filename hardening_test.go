@@ -679,6 +679,32 @@ func TestCountNamesCountsTheObjectsOwnNames(t *testing.T) {
 	}
 }
 
+// OPTIONS * is answered by the service, through its middleware (the Host
+// check, a request id, the security headers, a JSON body), not by
+// net/http's bare 200.
+func TestOptionsStarIsAnsweredLikeAnyRequest(t *testing.T) {
+	addr, _, _ := productionServer(t, productionTimeouts)
+	for host, want := range map[string]int{"localhost": http.StatusBadRequest, "evil.example": http.StatusForbidden} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "OPTIONS * HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", host)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("OPTIONS * (Host %s): %v", host, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		var e struct{ Error string }
+		if resp.StatusCode != want || json.Unmarshal(body, &e) != nil || e.Error == "" ||
+			resp.Header.Get("X-Request-Id") == "" || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Fatalf("OPTIONS * (Host %s): %d %v %s, want %d with a JSON error, a request id and the security headers", host, resp.StatusCode, resp.Header, body, want)
+		}
+	}
+}
+
 // U+0000 in a stored string is a 400 on both engines (PostgreSQL's text
 // cannot hold it: a description was a 500 there), and a lookup of a
 // username holding it finds no one (on PostgreSQL it was a 500; the

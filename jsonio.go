@@ -432,6 +432,8 @@ func (w *routeErrorWriter) WriteHeader(status int) {
 		body = []byte(`{"error":"method not allowed"}`)
 	case status == http.StatusNotFound:
 		body = []byte(`{"error":"not found"}`)
+	case status == http.StatusBadRequest: // the mux's answer to a request for "*" (OPTIONS *)
+		body = []byte(`{"error":"a request for * is not served: name a path"}`)
 	default:
 		w.ResponseWriter.WriteHeader(status)
 		return

@@ -500,6 +500,9 @@ func newHTTPServer(h http.Handler, logger *slog.Logger, t httpTimeouts) *http.Se
 		IdleTimeout:       t.idle,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		// OPTIONS * goes through the middleware like any request (its
+		// Host check, request id and headers), not net/http's bare 200.
+		DisableGeneralOptionsHandler: true,
 	}
 }
 
