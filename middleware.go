@@ -102,8 +102,9 @@ func withRequestInfo(trusted trustedProxies, next http.Handler) http.Handler {
 }
 
 // withSecurityHeaders sets headers that keep a browser from doing anything
-// clever with API responses, and Cache-Control: no-cache on the API so
-// clients revalidate (authenticate overrides it with no-store).
+// clever with API responses, and Cache-Control: no-cache on every response
+// so clients and caches revalidate (authenticate overrides it with
+// no-store).
 func withSecurityHeaders(next http.Handler) http.Handler {
 	// The value slices are shared by every response; net/http never
 	// changes them, and a handler that needs another value replaces it.
@@ -120,9 +121,7 @@ func withSecurityHeaders(next http.Handler) http.Handler {
 		h["X-Frame-Options"] = deny
 		h["Referrer-Policy"] = noRef
 		h["Content-Security-Policy"] = csp
-		if strings.HasPrefix(r.URL.Path, "/api/") {
-			h["Cache-Control"] = noCache
-		}
+		h["Cache-Control"] = noCache
 		next.ServeHTTP(w, r)
 	})
 }

@@ -516,9 +516,9 @@ func TestRequestIDAndHeaders(t *testing.T) {
 	if a.header.Get("X-Request-ID") == "" || a.header.Get("X-Request-ID") == b.header.Get("X-Request-ID") {
 		t.Fatal("requests without an id must each get a new one")
 	}
-	for _, path := range []string{"/healthz", "/api/users", "/nope"} {
+	for _, path := range []string{"/healthz", "/api/users", "/nope", "/metrics", "/openapi.json", "/admin/"} {
 		r := ts.do(t, "GET", path, "")
-		if r.header.Get("X-Content-Type-Options") != "nosniff" || r.header.Get("Server") != "" {
+		if r.header.Get("X-Content-Type-Options") != "nosniff" || r.header.Get("Server") != "" || r.header.Get("Cache-Control") != "no-cache" {
 			t.Fatalf("%s: headers %v", path, r.header)
 		}
 	}
