@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"maps"
 	"slices"
@@ -111,16 +112,32 @@ func (e fieldErrors) Error() string {
 	return "invalid fields: " + strings.Join(parts, "; ")
 }
 
-// capped returns at most maxFieldErrors entries, the first by name.
+// unknownField is the problem of a name the body holds that is no field.
+const unknownField = "unknown field"
+
+// capped returns at most maxFieldErrors entries: the problems of real
+// fields before unknown names (a body padded with junk names must not
+// hide why its username failed), each kind by name.
 func (e fieldErrors) capped() fieldErrors {
 	if len(e) <= maxFieldErrors {
 		return e
 	}
+	unknownLast := func(a, b string) int {
+		return cmp.Or(cmp.Compare(boolRank(e[a] == unknownField), boolRank(e[b] == unknownField)), strings.Compare(a, b))
+	}
 	out := make(fieldErrors, maxFieldErrors)
-	for _, k := range slices.Sorted(maps.Keys(e))[:maxFieldErrors] {
+	for _, k := range slices.SortedFunc(maps.Keys(e), unknownLast)[:maxFieldErrors] {
 		out[k] = e[k]
 	}
 	return out
+}
+
+// boolRank orders false before true.
+func boolRank(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // merge adds the entries of other that e does not have yet.

@@ -885,6 +885,9 @@ func TestEveryFailingFieldIsReportedAtOnce(t *testing.T) {
 	if n := len(errorsOf(t, r)); n != maxFieldErrors {
 		t.Fatalf("%d entries, want the cap %d", n, maxFieldErrors)
 	}
+	if errs := errorsOf(t, r); errs["username"] == nil || errs["password"] == nil {
+		t.Fatalf("the capped answer keeps unknown names over the real fields' problems: username %v, password %v", errs["username"], errs["password"])
+	}
 	if len(r.body) > 8<<10 {
 		t.Fatalf("the answer is %d bytes", len(r.body))
 	}

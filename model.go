@@ -152,7 +152,7 @@ func decodeFields(obj map[string]json.RawMessage, fields bodyFields, ignored map
 				errs[name] = msg
 			}
 		case !ignored[name]:
-			errs[name] = "unknown field"
+			errs[name] = unknownField
 		}
 	}
 	return errs
