@@ -149,6 +149,28 @@ func (e fieldErrors) merge(other fieldErrors) {
 	}
 }
 
+// allProblems is the answer to a request whose parts (path, query, body)
+// were each checked: the first problem that is not about a field (a
+// missing resource, a body that does not parse, …) as it is, else every
+// field problem of every part at once, else nil.
+func allProblems(errs ...error) error {
+	var all fieldErrors
+	for _, err := range errs {
+		var fe fieldErrors
+		switch {
+		case err == nil:
+		case errors.As(err, &fe):
+			if all == nil {
+				all = fieldErrors{}
+			}
+			all.merge(fe)
+		default:
+			return err
+		}
+	}
+	return all.orNil()
+}
+
 // orNil is e as an error, or nil when e is empty.
 func (e fieldErrors) orNil() error {
 	if len(e) == 0 {

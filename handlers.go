@@ -144,15 +144,12 @@ func (s *server) handleUserSubpath(w http.ResponseWriter, r *http.Request) {
 // userRoute reads ?show= and the {id} of a user route; a malformed id is
 // a 404, like an unknown one.
 func userRoute(r *http.Request) (string, userShow, error) {
-	show, err := parseUserShow(showValues(r))
-	if err != nil {
-		return "", show, err
-	}
 	id, ok := parseID(r.PathValue("id"))
 	if !ok {
-		return "", show, errUserNotFound
+		return "", userShow{}, errUserNotFound
 	}
-	return id, show, nil
+	show, err := parseUserShow(showValues(r))
+	return id, show, err
 }
 
 // showValues are the request's ?show= values; a request without a query
@@ -168,18 +165,10 @@ func showValues(r *http.Request) []string {
 // optionally only the one called ?username= (without regard to case).
 func (s *server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 	query := r.URL.Query()
-	pg, err := parsePage(query)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	show, err := parseUserShow(query["show"])
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	username, err := singleParam(query, "username")
-	if err != nil {
+	pg, pageErr := parsePage(query)
+	show, showErr := parseUserShow(query["show"])
+	username, usernameErr := singleParam(query, "username")
+	if err := allProblems(pageErr, showErr, usernameErr); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -267,13 +256,9 @@ func userIDs(users []User) []string {
 
 // handleCreateUser serves POST /api/users.
 func (s *server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
-	show, err := parseUserShow(r.URL.Query()["show"])
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	in, err := readUserInput(w, r, true)
-	if err != nil {
+	show, showErr := parseUserShow(r.URL.Query()["show"])
+	in, bodyErr := readUserInput(w, r, true)
+	if err := allProblems(showErr, bodyErr); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -434,13 +419,9 @@ func (s *server) handleGetUserByUsername(w http.ResponseWriter, r *http.Request,
 // handleUpdateUser serves PUT and PATCH /api/users/{id}: both change only
 // the fields present in the body, after If-Match (when sent) matches.
 func (s *server) handleUpdateUser(w http.ResponseWriter, r *http.Request) {
-	id, show, err := userRoute(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	in, err := readUserInput(w, r, false)
-	if err != nil {
+	id, show, routeErr := userRoute(r)
+	in, bodyErr := readUserInput(w, r, false)
+	if err := allProblems(routeErr, bodyErr); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -472,22 +453,15 @@ func (s *server) handleUpdateUser(w http.ResponseWriter, r *http.Request) {
 // If-None-Match: * makes it create-only (412 when the user exists).
 func (s *server) handlePutUserByUsername(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("username")
-	if err := validateUsername(name); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	show, err := parseUserShow(r.URL.Query()["show"])
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	in, err := readUserInput(w, r, false)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
+	nameErr := validateUsername(name)
+	show, showErr := parseUserShow(r.URL.Query()["show"])
+	in, bodyErr := readUserInput(w, r, false)
+	var mismatch error
 	if in.Username.Set && !strings.EqualFold(in.Username.Value, name) {
-		s.fail(w, r, fieldErrors{"username": "must match the username in the path"})
+		mismatch = fieldErrors{"username": "must match the username in the path"}
+	}
+	if err := allProblems(nameErr, showErr, bodyErr, mismatch); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	pre := writePrecondition(r, "user")
@@ -597,18 +571,9 @@ func (s *server) handleDeleteUser(w http.ResponseWriter, r *http.Request) {
 // that: it is not hashed and not counted.
 func (s *server) handleAuthenticate(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	show, err := parseUserShow(r.URL.Query()["show"])
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	obj, err := decodeJSONObject(w, r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	c, err := decodeCredentials(obj)
-	if err != nil {
+	show, showErr := parseUserShow(r.URL.Query()["show"])
+	c, bodyErr := readCredentials(w, r)
+	if err := allProblems(showErr, bodyErr); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -710,15 +675,12 @@ func readUserInput(w http.ResponseWriter, r *http.Request, creating bool) (userI
 // goalRoute reads ?show= and the {id} of a goal route; a malformed id is
 // a 404, like an unknown one.
 func goalRoute(r *http.Request) (string, goalShow, error) {
-	show, err := parseGoalShow(showValues(r))
-	if err != nil {
-		return "", show, err
-	}
 	id, ok := parseID(r.PathValue("id"))
 	if !ok {
-		return "", show, errGoalNotFound
+		return "", goalShow{}, errGoalNotFound
 	}
-	return id, show, nil
+	show, err := parseGoalShow(showValues(r))
+	return id, show, err
 }
 
 // handleListUserGoals serves GET /api/users/{id}/goals: a page of one
@@ -738,39 +700,37 @@ func (s *server) handleListUserGoals(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errUserNotFound)
 		return
 	}
-	s.listGoals(w, r, &id)
+	s.listGoals(w, r, &id, nil)
 }
 
 // handleListGoals serves GET /api/goals, optionally ?user_id= filtered.
 func (s *server) handleListGoals(w http.ResponseWriter, r *http.Request) {
-	raw, err := singleParam(r.URL.Query(), "user_id")
-	if err != nil {
-		s.fail(w, r, err)
-		return
+	userID, err := parseUserIDFilter(r.URL.Query())
+	s.listGoals(w, r, userID, err)
+}
+
+// parseUserIDFilter reads ?user_id= of GET /api/goals (nil when absent).
+func parseUserIDFilter(q url.Values) (*string, error) {
+	raw, err := singleParam(q, "user_id")
+	if err != nil || raw == nil {
+		return nil, err
 	}
-	var userID *string
-	if raw != nil {
-		id, ok := parseID(*raw)
-		if !ok {
-			s.fail(w, r, fieldErrors{"user_id": "must be a user id"})
-			return
-		}
-		userID = &id
+	id, ok := parseID(*raw)
+	if !ok {
+		return nil, fieldErrors{"user_id": "must be a user id"}
 	}
-	s.listGoals(w, r, userID)
+	return &id, nil
 }
 
 // listGoals writes one page of goals (of userID when given) as a bare
-// array, with a Link to the next page and owners embedded when asked.
-func (s *server) listGoals(w http.ResponseWriter, r *http.Request, userID *string) {
+// array, with a Link to the next page and owners embedded when asked;
+// filterErr is what was wrong with the filter, answered with any other
+// problem of the query.
+func (s *server) listGoals(w http.ResponseWriter, r *http.Request, userID *string, filterErr error) {
 	query := r.URL.Query()
-	pg, err := parsePage(query)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	show, err := parseGoalShow(query["show"])
-	if err != nil {
+	pg, pageErr := parsePage(query)
+	show, showErr := parseGoalShow(query["show"])
+	if err := allProblems(filterErr, pageErr, showErr); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -820,18 +780,14 @@ func ownerIDs(goals []Goal) []string {
 
 // handleCreateGoal serves POST /api/users/{id}/goals.
 func (s *server) handleCreateGoal(w http.ResponseWriter, r *http.Request) {
-	show, err := parseGoalShow(r.URL.Query()["show"])
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
 	userID, ok := parseID(r.PathValue("id"))
 	if !ok {
 		s.fail(w, r, errUserNotFound)
 		return
 	}
-	in, err := readGoalInput(w, r, true)
-	if err != nil {
+	show, showErr := parseGoalShow(r.URL.Query()["show"])
+	in, bodyErr := readGoalInput(w, r, true)
+	if err := allProblems(showErr, bodyErr); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -878,13 +834,9 @@ func (s *server) handleGetGoal(w http.ResponseWriter, r *http.Request) {
 // handleUpdateGoal serves PUT and PATCH /api/goals/{id}: both change only
 // the fields present; user_id in the body is ignored.
 func (s *server) handleUpdateGoal(w http.ResponseWriter, r *http.Request) {
-	id, show, err := goalRoute(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	in, err := readGoalInput(w, r, false)
-	if err != nil {
+	id, show, routeErr := goalRoute(r)
+	in, bodyErr := readGoalInput(w, r, false)
+	if err := allProblems(routeErr, bodyErr); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -917,6 +869,15 @@ func (s *server) writeGoal(w http.ResponseWriter, r *http.Request, status int, g
 	defer putBuffer(buf)
 	etag := renderObject(buf, `{"goal":`, resourceKey{"goal", g.ID, g.Version}, func(b []byte) []byte { return appendGoal(b, g, show, owner) })
 	writeCacheable(w, r, status, *buf, etag)
+}
+
+// readCredentials decodes and checks the body of an authenticate.
+func readCredentials(w http.ResponseWriter, r *http.Request) (credentials, error) {
+	obj, err := decodeJSONObject(w, r)
+	if err != nil {
+		return credentials{}, err
+	}
+	return decodeCredentials(obj)
 }
 
 // readGoalInput decodes and checks a goal body; creating makes the

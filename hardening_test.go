@@ -861,6 +861,39 @@ func TestFoldKeyAgreesWithEqualFold(t *testing.T) {
 
 // ---- 11. every failing field at once ----
 
+// The problems of every part of a request, its path, its query and its
+// body, come back in one answer: a client fixes them all in one go.
+func TestProblemsOfPathQueryAndBodyComeBackTogether(t *testing.T) {
+	ts := newTestServer(t)
+	id := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	r := ts.do(t, "POST", "/api/users/"+id+"/goals", `{"title":"Read","target_minutes":30}`)
+	expect(t, "POST a goal", r, http.StatusCreated)
+	goal := r.json(t)["goal"].(map[string]any)["id"].(string)
+	for _, c := range []struct {
+		method, path, body string
+		fields             []string
+	}{
+		{"PUT", "/api/users/by-username/a", `{"password":"x","nickname":1}`, []string{"username", "password", "nickname"}},
+		{"POST", "/api/users?show=bogus", `{"username":"a","nickname":1}`, []string{"show", "username", "password", "nickname"}},
+		{"PATCH", "/api/users/" + id + "?show=bogus", `{"email":"not an address"}`, []string{"show", "email"}},
+		{"POST", "/api/authenticate?show=bogus", `{"username":"ab"}`, []string{"show", "username", "password"}},
+		{"GET", "/api/users?limit=0&show=bogus&username=a&username=b", "", []string{"limit", "show", "username"}},
+		{"GET", "/api/goals?user_id=x&limit=0&show=bogus", "", []string{"user_id", "limit", "show"}},
+		{"GET", "/api/users/" + id + "/goals?after=x&show=bogus", "", []string{"after", "show"}},
+		{"POST", "/api/users/" + id + "/goals?show=bogus", `{"target_minutes":0}`, []string{"show", "title", "target_minutes"}},
+		{"PATCH", "/api/goals/" + goal + "?show=bogus", `{"title":""}`, []string{"show", "title"}},
+	} {
+		r := ts.do(t, c.method, c.path, c.body)
+		expect(t, c.method+" "+c.path, r, http.StatusBadRequest)
+		errs := errorsOf(t, r)
+		for _, f := range c.fields {
+			if errs[f] == nil {
+				t.Errorf("%s %s %s: errors %s lack %s", c.method, c.path, c.body, r.body, f)
+			}
+		}
+	}
+}
+
 func TestEveryFailingFieldIsReportedAtOnce(t *testing.T) {
 	ts := newTestServer(t)
 	r := ts.do(t, "POST", "/api/users", `{"username":"z","password":"short","nickname":"x","email":5}`)
