@@ -91,6 +91,7 @@ var (
 	errUserNotFound       = &Error{Code: codeNotFound, Message: "user not found"}
 	errGoalNotFound       = &Error{Code: codeNotFound, Message: "goal not found"}
 	errRouteNotFound      = &Error{Code: codeNotFound, Message: "not found"}
+	errMethodNotAllowed   = &Error{Code: codeNotAllowed, Message: "method not allowed"}
 	errBadLogin           = &Error{Code: codeUnauthorized, Message: "invalid username or password"}
 	errPreconditionFailed = &Error{Code: codePrecondition, Message: "the resource changed since you read it (If-Match does not match its ETag): read it again"}
 	errAlreadyExists      = &Error{Code: codePrecondition, Message: "it exists already, and If-None-Match: * asks to create it only"}

@@ -87,8 +87,10 @@ func (s *server) addRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /api/users/{id}", s.handleDeleteUser)
 	// GET /api/users/by-username/{username} and GET /api/users/{id}/goals
 	// overlap (by-username/goals matches both), which ServeMux refuses at
-	// registration; one pattern takes both and dispatches.
-	mux.HandleFunc("GET /api/users/{id}/{sub}", s.handleUserSubpath)
+	// registration; one pattern, of every method, takes both and
+	// dispatches (the routes of other methods on those paths are more
+	// specific, and win).
+	mux.HandleFunc("/api/users/{id}/{sub}", s.handleUserSubpath)
 	mux.HandleFunc("PUT /api/users/by-username/{username}", s.handlePutUserByUsername)
 	mux.HandleFunc("POST /api/users/{id}/goals", s.handleCreateGoal)
 	mux.HandleFunc("POST /api/authenticate", s.handleAuthenticate)
@@ -125,18 +127,31 @@ func (s *server) handleHealth(w http.ResponseWriter, r *http.Request) {
 
 // handleUserSubpath serves GET /api/users/by-username/{username} and
 // GET /api/users/{id}/goals, which share one route pattern. It names the
-// route actually served, for metrics and the access log.
+// route actually served, for metrics and the access log. A method those
+// paths do not have is a 405 with their Allow, as the mux answers; any
+// method on another path under a user is a 404, as for a path that is no
+// route.
 func (s *server) handleUserSubpath(w http.ResponseWriter, r *http.Request) {
+	var serve func(w http.ResponseWriter, r *http.Request)
+	var allow string
 	switch {
 	case r.PathValue("id") == "by-username":
-		r.Pattern = "GET /api/users/by-username/{username}"
-		s.handleGetUserByUsername(w, r, r.PathValue("sub"))
+		r.Pattern, allow = "GET /api/users/by-username/{username}", "GET, HEAD, PUT"
+		serve = func(w http.ResponseWriter, r *http.Request) { s.handleGetUserByUsername(w, r, r.PathValue("sub")) }
 	case r.PathValue("sub") == "goals":
-		r.Pattern = "GET /api/users/{id}/goals"
-		s.handleListUserGoals(w, r)
+		r.Pattern, allow = "GET /api/users/{id}/goals", "GET, HEAD, POST"
+		serve = s.handleListUserGoals
 	default:
 		s.fail(w, r, errRouteNotFound)
+		return
 	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		r.Pattern = "" // as for the mux's own 405s
+		w.Header().Set("Allow", allow)
+		s.fail(w, r, errMethodNotAllowed)
+		return
+	}
+	serve(w, r)
 }
 
 // ---- users ----

@@ -605,6 +605,22 @@ func TestRouteErrorsAreJSON(t *testing.T) {
 		t.Fatalf("Allow = %q", allow)
 	}
 	expect(t, "GET /api/users/{id}/unknown", ts.do(t, "GET", "/api/users/01939f5e-0000-7000-8000-000000000000/nope", ""), http.StatusNotFound)
+	// Under a user, a path that is no route is a 404 whatever the method;
+	// a route's path with a method it lacks is a 405 with its Allow.
+	for _, method := range []string{"DELETE", "PUT", "POST", "PATCH"} {
+		r := ts.do(t, method, "/api/users/01939f5e-0000-7000-8000-000000000000/nope", "")
+		expect(t, method+" /api/users/{id}/unknown", r, http.StatusNotFound)
+		if r.json(t)["error"] != "not found" {
+			t.Fatalf("%s /api/users/{id}/unknown: %s", method, r.body)
+		}
+	}
+	for path, allow := range map[string]string{"/api/users/01939f5e-0000-7000-8000-000000000000/goals": "GET, HEAD, POST", "/api/users/by-username/zoe": "GET, HEAD, PUT"} {
+		r := ts.do(t, "DELETE", path, "")
+		expect(t, "DELETE "+path, r, http.StatusMethodNotAllowed)
+		if r.header.Get("Allow") != allow || r.json(t)["error"] != "method not allowed" {
+			t.Fatalf("DELETE %s: Allow %q, body %s; want Allow %q", path, r.header.Get("Allow"), r.body, allow)
+		}
+	}
 }
 
 func TestReadsAfterAcknowledgedWritesAreFresh(t *testing.T) {
