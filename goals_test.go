@@ -388,3 +388,44 @@ func TestUpgradeRefusesEmailsThatNowCollide(t *testing.T) {
 		t.Fatalf("a refused upgrade left version %d, want 2 (nothing applied)", version)
 	}
 }
+
+// target_minutes is read exactly as written: a fraction too small for a
+// float64 to keep is still a fraction, an integer too large for one is
+// still an integer (out of range), and an integer however written is one.
+func TestTargetMinutesIsReadExactly(t *testing.T) {
+	ts := newTestServer(t)
+	uid := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	for value, want := range map[string]any{
+		`10080.0000000000001`: "must be an integer",
+		`29.999999999999999`:  "must be an integer",
+		`1e-400`:              "must be an integer",
+		`30.5`:                "must be an integer",
+		`1e20`:                "out of range",
+		`-1e400`:              "out of range",
+		`2147483648`:          "out of range",
+		`1E99999999999999999`: "out of range",
+		`0e7`:                 "out of range",
+		`-0.0`:                "out of range",
+		`30`:                  30.0,
+		`30.000`:              30.0,
+		`3E+1`:                30.0,
+		`3000e-2`:             30.0,
+		`0.3e2`:               30.0,
+		`10080`:               10080.0,
+		`1008e1`:              10080.0,
+	} {
+		r := ts.do(t, "POST", "/api/users/"+uid+"/goals", `{"title":"Read","target_minutes":`+value+`}`)
+		if minutes, ok := want.(float64); ok {
+			expect(t, "target_minutes "+value, r, http.StatusCreated)
+			if got := r.json(t)["goal"].(map[string]any)["target_minutes"]; got != minutes {
+				t.Fatalf("target_minutes %s is stored as %v, want %v", value, got, minutes)
+			}
+			continue
+		}
+		expect(t, "target_minutes "+value, r, http.StatusBadRequest)
+		msg, _ := errorsOf(t, r)["target_minutes"].(string)
+		if want == "out of range" && !strings.Contains(msg, "between 1 and 10080") || want != "out of range" && msg != want {
+			t.Fatalf("target_minutes %s: %q, want %s", value, msg, want)
+		}
+	}
+}

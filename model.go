@@ -119,21 +119,88 @@ func field[T any](dst *optional[T], want string) func(json.RawMessage) string {
 
 // integer decodes into dst a JSON number without a fractional part, however
 // it is written (30, 30.0, 3e1): JSON Schema's integer, which the OpenAPI
-// document names, and what a client computing 0.5*60 sends.
+// document names, and what a client computing 0.5*60 sends. The literal
+// is read exactly, not through a float64 (which would round
+// 10080.0000000000001 to an integer, and call 1e20 a fraction); an integer
+// too large for any rule is held as the largest int32, of its sign, for the
+// field's range rule to refuse.
 func integer(dst *optional[int]) func(json.RawMessage) string {
 	return func(raw json.RawMessage) string {
-		var n optional[float64]
-		msg := decodeField(raw, &n, "an integer")
-		dst.Set, dst.Null = n.Set, n.Null
-		if msg != "" || n.Null {
-			return msg
-		}
-		if n.Value != math.Trunc(n.Value) || math.Abs(n.Value) > 1<<53 {
+		lit := string(bytes.TrimSpace(raw))
+		dst.Set = true
+		switch {
+		case lit == "null":
+			dst.Null = true
+			return ""
+		case lit == "" || lit[0] != '-' && (lit[0] < '0' || lit[0] > '9'): // not a number
 			return "must be an integer"
 		}
-		dst.Value = int(n.Value)
+		n, ok := integerLiteral(lit)
+		if !ok {
+			return "must be an integer"
+		}
+		dst.Value = n
 		return ""
 	}
+}
+
+// integerLiteral reads the JSON number literal lit (valid: the body has
+// been parsed) exactly: ok is false when its value has a fractional part.
+// Beyond ±(2^31-1) it is clamped there.
+func integerLiteral(lit string) (n int, ok bool) {
+	neg := strings.HasPrefix(lit, "-")
+	mantissa, exponent, hasExponent := strings.Cut(strings.TrimPrefix(lit, "-"), "e")
+	if !hasExponent {
+		mantissa, exponent, hasExponent = strings.Cut(mantissa, "E")
+	}
+	whole, fraction, _ := strings.Cut(mantissa, ".")
+	digits := strings.TrimLeft(whole+fraction, "0")
+	if digits == "" {
+		return 0, true // zero, however written
+	}
+	// The value is digits × 10^scale.
+	const far = 1 << 30 // further than any body's digits reach
+	scale := -len(fraction)
+	if hasExponent {
+		e, err := strconv.Atoi(exponent)
+		switch {
+		case err != nil || e > far:
+			e = far
+			if strings.HasPrefix(exponent, "-") {
+				e = -far
+			}
+		case e < -far:
+			e = -far
+		}
+		scale += e
+	}
+	significant := strings.TrimRight(digits, "0")
+	scale += len(digits) - len(significant)
+	switch {
+	case scale < 0:
+		return 0, false
+	case len(significant)+scale > 10: // past 2^31 whatever its digits
+		return clampInt32(neg), true
+	}
+	v, _ := strconv.ParseInt(significant, 10, 64)
+	for ; scale > 0; scale-- {
+		v *= 10
+	}
+	if v > math.MaxInt32 {
+		return clampInt32(neg), true
+	}
+	if neg {
+		v = -v
+	}
+	return int(v), true
+}
+
+// clampInt32 is the int32 farthest from zero of the sign neg says.
+func clampInt32(neg bool) int {
+	if neg {
+		return -math.MaxInt32
+	}
+	return math.MaxInt32
 }
 
 // decodeFields runs the decoder of every field in obj. Names in ignored
