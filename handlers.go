@@ -164,7 +164,26 @@ func userRoute(r *http.Request) (string, userShow, error) {
 		return "", userShow{}, errUserNotFound
 	}
 	show, err := parseUserShow(showValues(r))
-	return id, show, err
+	return id, show, allProblems(err, unknownParams(r, "show"))
+}
+
+// unknownParams answers the query parameters of r that its route does not
+// take (known): a misspelled filter (?userid=) must not widen a list to
+// every row, nor a parameter be silently ignored.
+func unknownParams(r *http.Request, known ...string) error {
+	if r.URL.RawQuery == "" {
+		return nil
+	}
+	var errs fieldErrors
+	for name := range r.URL.Query() {
+		if !slices.Contains(known, name) {
+			if errs == nil {
+				errs = fieldErrors{}
+			}
+			errs[name] = "unknown query parameter"
+		}
+	}
+	return errs.orNil()
 }
 
 // showValues are the request's ?show= values; a request without a query
@@ -183,7 +202,7 @@ func (s *server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 	pg, pageErr := parsePage(query)
 	show, showErr := parseUserShow(query["show"])
 	username, usernameErr := singleParam(query, "username")
-	if err := allProblems(pageErr, showErr, usernameErr); err != nil {
+	if err := allProblems(pageErr, showErr, usernameErr, unknownParams(r, "limit", "after", "show", "username")); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -273,7 +292,7 @@ func userIDs(users []User) []string {
 func (s *server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
 	show, showErr := parseUserShow(r.URL.Query()["show"])
 	in, bodyErr := readUserInput(w, r, true)
-	if err := allProblems(showErr, bodyErr); err != nil {
+	if err := allProblems(showErr, unknownParams(r, "show"), bodyErr); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -419,7 +438,7 @@ func (s *server) readUser(ctx context.Context, id string, show userShow) (User, 
 // handleGetUserByUsername serves GET /api/users/by-username/{username}.
 func (s *server) handleGetUserByUsername(w http.ResponseWriter, r *http.Request, name string) {
 	show, err := parseUserShow(r.URL.Query()["show"])
-	if err != nil {
+	if err := allProblems(err, unknownParams(r, "show")); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -475,7 +494,7 @@ func (s *server) handlePutUserByUsername(w http.ResponseWriter, r *http.Request)
 	if in.Username.Set && !strings.EqualFold(in.Username.Value, name) {
 		mismatch = fieldErrors{"username": "must match the username in the path"}
 	}
-	if err := allProblems(nameErr, showErr, bodyErr, mismatch); err != nil {
+	if err := allProblems(nameErr, showErr, unknownParams(r, "show"), bodyErr, mismatch); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -572,6 +591,10 @@ func (s *server) handleDeleteUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errUserNotFound)
 		return
 	}
+	if err := unknownParams(r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	if err := s.store.DeleteUser(r.Context(), id, writePrecondition(r, "user")); err != nil {
 		s.fail(w, r, err)
 		return
@@ -588,7 +611,7 @@ func (s *server) handleAuthenticate(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	show, showErr := parseUserShow(r.URL.Query()["show"])
 	c, bodyErr := readCredentials(w, r)
-	if err := allProblems(showErr, bodyErr); err != nil {
+	if err := allProblems(showErr, unknownParams(r, "show"), bodyErr); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -695,7 +718,7 @@ func goalRoute(r *http.Request) (string, goalShow, error) {
 		return "", goalShow{}, errGoalNotFound
 	}
 	show, err := parseGoalShow(showValues(r))
-	return id, show, err
+	return id, show, allProblems(err, unknownParams(r, "show"))
 }
 
 // handleListUserGoals serves GET /api/users/{id}/goals: a page of one
@@ -715,13 +738,13 @@ func (s *server) handleListUserGoals(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errUserNotFound)
 		return
 	}
-	s.listGoals(w, r, &id, nil)
+	s.listGoals(w, r, &id, unknownParams(r, "limit", "after", "show"))
 }
 
 // handleListGoals serves GET /api/goals, optionally ?user_id= filtered.
 func (s *server) handleListGoals(w http.ResponseWriter, r *http.Request) {
 	userID, err := parseUserIDFilter(r.URL.Query())
-	s.listGoals(w, r, userID, err)
+	s.listGoals(w, r, userID, allProblems(err, unknownParams(r, "user_id", "limit", "after", "show")))
 }
 
 // parseUserIDFilter reads ?user_id= of GET /api/goals (nil when absent).
@@ -739,13 +762,13 @@ func parseUserIDFilter(q url.Values) (*string, error) {
 
 // listGoals writes one page of goals (of userID when given) as a bare
 // array, with a Link to the next page and owners embedded when asked;
-// filterErr is what was wrong with the filter, answered with any other
-// problem of the query.
-func (s *server) listGoals(w http.ResponseWriter, r *http.Request, userID *string, filterErr error) {
+// routeErr is what the route found wrong with the rest of the query (the
+// filter, names it does not take), answered with any problem of the page.
+func (s *server) listGoals(w http.ResponseWriter, r *http.Request, userID *string, routeErr error) {
 	query := r.URL.Query()
 	pg, pageErr := parsePage(query)
 	show, showErr := parseGoalShow(query["show"])
-	if err := allProblems(filterErr, pageErr, showErr); err != nil {
+	if err := allProblems(routeErr, pageErr, showErr); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -802,7 +825,7 @@ func (s *server) handleCreateGoal(w http.ResponseWriter, r *http.Request) {
 	}
 	show, showErr := parseGoalShow(r.URL.Query()["show"])
 	in, bodyErr := readGoalInput(w, r, true)
-	if err := allProblems(showErr, bodyErr); err != nil {
+	if err := allProblems(showErr, unknownParams(r, "show"), bodyErr); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -868,6 +891,10 @@ func (s *server) handleDeleteGoal(w http.ResponseWriter, r *http.Request) {
 	id, ok := parseID(r.PathValue("id"))
 	if !ok {
 		s.fail(w, r, errGoalNotFound)
+		return
+	}
+	if err := unknownParams(r); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	if _, err := s.store.DeleteGoal(r.Context(), id, writePrecondition(r, "goal")); err != nil {

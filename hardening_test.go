@@ -894,6 +894,49 @@ func TestProblemsOfPathQueryAndBodyComeBackTogether(t *testing.T) {
 	}
 }
 
+// A query parameter the route does not take is a 400 naming it: a
+// misspelled filter must not widen a list to every row (?userid= listed
+// every user's goals), nor a parameter on a DELETE be ignored.
+func TestUnknownQueryParametersAreRefused(t *testing.T) {
+	ts := newTestServer(t)
+	zoe := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	max := ts.mustCreateUser(t, "max", "")["id"].(string)
+	for _, id := range []string{zoe, max} {
+		expect(t, "POST a goal", ts.do(t, "POST", "/api/users/"+id+"/goals", `{"title":"Read","target_minutes":30}`), http.StatusCreated)
+	}
+	goals := ts.do(t, "GET", "/api/goals?user_id="+zoe, "").list(t)
+	if len(goals) != 1 {
+		t.Fatalf("?user_id= lists %d goals, want 1", len(goals))
+	}
+	goal := goals[0]["id"].(string)
+	for _, c := range []struct{ method, path, body, name string }{
+		{"GET", "/api/goals?userid=" + zoe, "", "userid"},
+		{"GET", "/api/users?limt=5", "", "limt"},
+		{"GET", "/api/users/" + zoe + "?shwo=email", "", "shwo"},
+		{"GET", "/api/users/by-username/zoe?username=max", "", "username"},
+		{"GET", "/api/users/" + zoe + "/goals?user_id=" + max, "", "user_id"},
+		{"GET", "/api/goals/" + goal + "?user=1", "", "user"},
+		{"POST", "/api/users?limit=1", `{"username":"ann","password":"correct horse"}`, "limit"},
+		{"PATCH", "/api/users/" + zoe + "?dry_run=1", `{"full_name":"Zoe"}`, "dry_run"},
+		{"PUT", "/api/users/by-username/zoe?force", `{"full_name":"Zoe"}`, "force"},
+		{"POST", "/api/authenticate?remember=1", `{"username":"zoe","password":"correct horse"}`, "remember"},
+		{"POST", "/api/users/" + zoe + "/goals?x=1", `{"title":"Run","target_minutes":30}`, "x"},
+		{"PATCH", "/api/goals/" + goal + "?x=1", `{"title":"Run"}`, "x"},
+		{"DELETE", "/api/goals/" + goal + "?show=user", "", "show"},
+		{"DELETE", "/api/users/" + max + "?show=password&limit=0", "", "show"},
+	} {
+		r := ts.do(t, c.method, c.path, c.body)
+		expect(t, c.method+" "+c.path, r, http.StatusBadRequest)
+		if got := errorsOf(t, r)[c.name]; got != "unknown query parameter" {
+			t.Fatalf("%s %s: errors %s, want %s an unknown query parameter", c.method, c.path, r.body, c.name)
+		}
+	}
+	expect(t, "the goal is still there", ts.do(t, "GET", "/api/goals/"+goal, ""), http.StatusOK)
+	expect(t, "the user is still there", ts.do(t, "GET", "/api/users/"+max, ""), http.StatusOK)
+	expect(t, "every parameter a list takes", ts.do(t, "GET", "/api/goals?user_id="+zoe+"&limit=5&after="+goal+"&show=user", ""), http.StatusOK)
+	expect(t, "every parameter the user list takes", ts.do(t, "GET", "/api/users?username=zoe&limit=5&after="+zoe+"&show=email", ""), http.StatusOK)
+}
+
 func TestEveryFailingFieldIsReportedAtOnce(t *testing.T) {
 	ts := newTestServer(t)
 	r := ts.do(t, "POST", "/api/users", `{"username":"z","password":"short","nickname":"x","email":5}`)
