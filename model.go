@@ -261,7 +261,6 @@ var (
 		validation.Required,
 		validation.RuneLength(1, 254).Error("the length must be no more than 254"),
 		is.EmailFormat,
-		mailboxParts,
 	}
 	fullNameRules = []validation.Rule{
 		validation.RuneLength(0, 200).Error("the length must be no more than 200"),
@@ -289,14 +288,6 @@ var (
 		return nil
 	})}
 
-	// mailboxParts holds an address to what is.EmailFormat lets through
-	// but no mail system takes: a local part over RFC 5321's 64 octets,
-	// and a domain ending in a dot ("a@example.com." would be a second
-	// unique key for the mailbox of "a@example.com").
-	mailboxParts = validation.NewStringRule(func(s string) bool {
-		at := strings.LastIndexByte(s, '@')
-		return at >= 0 && at <= 64 && !strings.HasSuffix(s, ".")
-	}, "must be a valid email address")
 	noControlChars = validation.NewStringRule(func(s string) bool {
 		return strings.IndexFunc(s, unicode.IsControl) < 0
 	}, "must not contain control characters")
