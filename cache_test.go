@@ -533,6 +533,29 @@ func TestAReadBegunBeforeAWriteNeverPutsItsRowAfterIt(t *testing.T) {
 	}
 }
 
+// Two writes to one user in one batch: once the batch has committed the
+// second's row, the first's must not go into the cache when its write is
+// told it ended; the second's does.
+func TestTheFirstOfTwoWritesToAUserInABatchIsNotCached(t *testing.T) {
+	st, c := cacheOnSQLite(t)
+	id, err := newID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := []touchedUser{{id: id, row: cachedRow(id, 2)}}
+	second := []touchedUser{{id: id, row: cachedRow(id, 3)}}
+	st.committing(first)
+	st.committing(second)
+	st.touched(first, true, true) // the database holds version 3 now
+	if u, ok := c.get(id); ok {
+		t.Fatalf("with the batch committed, the cache answers version %d", u.Version)
+	}
+	st.touched(second, true, true)
+	if u, ok := c.get(id); !ok || u.Version != 3 {
+		t.Fatalf("once both writes ended, the cache holds %+v (%v), want version 3", u, ok)
+	}
+}
+
 // One writer moves two users' versions up, telling the store of each
 // commit as the engine does; readers take hits, or note the generation,
 // read the "database" and put. No hit is ever older than the last

@@ -4,7 +4,6 @@
 package main
 
 import (
-	"cmp"
 	"errors"
 	"maps"
 	"slices"
@@ -113,38 +112,51 @@ func (e fieldErrors) Error() string {
 	return "invalid fields: " + strings.Join(parts, "; ")
 }
 
-// unknownField is the problem of a name the body holds that is no field.
-const unknownField = "unknown field"
+// The problems of a name that is nothing to the route: a body's name that
+// is no field, a query parameter the route does not take.
+const (
+	unknownField = "unknown field"
+	unknownParam = "unknown query parameter"
+)
+
+// isUnknownName reports whether msg only says that its name is nothing to
+// the route.
+func isUnknownName(msg string) bool { return msg == unknownField || msg == unknownParam }
 
 // capped returns at most maxFieldErrors entries: the problems of real
-// fields before unknown names (a body padded with junk names must not
-// hide why its username failed), each kind by name.
+// fields and parameters before unknown names (a body or query padded with
+// junk names must not hide why its username failed), each kind by name.
 func (e fieldErrors) capped() fieldErrors {
 	if len(e) <= maxFieldErrors {
 		return e
 	}
-	unknownLast := func(a, b string) int {
-		return cmp.Or(cmp.Compare(boolRank(e[a] == unknownField), boolRank(e[b] == unknownField)), strings.Compare(a, b))
+	var real, unknown []string
+	for name, msg := range e {
+		if isUnknownName(msg) {
+			unknown = append(unknown, name)
+		} else {
+			real = append(real, name)
+		}
 	}
-	out := make(fieldErrors, maxFieldErrors)
-	for _, k := range slices.SortedFunc(maps.Keys(e), unknownLast)[:maxFieldErrors] {
-		out[k] = e[k]
+	slices.Sort(real)
+	kept := real[:min(len(real), maxFieldErrors)]
+	if room := maxFieldErrors - len(kept); room > 0 {
+		slices.Sort(unknown)
+		kept = append(kept, unknown[:room]...)
+	}
+	out := make(fieldErrors, len(kept))
+	for _, name := range kept {
+		out[name] = e[name]
 	}
 	return out
 }
 
-// boolRank orders false before true.
-func boolRank(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// merge adds the entries of other that e does not have yet.
+// merge adds the entries of other that e does not have yet, and a real
+// problem of a name over e's word that the name is unknown (a query
+// parameter called username must not hide what is wrong with the body's).
 func (e fieldErrors) merge(other fieldErrors) {
 	for k, v := range other {
-		if _, ok := e[k]; !ok {
+		if old, ok := e[k]; !ok || isUnknownName(old) && !isUnknownName(v) {
 			e[k] = v
 		}
 	}
@@ -152,8 +164,9 @@ func (e fieldErrors) merge(other fieldErrors) {
 
 // allProblems is the answer to a request whose parts (path, query, body)
 // were each checked: the first problem that is not about a field (a
-// missing resource, a body that does not parse, …) as it is, else every
-// field problem of every part at once, else nil.
+// missing resource, a body that does not parse, …) as it is, so the order
+// of errs is the order of precedence; else every field problem of every
+// part at once; else nil.
 func allProblems(errs ...error) error {
 	var all fieldErrors
 	for _, err := range errs {

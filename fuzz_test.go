@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -17,7 +19,7 @@ import (
 )
 
 // decodeBody runs a body through decodeJSONObject as a request would.
-func decodeBody(body []byte) (map[string]json.RawMessage, error) {
+func decodeBody(body []byte) (jsonObject, error) {
 	req := httptest.NewRequest("POST", "/", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	return decodeJSONObject(httptest.NewRecorder(), req)
@@ -214,6 +216,89 @@ func FuzzHandler(f *testing.F) {
 		}
 		if !json.Valid(rec.Body.Bytes()) || rec.Header().Get("Content-Type") != "application/json" {
 			t.Fatalf("%s %q: %d answer is not JSON: %q", method, target, rec.Code, rec.Body)
+		}
+	})
+}
+
+// namesByTokens counts each name of the object in body with encoding/json's
+// tokenizer, the reference countNames and repeatedNames are held to.
+func namesByTokens(body []byte) (map[string]int, int, bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, 0, false
+	}
+	counts, n := map[string]int{}, 0
+	for dec.More() {
+		name, err := dec.Token()
+		if err != nil {
+			return nil, 0, false
+		}
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return nil, 0, false
+		}
+		counts[name.(string)]++
+		n++
+	}
+	return counts, n, true
+}
+
+// countNames, which decides whether a body is searched for repeated names,
+// and repeatedNames agree with the tokenizer on every object.
+func FuzzRepeatedNames(f *testing.F) {
+	for _, s := range []string{`{}`, `{"a":1,"a":2}`, `{"a":{"b":[1,{"c":2}]},"d":"x,\"y"}`, `{"\u0061":1,"a":2}`, ` { "a" : [ "{" , "}" ] , "b":"\\"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if _, err := parseObject(body); err != nil {
+			return
+		}
+		counts, n, ok := namesByTokens(body)
+		if !ok {
+			return
+		}
+		if got := countNames(body); got != n {
+			t.Fatalf("countNames(%q) = %d, want %d", body, got, n)
+		}
+		repeated := repeatedNames(body)
+		for name, c := range counts {
+			if (c > 1) != repeated[name] {
+				t.Fatalf("%q: %q given %d times, repeatedNames says %v", body, name, c, repeated[name])
+			}
+		}
+	})
+}
+
+// integerLiteral reads a number literal exactly: math/big's reading of
+// the same literal says whether it is an integer, and which.
+func FuzzIntegerLiteral(f *testing.F) {
+	for _, s := range []string{"30", "30.0", "3e1", "1e20", "10080.0000000000001", "-0.0", "0e7", "1E99999999999999999", "1e-400", "2147483647", "2147483648", "-2147483648", "0.00000000000000000000000030e27"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, lit string) {
+		if !json.Valid([]byte(lit)) || lit == "" || lit[0] != '-' && (lit[0] < '0' || lit[0] > '9') {
+			return // not a number literal
+		}
+		n, ok := integerLiteral(lit)
+		if i := strings.IndexAny(lit, "eE"); i >= 0 && len(lit)-i > 6 {
+			return // an exponent big.Rat would take long over; integerLiteral must only not hang
+		}
+		r, valid := new(big.Rat).SetString(lit)
+		switch {
+		case !valid:
+			t.Fatalf("big.Rat cannot read %q", lit)
+		case !r.IsInt():
+			if ok {
+				t.Fatalf("integerLiteral(%q) = %d; it has a fraction", lit, n)
+			}
+		case !ok:
+			t.Fatalf("integerLiteral(%q) says it has a fraction; it is %s", lit, r.Num())
+		case r.Num().CmpAbs(big.NewInt(math.MaxInt32)) > 0:
+			if n != math.MaxInt32 && n != -math.MaxInt32 || (n < 0) != (r.Sign() < 0) {
+				t.Fatalf("integerLiteral(%q) = %d, want it clamped to ±%d", lit, n, math.MaxInt32)
+			}
+		case int64(n) != r.Num().Int64():
+			t.Fatalf("integerLiteral(%q) = %d, want %s", lit, n, r.Num())
 		}
 	})
 }

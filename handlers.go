@@ -146,7 +146,6 @@ func (s *server) handleUserSubpath(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		r.Pattern = "" // as for the mux's own 405s
 		w.Header().Set("Allow", allow)
 		s.fail(w, r, errMethodNotAllowed)
 		return
@@ -163,36 +162,34 @@ func userRoute(r *http.Request) (string, userShow, error) {
 	if !ok {
 		return "", userShow{}, errUserNotFound
 	}
-	show, err := parseUserShow(showValues(r))
-	return id, show, allProblems(err, unknownParams(r, "show"))
+	q := queryOf(r)
+	show, err := parseUserShow(q["show"])
+	return id, show, allProblems(err, unknownParams(q, "show"))
 }
 
-// unknownParams answers the query parameters of r that its route does not
+// unknownParams answers the query parameters in q that the route does not
 // take (known): a misspelled filter (?userid=) must not widen a list to
 // every row, nor a parameter be silently ignored.
-func unknownParams(r *http.Request, known ...string) error {
-	if r.URL.RawQuery == "" {
-		return nil
-	}
+func unknownParams(q url.Values, known ...string) error {
 	var errs fieldErrors
-	for name := range r.URL.Query() {
+	for name := range q {
 		if !slices.Contains(known, name) {
 			if errs == nil {
 				errs = fieldErrors{}
 			}
-			errs[name] = "unknown query parameter"
+			errs[name] = unknownParam
 		}
 	}
 	return errs.orNil()
 }
 
-// showValues are the request's ?show= values; a request without a query
-// string (most reads of one resource) costs no parsing.
-func showValues(r *http.Request) []string {
+// queryOf is the request's query; a request without a query string (most
+// reads of one resource) costs no parsing.
+func queryOf(r *http.Request) url.Values {
 	if r.URL.RawQuery == "" {
 		return nil
 	}
-	return r.URL.Query()["show"]
+	return r.URL.Query()
 }
 
 // handleListUsers serves GET /api/users: a page of users in id order,
@@ -202,7 +199,7 @@ func (s *server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 	pg, pageErr := parsePage(query)
 	show, showErr := parseUserShow(query["show"])
 	username, usernameErr := singleParam(query, "username")
-	if err := allProblems(pageErr, showErr, usernameErr, unknownParams(r, "limit", "after", "show", "username")); err != nil {
+	if err := allProblems(pageErr, showErr, usernameErr, unknownParams(query, "limit", "after", "show", "username")); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -290,9 +287,10 @@ func userIDs(users []User) []string {
 
 // handleCreateUser serves POST /api/users.
 func (s *server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
-	show, showErr := parseUserShow(r.URL.Query()["show"])
+	q := queryOf(r)
+	show, showErr := parseUserShow(q["show"])
 	in, bodyErr := readUserInput(w, r, true)
-	if err := allProblems(showErr, unknownParams(r, "show"), bodyErr); err != nil {
+	if err := allProblems(showErr, unknownParams(q, "show"), bodyErr); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -437,8 +435,9 @@ func (s *server) readUser(ctx context.Context, id string, show userShow) (User, 
 
 // handleGetUserByUsername serves GET /api/users/by-username/{username}.
 func (s *server) handleGetUserByUsername(w http.ResponseWriter, r *http.Request, name string) {
-	show, err := parseUserShow(r.URL.Query()["show"])
-	if err := allProblems(err, unknownParams(r, "show")); err != nil {
+	q := queryOf(r)
+	show, err := parseUserShow(q["show"])
+	if err := allProblems(err, unknownParams(q, "show")); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -488,13 +487,14 @@ func (s *server) handleUpdateUser(w http.ResponseWriter, r *http.Request) {
 func (s *server) handlePutUserByUsername(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("username")
 	nameErr := validateUsername(name)
-	show, showErr := parseUserShow(r.URL.Query()["show"])
+	q := queryOf(r)
+	show, showErr := parseUserShow(q["show"])
 	in, bodyErr := readUserInput(w, r, false)
 	var mismatch error
 	if in.Username.Set && !strings.EqualFold(in.Username.Value, name) {
 		mismatch = fieldErrors{"username": "must match the username in the path"}
 	}
-	if err := allProblems(nameErr, showErr, unknownParams(r, "show"), bodyErr, mismatch); err != nil {
+	if err := allProblems(nameErr, showErr, unknownParams(q, "show"), bodyErr, mismatch); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -591,7 +591,7 @@ func (s *server) handleDeleteUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errUserNotFound)
 		return
 	}
-	if err := unknownParams(r); err != nil {
+	if err := unknownParams(queryOf(r)); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -609,9 +609,10 @@ func (s *server) handleDeleteUser(w http.ResponseWriter, r *http.Request) {
 // that: it is not hashed and not counted.
 func (s *server) handleAuthenticate(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	show, showErr := parseUserShow(r.URL.Query()["show"])
+	q := queryOf(r)
+	show, showErr := parseUserShow(q["show"])
 	c, bodyErr := readCredentials(w, r)
-	if err := allProblems(showErr, unknownParams(r, "show"), bodyErr); err != nil {
+	if err := allProblems(showErr, unknownParams(q, "show"), bodyErr); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -717,8 +718,9 @@ func goalRoute(r *http.Request) (string, goalShow, error) {
 	if !ok {
 		return "", goalShow{}, errGoalNotFound
 	}
-	show, err := parseGoalShow(showValues(r))
-	return id, show, allProblems(err, unknownParams(r, "show"))
+	q := queryOf(r)
+	show, err := parseGoalShow(q["show"])
+	return id, show, allProblems(err, unknownParams(q, "show"))
 }
 
 // handleListUserGoals serves GET /api/users/{id}/goals: a page of one
@@ -738,13 +740,15 @@ func (s *server) handleListUserGoals(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errUserNotFound)
 		return
 	}
-	s.listGoals(w, r, &id, unknownParams(r, "limit", "after", "show"))
+	q := r.URL.Query() // not nil: the page's Link is written into it
+	s.listGoals(w, r, q, &id, unknownParams(q, "limit", "after", "show"))
 }
 
 // handleListGoals serves GET /api/goals, optionally ?user_id= filtered.
 func (s *server) handleListGoals(w http.ResponseWriter, r *http.Request) {
-	userID, err := parseUserIDFilter(r.URL.Query())
-	s.listGoals(w, r, userID, allProblems(err, unknownParams(r, "user_id", "limit", "after", "show")))
+	q := r.URL.Query() // not nil: the page's Link is written into it
+	userID, err := parseUserIDFilter(q)
+	s.listGoals(w, r, q, userID, allProblems(err, unknownParams(q, "user_id", "limit", "after", "show")))
 }
 
 // parseUserIDFilter reads ?user_id= of GET /api/goals (nil when absent).
@@ -764,8 +768,7 @@ func parseUserIDFilter(q url.Values) (*string, error) {
 // array, with a Link to the next page and owners embedded when asked;
 // routeErr is what the route found wrong with the rest of the query (the
 // filter, names it does not take), answered with any problem of the page.
-func (s *server) listGoals(w http.ResponseWriter, r *http.Request, userID *string, routeErr error) {
-	query := r.URL.Query()
+func (s *server) listGoals(w http.ResponseWriter, r *http.Request, query url.Values, userID *string, routeErr error) {
 	pg, pageErr := parsePage(query)
 	show, showErr := parseGoalShow(query["show"])
 	if err := allProblems(routeErr, pageErr, showErr); err != nil {
@@ -823,9 +826,10 @@ func (s *server) handleCreateGoal(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errUserNotFound)
 		return
 	}
-	show, showErr := parseGoalShow(r.URL.Query()["show"])
+	q := queryOf(r)
+	show, showErr := parseGoalShow(q["show"])
 	in, bodyErr := readGoalInput(w, r, true)
-	if err := allProblems(showErr, unknownParams(r, "show"), bodyErr); err != nil {
+	if err := allProblems(showErr, unknownParams(q, "show"), bodyErr); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -893,7 +897,7 @@ func (s *server) handleDeleteGoal(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errGoalNotFound)
 		return
 	}
-	if err := unknownParams(r); err != nil {
+	if err := unknownParams(queryOf(r)); err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -964,6 +964,27 @@ func TestEveryFailingFieldIsReportedAtOnce(t *testing.T) {
 	if errs := errorsOf(t, r); errs["username"] == nil || errs["password"] == nil {
 		t.Fatalf("the capped answer keeps unknown names over the real fields' problems: username %v, password %v", errs["username"], errs["password"])
 	}
+	// Nor do junk names given twice, or junk query parameters, push them
+	// out; and an unknown query parameter does not hide the problem of the
+	// body's field of the same name.
+	var twice, params strings.Builder
+	twice.WriteString(`{"username":"z"`)
+	for i := 0; i < 150; i++ {
+		fmt.Fprintf(&twice, `,"a%03d":1,"a%03d":1`, i, i)
+		fmt.Fprintf(&params, "a%03d=1&", i)
+	}
+	twice.WriteString("}")
+	for what, r := range map[string]response{
+		"junk names given twice":   ts.do(t, "POST", "/api/users", twice.String()),
+		"junk query parameters":    ts.do(t, "POST", "/api/users?"+params.String(), `{"username":"z"}`),
+		"?username= and a bad one": ts.do(t, "POST", "/api/users?username=zoe", `{"username":"z"}`),
+	} {
+		expect(t, what, r, http.StatusBadRequest)
+		errs := errorsOf(t, r)
+		if errs["username"] != "the length must be between 3 and 32" || errs["password"] != "cannot be blank" {
+			t.Fatalf("%s: username %v, password %v, want their own problems", what, errs["username"], errs["password"])
+		}
+	}
 	if len(r.body) > 8<<10 {
 		t.Fatalf("the answer is %d bytes", len(r.body))
 	}

@@ -35,32 +35,41 @@ func invalid(format string, args ...any) error {
 	return &Error{Code: codeInvalid, Message: fmt.Sprintf(format, args...)}
 }
 
+// jsonObject is a request body's object: each name's value, and the
+// names it gives more than once (encoding/json keeps the last value, where
+// a proxy in front may act on the first: decodeFields refuses them).
+type jsonObject struct {
+	fields   map[string]json.RawMessage
+	repeated map[string]bool
+}
+
 // decodeJSONObject reads the request body as exactly one JSON object of at
 // most maxBodyBytes, in UTF-8, mapping every failure to a clear client
-// error. A name the object gives more than once maps to repeatedName.
-func decodeJSONObject(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, error) {
+// error.
+func decodeJSONObject(w http.ResponseWriter, r *http.Request) (jsonObject, error) {
 	if err := checkBodyHeaders(w, r.Header); err != nil {
-		return nil, err
+		return jsonObject{}, err
 	}
 	buf := getBuffer()
 	defer putBuffer(buf)
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	body, err := readAllBody(r.Body, buf)
 	if err != nil {
-		return nil, err
+		return jsonObject{}, err
 	}
 	if !utf8.Valid(body) {
-		return nil, invalid("body is not valid UTF-8 (at byte %d): JSON is sent in UTF-8", invalidUTF8At(body))
+		return jsonObject{}, invalid("body is not valid UTF-8 (at byte %d): JSON is sent in UTF-8", invalidUTF8At(body))
 	}
-	obj, err := parseObject(body)
+	fields, err := parseObject(body)
 	if err != nil {
-		return nil, err
+		return jsonObject{}, err
 	}
 	if at := loneSurrogateAt(body); at >= 0 {
-		return nil, invalid("body holds %s at byte %d, half of a UTF-16 surrogate pair without the other: it is no character", body[at:at+6], at)
+		return jsonObject{}, invalid("body holds %s at byte %d, half of a UTF-16 surrogate pair without the other: it is no character", body[at:at+6], at)
 	}
-	if countNames(body) != len(obj) { // a name given twice is one key of obj
-		markRepeatedNames(body, obj)
+	obj := jsonObject{fields: fields}
+	if countNames(body) != len(fields) { // a name given twice is one key of fields
+		obj.repeated = repeatedNames(body)
 	}
 	return obj, nil
 }
@@ -73,16 +82,25 @@ func checkBodyHeaders(w http.ResponseWriter, h http.Header) error {
 	if err != nil || mt != "application/json" {
 		return errUnsupportedMedia
 	}
-	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+	if cs, ok := params["charset"]; ok && !isUTF8Charset(cs) {
 		return &Error{Code: codeUnsupported, Message: fmt.Sprintf("charset %q is not supported: send the body in UTF-8", cs)}
 	}
-	for _, ce := range h.Values("Content-Encoding") {
-		if !strings.EqualFold(strings.TrimSpace(ce), "identity") {
-			w.Header().Set("Accept-Encoding", "identity")
-			return &Error{Code: codeUnsupported, Message: fmt.Sprintf("Content-Encoding %q is not supported: send the body without one", ce)}
+	for _, values := range h.Values("Content-Encoding") {
+		for _, ce := range strings.Split(values, ",") {
+			if ce = strings.TrimSpace(ce); ce != "" && !strings.EqualFold(ce, "identity") {
+				w.Header().Set("Accept-Encoding", "identity")
+				return &Error{Code: codeUnsupported, Message: fmt.Sprintf("Content-Encoding %q is not supported: send the body without one", ce)}
+			}
 		}
 	}
 	return nil
+}
+
+// isUTF8Charset reports whether a body in charset cs is UTF-8 as it
+// stands: UTF-8 (also as the common "utf8"), or US-ASCII, which is part
+// of it.
+func isUTF8Charset(cs string) bool {
+	return strings.EqualFold(cs, "utf-8") || strings.EqualFold(cs, "utf8") || strings.EqualFold(cs, "us-ascii")
 }
 
 // readAllBody reads all of body into buf (which it may grow).
@@ -181,15 +199,6 @@ func escapedUnit(b []byte, at int) int {
 	return int(unit)
 }
 
-// repeatedName is what decodeJSONObject maps a name to when the object
-// gives it more than once: encoding/json keeps the last value, where a
-// proxy in front may act on the first. No JSON value is empty, so it is
-// told apart from any value a body can hold.
-var repeatedName = json.RawMessage{}
-
-// isRepeatedName reports whether raw is repeatedName.
-func isRepeatedName(raw json.RawMessage) bool { return raw != nil && len(raw) == 0 }
-
 // countNames counts the names the object in body gives, repeats included.
 // body has been parsed as one JSON object: a name is the string after its
 // opening brace or after a comma between its members.
@@ -231,29 +240,30 @@ func stringEnd(body []byte, open int) int {
 	return len(body)
 }
 
-// markRepeatedNames maps each name that the object in body (parsed into
-// obj) gives more than once to repeatedName.
-func markRepeatedNames(body []byte, obj map[string]json.RawMessage) {
+// repeatedNames are the names the object in body (parsed) gives more than
+// once.
+func repeatedNames(body []byte) map[string]bool {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if _, err := dec.Token(); err != nil { // the opening brace
-		return
+		return nil
 	}
-	seen := make(map[string]bool, len(obj))
+	seen, repeated := map[string]bool{}, map[string]bool{}
 	for dec.More() {
 		name, err := dec.Token()
 		if err != nil {
-			return
+			return repeated
 		}
 		var value json.RawMessage
 		if err := dec.Decode(&value); err != nil {
-			return
+			return repeated
 		}
 		key, _ := name.(string)
 		if seen[key] {
-			obj[key] = repeatedName
+			repeated[key] = true
 		}
 		seen[key] = true
 	}
+	return repeated
 }
 
 // bodyError describes why a body did not decode.

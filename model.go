@@ -205,21 +205,21 @@ func clampInt32(neg bool) int {
 
 // decodeFields runs the decoder of every field in obj. Names in ignored
 // are skipped (read-only fields and relations a client may send back); any
-// other name is an unknown field, and any name given more than once
-// (repeatedName) a problem too. It returns every problem at once.
-func decodeFields(obj map[string]json.RawMessage, fields bodyFields, ignored map[string]bool) fieldErrors {
+// other name is an unknown field, and a field given more than once a
+// problem too. It returns every problem at once.
+func decodeFields(obj jsonObject, fields bodyFields, ignored map[string]bool) fieldErrors {
 	errs := fieldErrors{}
-	for name, raw := range obj {
+	for name, raw := range obj.fields {
 		decode, known := fields[name]
 		switch {
-		case isRepeatedName(raw):
+		case !known && !ignored[name]:
+			errs[name] = unknownField
+		case obj.repeated[name]:
 			errs[name] = "given more than once"
 		case known:
 			if msg := decode(raw); msg != "" {
 				errs[name] = msg
 			}
-		case !ignored[name]:
-			errs[name] = unknownField
 		}
 	}
 	return errs
@@ -228,7 +228,7 @@ func decodeFields(obj map[string]json.RawMessage, fields bodyFields, ignored map
 // decodeUserInput maps a decoded JSON object onto userInput and checks
 // it; creating makes the required fields required. Unknown fields, wrong
 // types and broken rules are reported together.
-func decodeUserInput(obj map[string]json.RawMessage, creating bool) (userInput, error) {
+func decodeUserInput(obj jsonObject, creating bool) (userInput, error) {
 	var in userInput
 	errs := decodeFields(obj, bodyFields{
 		"username":  field(&in.Username, "a string"),
@@ -397,7 +397,7 @@ var goalIgnoredFields = map[string]bool{"id": true, "created_at": true, "modifie
 
 // decodeGoalInput maps a decoded JSON object onto goalInput and checks it;
 // creating makes title and target_minutes required.
-func decodeGoalInput(obj map[string]json.RawMessage, creating bool) (goalInput, error) {
+func decodeGoalInput(obj jsonObject, creating bool) (goalInput, error) {
 	var in goalInput
 	errs := decodeFields(obj, bodyFields{
 		"title":          field(&in.Title, "a string"),
@@ -448,7 +448,7 @@ type credentials struct {
 // fields are required and must be a username and a password that some
 // user could have (the same rules as on create), so an input that cannot
 // match is refused before any hashing; nothing else is allowed.
-func decodeCredentials(obj map[string]json.RawMessage) (credentials, error) {
+func decodeCredentials(obj jsonObject) (credentials, error) {
 	var c credentials
 	errs := decodeFields(obj, bodyFields{
 		"username": field(&c.Username, "a string"),

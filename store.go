@@ -136,6 +136,10 @@ const (
 	writeDone    = writePending + writeEnded // a write that was never marked pending
 )
 
+// A batch's writes, each of one user, must fit in the low 16 bits: this
+// does not compile otherwise.
+const _ = uint(writeDone - 1 - maxBatch)
+
 // writesPending reports whether a write to a user with generation gen (or
 // to one sharing its stripe) is committing: what a read finds of that user
 // may be older than the database already is, or about to be.
