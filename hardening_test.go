@@ -843,6 +843,16 @@ func TestEmailUniquenessFoldsUnicodeCase(t *testing.T) {
 	ts.mustCreateUser(t, "strasse2", `,"email":"strasse@example.com"`)
 	ts.mustCreateUser(t, "idot", `,"email":"İ@example.com"`)
 	ts.mustCreateUser(t, "plaini", `,"email":"i@example.com"`)
+	// A domain may end in a dot, and names the same mailbox: it is the
+	// same key, and the address stays as sent.
+	dotted := ts.mustCreateUser(t, "dotted", `,"email":"dot@example.com."`)
+	if dotted["email"] != "dot@example.com." {
+		t.Fatalf("the address is stored as %v", dotted["email"])
+	}
+	for _, email := range []string{"DOT@example.com", "dot@example.com", "dot@example.com."} {
+		expect(t, email+" after dot@example.com.", ts.do(t, "POST", "/api/users", `{"username":"dotted2","password":"correct horse","email":"`+email+`"}`), http.StatusConflict)
+	}
+	expect(t, "PATCH to the same mailbox without the dot", ts.do(t, "PATCH", "/api/users/"+ts.mustCreateUser(t, "other", "")["id"].(string), `{"email":"dot@EXAMPLE.com","password":"another horse"}`), http.StatusConflict)
 }
 
 func TestFoldKeyAgreesWithEqualFold(t *testing.T) {

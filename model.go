@@ -506,7 +506,14 @@ func emailKey(email *string) any {
 	if email == nil {
 		return nil
 	}
-	return foldKey(*email)
+	return emailFoldKey(*email)
+}
+
+// emailFoldKey is the key under which an email is unique: foldKey, and
+// without the dot a domain may end in ("a@example.com." is the mailbox of
+// "a@example.com"). The address is stored as sent.
+func emailFoldKey(email string) string {
+	return foldKey(strings.TrimRight(email, "."))
 }
 
 // parseID accepts only the canonical lowercase text of a UUID, so one

@@ -565,7 +565,7 @@ func (s *store) TakenFields(ctx context.Context, username, email *string, except
 // EmailTakenByOtherThan reports whether a user other than the one called
 // username (without regard to case) holds email (without regard to case).
 func (s *store) EmailTakenByOtherThan(ctx context.Context, email, username string) (bool, error) {
-	found, err := s.anyRow(ctx, "SELECT id FROM users WHERE email_key = ? AND username_key <> ?", foldKey(email), foldKey(username))
+	found, err := s.anyRow(ctx, "SELECT id FROM users WHERE email_key = ? AND username_key <> ?", emailFoldKey(email), foldKey(username))
 	if err != nil {
 		return false, fmt.Errorf("find taken email: %w", err)
 	}
@@ -597,7 +597,7 @@ func uniqueFields(username, email *string) []uniqueField {
 		fields = append(fields, uniqueField{"username", "username_key", foldKey(*username)})
 	}
 	if email != nil && *email != "" {
-		fields = append(fields, uniqueField{"email", "email_key", foldKey(*email)})
+		fields = append(fields, uniqueField{"email", "email_key", emailFoldKey(*email)})
 	}
 	return fields
 }
