@@ -276,8 +276,8 @@ func FuzzIntegerLiteral(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, lit string) {
-		if !json.Valid([]byte(lit)) || lit == "" || lit[0] != '-' && (lit[0] < '0' || lit[0] > '9') {
-			return // not a number literal
+		if !json.Valid([]byte(lit)) || lit == "" || lit[0] != '-' && (lit[0] < '0' || lit[0] > '9') || strings.TrimSpace(lit) != lit {
+			return // not a number literal as integer hands it over (trimmed)
 		}
 		n, ok := integerLiteral(lit)
 		if i := strings.IndexAny(lit, "eE"); i >= 0 && len(lit)-i > 6 {

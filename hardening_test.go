@@ -658,6 +658,10 @@ func TestBodiesAreTakenAsSentOrRefused(t *testing.T) {
 		t.Fatalf("415 for a Content-Encoding: Accept-Encoding %q, want identity", got)
 	}
 	expect(t, "charset UTF-8 and Content-Encoding identity", ts.do(t, "POST", "/api/users", create, "Content-Type", "application/json; charset=UTF-8", "Content-Encoding", "identity"), http.StatusCreated)
+	for i, c := range [][2]string{{"utf8", "identity, identity"}, {"US-ASCII", ""}} {
+		body := fmt.Sprintf(`{"username":"label%d","password":"correct horse"}`, i)
+		expect(t, "charset "+c[0]+", Content-Encoding "+c[1], ts.do(t, "POST", "/api/users", body, "Content-Type", "application/json; charset="+c[0], "Content-Encoding", c[1]), http.StatusCreated)
+	}
 }
 
 // countNames, which decides whether a body is searched for a repeated
