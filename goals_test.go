@@ -389,6 +389,49 @@ func TestUpgradeRefusesEmailsThatNowCollide(t *testing.T) {
 	}
 }
 
+// Step 5: an address stored with a dot ending its domain gets the key
+// without it, so the mailbox is taken; two users whose addresses are one
+// mailbox but for that dot stop the upgrade, which names both.
+func TestUpgradeRefoldsEmailsEndingInADot(t *testing.T) {
+	onlySQLite(t, "a file an older usersvc left")
+	insert := func(db *sqlx.DB, i int, email string) {
+		t.Helper()
+		_, err := db.Exec(`INSERT INTO users (id, username, username_key, email, email_key, password_hash, created_at, modified_at)
+			VALUES (?, ?, ?, ?, ?, 'x', '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z')`,
+			fmt.Sprintf("01939f5e-0000-7000-8000-00000000000%d", i), fmt.Sprintf("user%d", i), fmt.Sprintf("user%d", i), email, foldKey(email))
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	path := filepath.Join(t.TempDir(), "v4.db")
+	db := openAtVersion(t, path, 4)
+	insert(db, 1, "solo@example.org.")
+	db.Close()
+	ts := newTestServerAt(t, testConfig(), path, errorLogger(t), storeOptions{})
+	r := ts.do(t, "POST", "/api/users", `{"username":"second","password":"correct horse","email":"SOLO@example.org"}`)
+	expect(t, "the mailbox of an address stored with a dot", r, http.StatusConflict)
+	if got := ts.do(t, "GET", "/api/users/by-username/user1?show=email", "").json(t)["user"].(map[string]any)["email"]; got != "solo@example.org." {
+		t.Fatalf("the upgrade changed the address to %v", got)
+	}
+
+	path = filepath.Join(t.TempDir(), "pair.db")
+	db = openAtVersion(t, path, 4)
+	insert(db, 1, "a@example.com")
+	insert(db, 2, "A@example.com.")
+	db.Close()
+	_, err := openStore(context.Background(), path, storeOptions{})
+	if err == nil || !strings.Contains(err.Error(), "01939f5e-0000-7000-8000-000000000001") || !strings.Contains(err.Error(), `"A@example.com."`) {
+		t.Fatalf("upgrade with one mailbox twice: err = %v, want a refusal naming both users", err)
+	}
+	db2, _ := sqlx.Open("sqlite", dsn(path, nil, nil))
+	defer db2.Close()
+	var version int
+	if db2.Get(&version, "PRAGMA user_version"); version != 4 {
+		t.Fatalf("a refused upgrade left version %d, want 4 (nothing applied)", version)
+	}
+}
+
 // target_minutes is read exactly as written: a fraction too small for a
 // float64 to keep is still a fraction, an integer too large for one is
 // still an integer (out of range), and an integer however written is one.

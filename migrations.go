@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -51,6 +53,7 @@ func schemaVersion() int {
 // for what SQL cannot do alike on both engines.
 var migrationHooks = map[int]func(ctx context.Context, tx *sqlx.Tx) error{
 	3: fillFoldKeys,
+	5: refoldDottedEmails,
 }
 
 // migrate brings the database up to the newest schema in one transaction.
@@ -133,7 +136,11 @@ func fillFoldKeys(ctx context.Context, tx *sqlx.Tx) error {
 			return fmt.Errorf("read users: %w", err)
 		}
 		for _, r := range rows {
-			if _, err := tx.ExecContext(ctx, update, foldKey(r.username), emailKey(r.email), r.id); err != nil {
+			var emailKey any // as step 3 shipped it: step 5 leaves out a dot ending the domain
+			if r.email != nil {
+				emailKey = foldKey(*r.email)
+			}
+			if _, err := tx.ExecContext(ctx, update, foldKey(r.username), emailKey, r.id); err != nil {
 				if r.email != nil {
 					return fmt.Errorf("user %s: its email %q is, apart from case, another user's too (change one of them with an older usersvc, then upgrade): %w", r.id, *r.email, err)
 				}
@@ -145,4 +152,37 @@ func fillFoldKeys(ctx context.Context, tx *sqlx.Tx) error {
 		}
 		after = rows[len(rows)-1].id
 	}
+}
+
+// refoldDottedEmails (step 5) gives each address whose domain ends in a
+// dot the key without it (emailFoldKey), as writes compute it now. Two
+// users whose addresses are one mailbox but for that dot would then share
+// a key: the step stops and names both, rather than choosing which to
+// keep. Few rows have such an address; finding them reads the table once.
+func refoldDottedEmails(ctx context.Context, tx *sqlx.Tx) error {
+	type user struct {
+		ID    string `db:"id"`
+		Email string `db:"email"`
+	}
+	var dotted []user
+	if err := tx.SelectContext(ctx, &dotted, "SELECT id, email FROM users WHERE email LIKE '%.' ORDER BY id"); err != nil {
+		return fmt.Errorf("read users: %w", err)
+	}
+	sameKey := tx.Rebind("SELECT id, email FROM users WHERE email_key = ? AND id <> ?")
+	update := tx.Rebind("UPDATE users SET email_key = ? WHERE id = ?")
+	for _, u := range dotted {
+		key := emailFoldKey(u.Email)
+		var other user
+		switch err := tx.GetContext(ctx, &other, sameKey, key, u.ID); {
+		case err == nil:
+			return fmt.Errorf("users %s (%q) and %s (%q) have one mailbox, a dot ending a domain changing nothing: change one of the addresses with an older usersvc, then upgrade",
+				other.ID, other.Email, u.ID, u.Email)
+		case !errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("read users: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, update, key, u.ID); err != nil {
+			return fmt.Errorf("refold the email key of user %s: %w", u.ID, err)
+		}
+	}
+	return nil
 }

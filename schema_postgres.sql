@@ -62,3 +62,6 @@ CREATE TABLE login_pending (
     started      bigint NOT NULL
 );
 CREATE INDEX login_pending_username ON login_pending (username_key, started);
+
+-- version 5: an email's key leaves out a dot ending its domain
+-- See schema_sqlite.sql. No SQL.

@@ -64,3 +64,8 @@ CREATE TABLE login_pending (
     started      INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX login_pending_username ON login_pending (username_key, started);
+
+-- version 5: an email's key leaves out a dot ending its domain
+-- "a@example.com." is the mailbox of "a@example.com": the Go step that
+-- follows gives such addresses the key without the dot, and stops, naming
+-- both users, where two would then share one (migrationHooks). No SQL.
