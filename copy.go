@@ -53,30 +53,36 @@ func copyDatabase(ctx context.Context, src, dst string) (copyCounts, error) {
 		return n, fmt.Errorf("source: %w", err)
 	}
 	defer from.close()
-	to, err := openCopyDestination(ctx, dst)
-	if err != nil {
-		return n, fmt.Errorf("destination: %w", err)
-	}
-	defer to.close()
 	snap, err := from.snapshot(ctx)
 	if err != nil {
 		return n, fmt.Errorf("read %s: %w", from.describe(), err)
 	}
 	defer snap.Rollback() //nolint:errcheck // read-only
 	if err := checkSourceSchema(ctx, from, snap); err != nil {
-		return n, fmt.Errorf("source: %w", err)
+		return n, fmt.Errorf("source: %w", err) // before the destination is touched
 	}
+	to, err := openCopyDestination(ctx, dst)
+	if err != nil {
+		return n, fmt.Errorf("destination: %w", err)
+	}
+	defer to.close()
 	tx, err := to.adminDB().BeginTxx(ctx, nil)
 	if err != nil {
 		return n, fmt.Errorf("write %s: %w", to.describe(), err)
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
+	if err := lockCopyDestination(ctx, tx, dst); err != nil {
+		return n, fmt.Errorf("lock %s: %w", to.describe(), err)
+	}
 	if err := refuseNonEmpty(ctx, tx, to.describe(), copyTables); err != nil {
 		return n, err
 	}
 	for _, t := range copyTables {
 		copied, err := copyRows(ctx, snap, tx, t, isPostgresURL(dst))
 		if err != nil {
+			if t.name == "users" && to.isUniqueViolation(err) {
+				return n, fmt.Errorf("two users of %s have one username or email as this usersvc compares them (without regard to case, or to a dot ending a domain): start this usersvc on the source once, which names them, then copy again: %w", from.describe(), err)
+			}
 			return n, err
 		}
 		if err := checkCount(ctx, snap, tx, t.name, copied); err != nil {
@@ -92,6 +98,19 @@ func copyDatabase(ctx context.Context, src, dst string) (copyCounts, error) {
 		return n, fmt.Errorf("commit the copy: %w", err)
 	}
 	return n, nil
+}
+
+// lockCopyDestination keeps a PostgreSQL destination's tables from any
+// other writer until the copy commits: a server's writes wait, and a second
+// copy finds the first's rows and is refused, rather than both landing in
+// one database. A SQLite destination is locked to the copy already (see
+// openCopyDestination).
+func lockCopyDestination(ctx context.Context, tx *sqlx.Tx, dst string) error {
+	if !isPostgresURL(dst) {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, "LOCK TABLE users, goals IN EXCLUSIVE MODE")
+	return err
 }
 
 // copySource is what a copy needs of the database it reads.

@@ -165,6 +165,9 @@ func TestCopyLeavesSourceAndRefusedDestinationAsTheyWere(t *testing.T) {
 	if v := userVersion(t, empty); v != 0 {
 		t.Fatalf("the refused source was migrated to version %d", v)
 	}
+	if _, err := os.Stat(dst); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a copy refused for its source made the destination: %v", err)
+	}
 	// A destination an older usersvc left, holding users, is refused before
 	// its schema is touched.
 	src, old := filepath.Join(dir, "src.db"), filepath.Join(dir, "old.db")
@@ -236,6 +239,37 @@ func TestCopyFromABackupLeavesItAsItWas(t *testing.T) {
 
 // A destination that holds tables of something else is not usersvc's to
 // fill: the copy is refused and the file keeps only what it had.
+// A source two of whose users have one email as this usersvc compares
+// them (stored by a version that compared otherwise, and not upgraded)
+// stops the copy with a message that says what to do, not a bare UNIQUE
+// error; doing it names them.
+func TestCopyOfUsersThatNowCollideSaysWhatToDo(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.db")
+	seedCopySource(t, src, 3)
+	db, err := sqlx.Open("sqlite", dsn(src, nil, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.Exec(`UPDATE users SET email = 'one@example.com' || substr('.', 1, (SELECT count(*) FROM users u WHERE u.id < users.id)),
+		email_key = 'one@example.com' || substr('.', 1, (SELECT count(*) FROM users u WHERE u.id < users.id)) WHERE id IN (SELECT id FROM users ORDER BY id LIMIT 2)`)
+	if err == nil {
+		_, err = db.Exec("PRAGMA user_version = 4") // as the version before step 5 left it
+	}
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(dir, "dst.db")
+	err = run(context.Background(), []string{"usersvc", "copy", src, dst}, envOf(), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "start this usersvc on the source once, which names them") {
+		t.Fatalf("copy of two users with one mailbox: %v", err)
+	}
+	if _, err := openStore(context.Background(), src, storeOptions{}); err == nil || !strings.Contains(err.Error(), `"one@example.com."`) {
+		t.Fatalf("starting on the source: %v, want the users named", err)
+	}
+}
+
 func TestCopyRefusesADatabaseOfSomethingElse(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src.db")

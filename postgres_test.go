@@ -532,6 +532,51 @@ func TestCopyToPostgresNamesARowItCannotHold(t *testing.T) {
 	}
 }
 
+// Two copies into one PostgreSQL database at once (of two sources that
+// share no user): one lands, the other finds its rows and is refused;
+// never both, merged.
+func TestCopiesIntoOnePostgresDatabaseAtOnceLandOnce(t *testing.T) {
+	onlyPostgres(t, "a copy to PostgreSQL")
+	dir := t.TempDir()
+	sources := []string{filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")}
+	for i, src := range sources {
+		seedCopySource(t, src, 300)
+		db, err := sqlx.Open("sqlite", dsn(src, nil, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		prefix := fmt.Sprintf("s%d", i)
+		_, err = db.Exec("UPDATE users SET username = ? || username, username_key = ? || username_key, email = NULL, email_key = NULL", prefix, prefix)
+		db.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := 0; round < 5; round++ {
+		pg := testDB(t)
+		errs := make(chan error, len(sources))
+		for _, src := range sources {
+			go func() {
+				errs <- run(context.Background(), []string{"usersvc", "copy", src, pg}, envOf(), io.Discard, io.Discard)
+			}()
+		}
+		landed := 0
+		for range sources {
+			switch err := <-errs; {
+			case err == nil:
+				landed++
+			case !strings.Contains(err.Error(), "is not empty"):
+				t.Fatalf("round %d: a copy failed otherwise than refused: %v", round, err)
+			}
+		}
+		var users int
+		newTestServerAt(t, testConfig(), pg, errorLogger(t), storeOptions{}).sqlGet(t, &users, "SELECT count(*) FROM users")
+		if landed != 1 || users != 300 {
+			t.Fatalf("round %d: %d copies landed, %d users in the database; want 1 and 300", round, landed, users)
+		}
+	}
+}
+
 func TestCopySQLiteToPostgresAndBack(t *testing.T) {
 	onlyPostgres(t, "a copy between the engines")
 	if testing.Short() {
