@@ -170,17 +170,17 @@ func (e fieldErrors) merge(other fieldErrors) {
 func allProblems(errs ...error) error {
 	var all fieldErrors
 	for _, err := range errs {
+		if err == nil {
+			continue // before errors.As, whose target escapes: a request without problems allocates nothing here
+		}
 		var fe fieldErrors
-		switch {
-		case err == nil:
-		case errors.As(err, &fe):
-			if all == nil {
-				all = fieldErrors{}
-			}
-			all.merge(fe)
-		default:
+		if !errors.As(err, &fe) {
 			return err
 		}
+		if all == nil {
+			all = fieldErrors{}
+		}
+		all.merge(fe)
 	}
 	return all.orNil()
 }
