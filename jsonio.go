@@ -200,10 +200,17 @@ func escapedUnit(b []byte, at int) int {
 }
 
 // countNames counts the names the object in body gives, repeats included.
-// body has been parsed as one JSON object: a name is the string after its
-// opening brace or after a comma between its members.
 func countNames(body []byte) int {
-	n, depth, nameNext := 0, 0, false
+	n := 0
+	forEachName(body, func([]byte) { n++ })
+	return n
+}
+
+// forEachName calls fn with each name the object in body gives, as written
+// between its quotes. body has been parsed as one JSON object: a name is
+// the string after its opening brace or after a comma between its members.
+func forEachName(body []byte, fn func(quoted []byte)) {
+	depth, nameNext := 0, false
 	for i := 0; i < len(body); i++ {
 		switch body[i] {
 		case '{':
@@ -216,14 +223,14 @@ func countNames(body []byte) int {
 		case ',':
 			nameNext = depth == 1
 		case '"':
+			end := stringEnd(body, i)
 			if nameNext {
-				n++
+				fn(body[i+1 : end])
 				nameNext = false
 			}
-			i = stringEnd(body, i)
+			i = end
 		}
 	}
-	return n
 }
 
 // stringEnd is the offset of the quote that closes the JSON string
@@ -241,28 +248,19 @@ func stringEnd(body []byte, open int) int {
 }
 
 // repeatedNames are the names the object in body (parsed) gives more than
-// once.
+// once, escapes read ("\u0061" is "a").
 func repeatedNames(body []byte) map[string]bool {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if _, err := dec.Token(); err != nil { // the opening brace
-		return nil
-	}
 	seen, repeated := map[string]bool{}, map[string]bool{}
-	for dec.More() {
-		name, err := dec.Token()
-		if err != nil {
-			return repeated
+	forEachName(body, func(quoted []byte) {
+		name := string(quoted)
+		if bytes.IndexByte(quoted, '\\') >= 0 {
+			json.Unmarshal(append(append([]byte{'"'}, quoted...), '"'), &name) //nolint:errcheck // parsed already
 		}
-		var value json.RawMessage
-		if err := dec.Decode(&value); err != nil {
-			return repeated
+		if seen[name] {
+			repeated[name] = true
 		}
-		key, _ := name.(string)
-		if seen[key] {
-			repeated[key] = true
-		}
-		seen[key] = true
-	}
+		seen[name] = true
+	})
 	return repeated
 }
 
