@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 )
@@ -126,7 +127,7 @@ type copySource interface {
 // SQLite file is opened read-only (see openSQLiteSource).
 func openCopySource(ctx context.Context, src string) (copySource, error) {
 	if isPostgresURL(src) {
-		return openEngine(ctx, src, storeOptions{})
+		return openEngine(ctx, src, storeOptions{statementTimeout: copyStatementTimeout})
 	}
 	if _, err := os.Stat(src); errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("no database at %s", src)
@@ -152,6 +153,12 @@ func checkSourceSchema(ctx context.Context, eng copySource, snap *sqlx.Tx) error
 	return nil
 }
 
+// copyStatementTimeout bounds a copy's statements instead of a server's
+// few seconds: reading a large source in one snapshot takes as long as it
+// takes, and a second copy waits for the first's lock on the destination
+// (then finds it not empty) rather than failing on the wait.
+const copyStatementTimeout = 24 * time.Hour
+
 // copyMinSchema is the first schema version with every table a copy reads.
 const copyMinSchema = 2
 
@@ -160,7 +167,7 @@ const copyMinSchema = 2
 // up to date, but only once it is known to hold no users or goals: a
 // refused copy leaves the destination as it found it.
 func openCopyDestination(ctx context.Context, dst string) (engine, error) {
-	eng, err := openEngine(ctx, dst, storeOptions{exclusive: true})
+	eng, err := openEngine(ctx, dst, storeOptions{exclusive: true, statementTimeout: copyStatementTimeout})
 	if err != nil {
 		return nil, err
 	}

@@ -430,6 +430,29 @@ func TestUpgradeRefoldsEmailsEndingInADot(t *testing.T) {
 	if db2.Get(&version, "PRAGMA user_version"); version != 4 {
 		t.Fatalf("a refused upgrade left version %d, want 4 (nothing applied)", version)
 	}
+
+	path = filepath.Join(t.TempDir(), "dotted-pair.db")
+	db = openAtVersion(t, path, 4)
+	insert(db, 1, "b@example.com.")
+	insert(db, 2, "B@example.com..")
+	db.Close()
+	if _, err := openStore(context.Background(), path, storeOptions{}); err == nil || !strings.Contains(err.Error(), `"B@example.com.."`) || !strings.Contains(err.Error(), `"b@example.com."`) {
+		t.Fatalf("upgrade with two dotted addresses of one mailbox: err = %v, want a refusal naming both", err)
+	}
+}
+
+// During a rolling upgrade on PostgreSQL, an instance of the version
+// before step 5 would still write an email key ending in a dot: the
+// database refuses it (step 6).
+func TestPostgresRefusesAnEmailKeyEndingInADot(t *testing.T) {
+	onlyPostgres(t, "a constraint several instances share")
+	ts := newTestServer(t)
+	_, err := rawDB(ts.store).Exec(`INSERT INTO users (id, username, username_key, email, email_key, password_hash, version, created_at, modified_at)
+		VALUES ('01939f5e-0000-7000-8000-000000000001', 'old', 'old', 'z@example.com.', 'z@example.com.', 'x', 1, '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z')`)
+	if err == nil || !strings.Contains(err.Error(), "users_email_key_no_final_dot") {
+		t.Fatalf("a key ending in a dot, as an older instance writes it: %v", err)
+	}
+	ts.mustCreateUser(t, "new", `,"email":"z@example.com."`) // this version writes the key without it
 }
 
 // target_minutes is read exactly as written: a fraction too small for a

@@ -155,34 +155,34 @@ func fillFoldKeys(ctx context.Context, tx *sqlx.Tx) error {
 }
 
 // refoldDottedEmails (step 5) gives each address whose domain ends in a
-// dot the key without it (emailFoldKey), as writes compute it now. Two
-// users whose addresses are one mailbox but for that dot would then share
-// a key: the step stops and names both, rather than choosing which to
-// keep. Few rows have such an address; finding them reads the table once.
+// dot the key without it, as writes compute it now (emailFoldKey: foldKey
+// leaves dots alone, so that is the stored key without its final dots).
+// Two users whose addresses are one mailbox but for such dots would then
+// share a key: the step stops and names both, rather than choosing which
+// to keep. Each query is set-based or uses the key's index.
 func refoldDottedEmails(ctx context.Context, tx *sqlx.Tx) error {
-	type user struct {
+	var a, b struct {
 		ID    string `db:"id"`
 		Email string `db:"email"`
 	}
-	var dotted []user
-	if err := tx.SelectContext(ctx, &dotted, "SELECT id, email FROM users WHERE email LIKE '%.' ORDER BY id"); err != nil {
-		return fmt.Errorf("read users: %w", err)
-	}
-	sameKey := tx.Rebind("SELECT id, email FROM users WHERE email_key = ? AND id <> ?")
-	update := tx.Rebind("UPDATE users SET email_key = ? WHERE id = ?")
-	for _, u := range dotted {
-		key := emailFoldKey(u.Email)
-		var other user
-		switch err := tx.GetContext(ctx, &other, sameKey, key, u.ID); {
+	for _, pair := range []string{
+		// a dotted address against one stored without the dot (by the index)
+		`SELECT a.id, a.email, b.id, b.email FROM users a JOIN users b ON b.email_key = rtrim(a.email_key, '.')
+			WHERE a.email_key LIKE '%.' AND b.id <> a.id ORDER BY a.id LIMIT 1`,
+		// two dotted addresses of one mailbox
+		`SELECT a.id, a.email, b.id, b.email FROM users a JOIN users b ON rtrim(b.email_key, '.') = rtrim(a.email_key, '.')
+			WHERE a.email_key LIKE '%.' AND b.email_key LIKE '%.' AND b.id > a.id ORDER BY a.id LIMIT 1`,
+	} {
+		switch err := tx.QueryRowxContext(ctx, pair).Scan(&a.ID, &a.Email, &b.ID, &b.Email); {
 		case err == nil:
 			return fmt.Errorf("users %s (%q) and %s (%q) have one mailbox, a dot ending a domain changing nothing: change one of the addresses with an older usersvc, then upgrade",
-				other.ID, other.Email, u.ID, u.Email)
+				b.ID, b.Email, a.ID, a.Email)
 		case !errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("read users: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, update, key, u.ID); err != nil {
-			return fmt.Errorf("refold the email key of user %s: %w", u.ID, err)
-		}
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE users SET email_key = rtrim(email_key, '.') WHERE email_key LIKE '%.'"); err != nil {
+		return fmt.Errorf("refold the email keys: %w", err)
 	}
 	return nil
 }

@@ -532,6 +532,32 @@ func TestCopyToPostgresNamesARowItCannotHold(t *testing.T) {
 	}
 }
 
+// A copy's statements are not cut at a server's few seconds: reading a
+// large PostgreSQL source in one snapshot failed after 5 s (1.5 million
+// users, in review 15).
+func TestCopyFromPostgresIsNotCutAtTheServersStatementTimeout(t *testing.T) {
+	onlyPostgres(t, "a copy from PostgreSQL")
+	pg := testDB(t)
+	newTestServerAt(t, testConfig(), pg, errorLogger(t), storeOptions{}) // a usersvc database
+	src, err := openCopySource(context.Background(), pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.close()
+	snap, err := src.snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Rollback() //nolint:errcheck // read-only
+	var timeout string
+	if err := snap.Get(&timeout, "SHOW statement_timeout"); err != nil {
+		t.Fatal(err)
+	}
+	if timeout != "1d" {
+		t.Fatalf("the copy's source connection has statement_timeout %s, want 1d (copyStatementTimeout)", timeout)
+	}
+}
+
 // Two copies into one PostgreSQL database at once (of two sources that
 // share no user): one lands, the other finds its rows and is refused;
 // never both, merged.

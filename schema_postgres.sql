@@ -65,3 +65,10 @@ CREATE INDEX login_pending_username ON login_pending (username_key, started);
 
 -- version 5: an email's key leaves out a dot ending its domain
 -- See schema_sqlite.sql. No SQL.
+
+-- version 6: no email key ends in a dot, even one an older instance writes
+-- During a rolling upgrade, instances of the version before step 5 still
+-- write keys with the dot, which would make one mailbox two again; this
+-- refuses such a write (those instances answer it 500) until they are
+-- replaced. This binary never writes one.
+ALTER TABLE users ADD CONSTRAINT users_email_key_no_final_dot CHECK (email_key NOT LIKE '%.');

@@ -69,3 +69,7 @@ CREATE INDEX login_pending_username ON login_pending (username_key, started);
 -- "a@example.com." is the mailbox of "a@example.com": the Go step that
 -- follows gives such addresses the key without the dot, and stops, naming
 -- both users, where two would then share one (migrationHooks). No SQL.
+
+-- version 6: no email key ends in a dot, even one an older instance writes
+-- On PostgreSQL only (see schema_postgres.sql): one server owns a SQLite
+-- file, and an older binary refuses a database at version 5. No SQL.
