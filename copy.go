@@ -153,10 +153,11 @@ func checkSourceSchema(ctx context.Context, eng copySource, snap *sqlx.Tx) error
 	return nil
 }
 
-// copyStatementTimeout bounds a copy's statements instead of a server's
-// few seconds: reading a large source in one snapshot takes as long as it
-// takes, and a second copy waits for the first's lock on the destination
-// (then finds it not empty) rather than failing on the wait.
+// copyStatementTimeout bounds the statements of a copy's PostgreSQL source
+// instead of a server's few seconds: reading a large source in one
+// snapshot takes as long as it takes, and takes no lock a server waits on.
+// The destination keeps a server's timeout, which also bounds its waits
+// for locks (a second copy's, a SQLite file's busy writer).
 const copyStatementTimeout = 24 * time.Hour
 
 // copyMinSchema is the first schema version with every table a copy reads.
@@ -167,7 +168,7 @@ const copyMinSchema = 2
 // up to date, but only once it is known to hold no users or goals: a
 // refused copy leaves the destination as it found it.
 func openCopyDestination(ctx context.Context, dst string) (engine, error) {
-	eng, err := openEngine(ctx, dst, storeOptions{exclusive: true, statementTimeout: copyStatementTimeout})
+	eng, err := openEngine(ctx, dst, storeOptions{exclusive: true})
 	if err != nil {
 		return nil, err
 	}

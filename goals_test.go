@@ -441,6 +441,46 @@ func TestUpgradeRefoldsEmailsEndingInADot(t *testing.T) {
 	}
 }
 
+// A database at version 5 into which instances of a version before step 5
+// went on writing email keys ending in a dot (a rolling upgrade on
+// PostgreSQL) upgrades to 6: the keys are refolded before step 6's
+// constraint, and two users of one mailbox are named, as step 5 does.
+func TestUpgradeToVersion6RefoldsKeysWrittenAfterStep5(t *testing.T) {
+	insert := func(db *sqlx.DB, i int, email string) {
+		t.Helper()
+		_, err := db.Exec(db.Rebind(`INSERT INTO users (id, username, username_key, email, email_key, password_hash, version, created_at, modified_at)
+			VALUES (?, ?, ?, ?, ?, 'x', 1, '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z')`),
+			fmt.Sprintf("01939f5e-0000-7000-8000-00000000000%d", i), fmt.Sprintf("user%d", i), fmt.Sprintf("user%d", i), email, foldKey(email))
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	atVersion5 := func(emails ...string) string {
+		t.Helper()
+		db := testDB(t)
+		eng, err := openEngine(context.Background(), db, storeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer eng.close()
+		if err := migrateTo(context.Background(), eng, 5); err != nil {
+			t.Fatal(err)
+		}
+		for i, email := range emails {
+			insert(eng.adminDB(), i+1, email)
+		}
+		return db
+	}
+
+	ts := newTestServerAt(t, testConfig(), atVersion5("late@example.org."), errorLogger(t), storeOptions{})
+	expect(t, "the mailbox of a key an older instance wrote", ts.do(t, "POST", "/api/users", `{"username":"second","password":"correct horse","email":"LATE@example.org"}`), http.StatusConflict)
+
+	_, err := openStore(context.Background(), atVersion5("pair@example.org", "Pair@example.org."), storeOptions{})
+	if err == nil || !strings.Contains(err.Error(), `"Pair@example.org."`) || !strings.Contains(err.Error(), "one mailbox") {
+		t.Fatalf("upgrade to 6 with one mailbox twice: err = %v, want a refusal naming both users", err)
+	}
+}
+
 // During a rolling upgrade on PostgreSQL, an instance of the version
 // before step 5 would still write an email key ending in a dot: the
 // database refuses it (step 6).

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -56,6 +57,15 @@ var migrationHooks = map[int]func(ctx context.Context, tx *sqlx.Tx) error{
 	5: refoldDottedEmails,
 }
 
+// migrationPreparations run before the SQL of their step, in the same
+// transaction. Step 6's CHECK would fail on keys ending in a dot that
+// instances of a version before step 5 wrote into a database already at
+// version 5 (on PostgreSQL, during a rolling upgrade): step 5's refold runs
+// again first, naming any two users that are one mailbox.
+var migrationPreparations = map[int]func(ctx context.Context, tx *sqlx.Tx) error{
+	6: refoldDottedEmails,
+}
+
 // migrate brings the database up to the newest schema in one transaction.
 // A database newer than this binary is refused rather than guessed at.
 func migrate(ctx context.Context, eng engine) error {
@@ -86,6 +96,11 @@ func migrateTo(ctx context.Context, eng engine, target int) error {
 		return fmt.Errorf("schema version %d is newer than this binary knows (%d): use a newer usersvc", current, len(steps))
 	}
 	for _, step := range steps[current:max(current, target)] {
+		if prepare := migrationPreparations[step.version]; prepare != nil {
+			if err := prepare(ctx, tx); err != nil {
+				return fmt.Errorf("migrate to version %d (%s): %w", step.version, step.name, err)
+			}
+		}
 		if _, err := tx.ExecContext(ctx, step.sql); err != nil {
 			return fmt.Errorf("migrate to version %d (%s): %w", step.version, step.name, err)
 		}
@@ -161,28 +176,50 @@ func fillFoldKeys(ctx context.Context, tx *sqlx.Tx) error {
 // share a key: the step stops and names both, rather than choosing which
 // to keep. Each query is set-based or uses the key's index.
 func refoldDottedEmails(ctx context.Context, tx *sqlx.Tx) error {
-	var a, b struct {
-		ID    string `db:"id"`
-		Email string `db:"email"`
-	}
-	for _, pair := range []string{
-		// a dotted address against one stored without the dot (by the index)
-		`SELECT a.id, a.email, b.id, b.email FROM users a JOIN users b ON b.email_key = rtrim(a.email_key, '.')
-			WHERE a.email_key LIKE '%.' AND b.id <> a.id ORDER BY a.id LIMIT 1`,
-		// two dotted addresses of one mailbox
-		`SELECT a.id, a.email, b.id, b.email FROM users a JOIN users b ON rtrim(b.email_key, '.') = rtrim(a.email_key, '.')
-			WHERE a.email_key LIKE '%.' AND b.email_key LIKE '%.' AND b.id > a.id ORDER BY a.id LIMIT 1`,
-	} {
-		switch err := tx.QueryRowxContext(ctx, pair).Scan(&a.ID, &a.Email, &b.ID, &b.Email); {
-		case err == nil:
-			return fmt.Errorf("users %s (%q) and %s (%q) have one mailbox, a dot ending a domain changing nothing: change one of the addresses with an older usersvc, then upgrade",
-				b.ID, b.Email, a.ID, a.Email)
-		case !errors.Is(err, sql.ErrNoRows):
-			return fmt.Errorf("read users: %w", err)
-		}
+	if a, b, err := dottedPairOfOneMailbox(ctx, tx); err != nil {
+		return err
+	} else if a != nil {
+		return fmt.Errorf("users %s (%q) and %s (%q) have one mailbox, a dot ending a domain changing nothing: change one of the addresses with an older usersvc, then upgrade",
+			a.ID, a.Email, b.ID, b.Email)
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE users SET email_key = rtrim(email_key, '.') WHERE email_key LIKE '%.'"); err != nil {
 		return fmt.Errorf("refold the email keys: %w", err)
 	}
 	return nil
+}
+
+// mailboxUser is a user an upgrade names.
+type mailboxUser struct {
+	ID    string `db:"id"`
+	Email string `db:"email"`
+}
+
+// dottedPairOfOneMailbox finds two users whose email keys would be one
+// once their final dots go: a dotted key against a plain one (a look-up by
+// the key's index for each dotted row), or two dotted keys (grouped). nil
+// when there are none.
+func dottedPairOfOneMailbox(ctx context.Context, tx *sqlx.Tx) (a, b *mailboxUser, err error) {
+	var pair [2]mailboxUser
+	err = tx.QueryRowxContext(ctx, `SELECT a.id, a.email, b.id, b.email FROM users a JOIN users b ON b.email_key = rtrim(a.email_key, '.')
+		WHERE a.email_key LIKE '%.' AND b.id <> a.id ORDER BY a.id LIMIT 1`).Scan(&pair[0].ID, &pair[0].Email, &pair[1].ID, &pair[1].Email)
+	switch {
+	case err == nil:
+		return &pair[1], &pair[0], nil
+	case !errors.Is(err, sql.ErrNoRows):
+		return nil, nil, fmt.Errorf("read users: %w", err)
+	}
+	var key string
+	err = tx.GetContext(ctx, &key, `SELECT rtrim(email_key, '.') FROM users WHERE email_key LIKE '%.'
+		GROUP BY rtrim(email_key, '.') HAVING count(*) > 1 ORDER BY 1 LIMIT 1`)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, nil, nil
+	case err != nil:
+		return nil, nil, fmt.Errorf("read users: %w", err)
+	}
+	var both []mailboxUser
+	if err := tx.SelectContext(ctx, &both, tx.Rebind(`SELECT id, email FROM users WHERE email_key LIKE '%.' AND rtrim(email_key, '.') = ? ORDER BY id LIMIT 2`), key); err != nil || len(both) < 2 {
+		return nil, nil, fmt.Errorf("read users: %v", cmp.Or(err, errors.New("the pair went missing")))
+	}
+	return &both[0], &both[1], nil
 }
