@@ -53,7 +53,7 @@ func tuneGC(getenv func(string) string, cacheBytes int) *memoryLimit {
 	if getenv("GOMEMLIMIT") != "" {
 		return nil
 	}
-	l := &memoryLimit{base: int64(heapAllowance + cacheBytes)}
+	l := &memoryLimit{base: int64(heapAllowance + cacheBytes), set: debug.SetMemoryLimit}
 	debug.SetMemoryLimit(l.base)
 	return l
 }
@@ -63,6 +63,9 @@ func tuneGC(getenv func(string) string, cacheBytes int) *memoryLimit {
 type memoryLimit struct {
 	mu           sync.Mutex
 	base, raised int64
+	// set sets the process's limit: debug.SetMemoryLimit, or a test's
+	// recorder (the limit is the process's, which other tests move too).
+	set func(int64) int64
 }
 
 // raise adds n bytes to the limit until lower is called; on a nil limit
@@ -79,7 +82,7 @@ func (l *memoryLimit) raise(n int64) (lower func()) {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		l.raised += by
-		debug.SetMemoryLimit(l.base + l.raised)
+		l.set(l.base + l.raised)
 	}
 	move(n)
 	return func() { move(-n) }
