@@ -185,23 +185,17 @@ func (c *userCache) put(u *User, gen uint64) {
 	if c == nil {
 		return
 	}
-	key, ok := cacheKey(u.ID)
-	if !ok {
-		return
-	}
-	mu := &c.locks[key[len(key)-1]]
-	mu.Lock()
-	defer mu.Unlock()
-	if gen == c.store.Generation(u.ID) && !writesPending(gen) {
-		c.set(key, u)
-	}
+	c.locked(u.ID, func(key string) {
+		if gen == c.store.Generation(u.ID) && !writesPending(gen) {
+			c.set(key, u)
+		}
+	})
 }
 
-// pending is told of each user a write changes just before it commits,
-// after the user's generation moved: it takes the user out, so that until
-// the write's row goes in (written), reads of that user miss and read the
-// database, which may already hold the new row.
-func (c *userCache) pending(id string) {
+// locked runs fn with the entry key of the user with id, under the lock
+// that reads' puts and writes' changes of that user take. An id that has
+// no key (not in canonical form) has no entry: fn does not run.
+func (c *userCache) locked(id string, fn func(key string)) {
 	key, ok := cacheKey(id)
 	if !ok {
 		return
@@ -209,7 +203,17 @@ func (c *userCache) pending(id string) {
 	mu := &c.locks[key[len(key)-1]]
 	mu.Lock()
 	defer mu.Unlock()
-	c.entries.Delete(key) //nolint:errcheck // ErrEntryNotFound: nothing to take out
+	fn(key)
+}
+
+// pending is told of each user a write changes just before it commits,
+// after the user's generation moved: it takes the user out, so that until
+// the write's row goes in (written), reads of that user miss and read the
+// database, which may already hold the new row.
+func (c *userCache) pending(id string) {
+	c.locked(id, func(key string) {
+		c.entries.Delete(key) //nolint:errcheck // ErrEntryNotFound: nothing to take out
+	})
 }
 
 // written is told, in the order of the commits, each user a write changed,
@@ -218,21 +222,17 @@ func (c *userCache) pending(id string) {
 // write to the user (or to one sharing its generation) is still committing
 // in the same batch, the row is not kept: that write's follows.
 func (c *userCache) written(id string, row *User, gen uint64) {
-	key, ok := cacheKey(id)
-	if !ok {
-		return
-	}
-	mu := &c.locks[key[len(key)-1]]
-	mu.Lock()
-	defer mu.Unlock()
-	// With one writer, running these in commit order, gen is the current
-	// generation; the check only keeps that assumption honest, as the id
-	// check does the writes' (the entry's ETag is made from the row's id).
-	if row != nil && row.ID == id && !c.writesTakeOut && gen == c.store.Generation(id) && !writesPending(gen) {
-		c.set(key, row)
-		return
-	}
-	c.entries.Delete(key) //nolint:errcheck // ErrEntryNotFound: nothing to take out
+	c.locked(id, func(key string) {
+		// With one writer, running these in commit order, gen is the
+		// current generation; the check only keeps that assumption honest,
+		// as the id check does the writes' (the entry's ETag is made from
+		// the row's id).
+		if row != nil && row.ID == id && !c.writesTakeOut && gen == c.store.Generation(id) && !writesPending(gen) {
+			c.set(key, row)
+			return
+		}
+		c.entries.Delete(key) //nolint:errcheck // ErrEntryNotFound: nothing to take out
+	})
 }
 
 // set keeps u under key, or, when bigcache cannot (an entry too large),

@@ -186,6 +186,20 @@ func TestCopyLeavesSourceAndRefusedDestinationAsTheyWere(t *testing.T) {
 	}
 }
 
+// seedCopySourceToEdit is seedCopySource, then the file opened as it is
+// (closed at the end of the test at the latest), for a test to write into
+// it what an older usersvc could have stored.
+func seedCopySourceToEdit(t *testing.T, path string, n int) *sqlx.DB {
+	t.Helper()
+	seedCopySource(t, path, n)
+	db, err := sqlx.Open("sqlite", dsn(path, nil, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
 // userVersion reads the schema version of the SQLite file at path.
 func userVersion(t *testing.T, path string) int {
 	t.Helper()
@@ -246,12 +260,8 @@ func TestCopyFromABackupLeavesItAsItWas(t *testing.T) {
 func TestCopyOfUsersThatNowCollideSaysWhatToDo(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src.db")
-	seedCopySource(t, src, 3)
-	db, err := sqlx.Open("sqlite", dsn(src, nil, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = db.Exec(`UPDATE users SET email = 'one@example.com' || substr('.', 1, (SELECT count(*) FROM users u WHERE u.id < users.id)),
+	db := seedCopySourceToEdit(t, src, 3)
+	_, err := db.Exec(`UPDATE users SET email = 'one@example.com' || substr('.', 1, (SELECT count(*) FROM users u WHERE u.id < users.id)),
 		email_key = 'one@example.com' || substr('.', 1, (SELECT count(*) FROM users u WHERE u.id < users.id)) WHERE id IN (SELECT id FROM users ORDER BY id LIMIT 2)`)
 	if err == nil {
 		_, err = db.Exec("PRAGMA user_version = 4") // as the version before step 5 left it

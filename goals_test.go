@@ -389,24 +389,27 @@ func TestUpgradeRefusesEmailsThatNowCollide(t *testing.T) {
 	}
 }
 
+// insertUserKeyedAsBefore writes user i with email as a version before
+// step 5 did: its email key with any dot ending the domain.
+func insertUserKeyedAsBefore(t *testing.T, db *sqlx.DB, i int, email string) {
+	t.Helper()
+	_, err := db.Exec(db.Rebind(`INSERT INTO users (id, username, username_key, email, email_key, password_hash, version, created_at, modified_at)
+		VALUES (?, ?, ?, ?, ?, 'x', 1, '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z')`),
+		fmt.Sprintf("01939f5e-0000-7000-8000-00000000000%d", i), fmt.Sprintf("user%d", i), fmt.Sprintf("user%d", i), email, foldKey(email))
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Step 5: an address stored with a dot ending its domain gets the key
 // without it, so the mailbox is taken; two users whose addresses are one
 // mailbox but for that dot stop the upgrade, which names both.
 func TestUpgradeRefoldsEmailsEndingInADot(t *testing.T) {
 	onlySQLite(t, "a file an older usersvc left")
-	insert := func(db *sqlx.DB, i int, email string) {
-		t.Helper()
-		_, err := db.Exec(`INSERT INTO users (id, username, username_key, email, email_key, password_hash, created_at, modified_at)
-			VALUES (?, ?, ?, ?, ?, 'x', '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z')`,
-			fmt.Sprintf("01939f5e-0000-7000-8000-00000000000%d", i), fmt.Sprintf("user%d", i), fmt.Sprintf("user%d", i), email, foldKey(email))
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
 
 	path := filepath.Join(t.TempDir(), "v4.db")
 	db := openAtVersion(t, path, 4)
-	insert(db, 1, "solo@example.org.")
+	insertUserKeyedAsBefore(t, db, 1, "solo@example.org.")
 	db.Close()
 	ts := newTestServerAt(t, testConfig(), path, errorLogger(t), storeOptions{})
 	r := ts.do(t, "POST", "/api/users", `{"username":"second","password":"correct horse","email":"SOLO@example.org"}`)
@@ -417,8 +420,8 @@ func TestUpgradeRefoldsEmailsEndingInADot(t *testing.T) {
 
 	path = filepath.Join(t.TempDir(), "pair.db")
 	db = openAtVersion(t, path, 4)
-	insert(db, 1, "a@example.com")
-	insert(db, 2, "A@example.com.")
+	insertUserKeyedAsBefore(t, db, 1, "a@example.com")
+	insertUserKeyedAsBefore(t, db, 2, "A@example.com.")
 	db.Close()
 	_, err := openStore(context.Background(), path, storeOptions{})
 	if err == nil || !strings.Contains(err.Error(), "01939f5e-0000-7000-8000-000000000001") || !strings.Contains(err.Error(), `"A@example.com."`) {
@@ -433,8 +436,8 @@ func TestUpgradeRefoldsEmailsEndingInADot(t *testing.T) {
 
 	path = filepath.Join(t.TempDir(), "dotted-pair.db")
 	db = openAtVersion(t, path, 4)
-	insert(db, 1, "b@example.com.")
-	insert(db, 2, "B@example.com..")
+	insertUserKeyedAsBefore(t, db, 1, "b@example.com.")
+	insertUserKeyedAsBefore(t, db, 2, "B@example.com..")
 	db.Close()
 	if _, err := openStore(context.Background(), path, storeOptions{}); err == nil || !strings.Contains(err.Error(), `"B@example.com.."`) || !strings.Contains(err.Error(), `"b@example.com."`) {
 		t.Fatalf("upgrade with two dotted addresses of one mailbox: err = %v, want a refusal naming both", err)
@@ -446,15 +449,6 @@ func TestUpgradeRefoldsEmailsEndingInADot(t *testing.T) {
 // PostgreSQL) upgrades to 6: the keys are refolded before step 6's
 // constraint, and two users of one mailbox are named, as step 5 does.
 func TestUpgradeToVersion6RefoldsKeysWrittenAfterStep5(t *testing.T) {
-	insert := func(db *sqlx.DB, i int, email string) {
-		t.Helper()
-		_, err := db.Exec(db.Rebind(`INSERT INTO users (id, username, username_key, email, email_key, password_hash, version, created_at, modified_at)
-			VALUES (?, ?, ?, ?, ?, 'x', 1, '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z')`),
-			fmt.Sprintf("01939f5e-0000-7000-8000-00000000000%d", i), fmt.Sprintf("user%d", i), fmt.Sprintf("user%d", i), email, foldKey(email))
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
 	atVersion5 := func(emails ...string) string {
 		t.Helper()
 		db := testDB(t)
@@ -467,7 +461,7 @@ func TestUpgradeToVersion6RefoldsKeysWrittenAfterStep5(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, email := range emails {
-			insert(eng.adminDB(), i+1, email)
+			insertUserKeyedAsBefore(t, eng.adminDB(), i+1, email)
 		}
 		return db
 	}

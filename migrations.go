@@ -151,11 +151,11 @@ func fillFoldKeys(ctx context.Context, tx *sqlx.Tx) error {
 			return fmt.Errorf("read users: %w", err)
 		}
 		for _, r := range rows {
-			var emailKey any // as step 3 shipped it: step 5 leaves out a dot ending the domain
+			var shippedEmailKey any // as step 3 shipped it: step 5 leaves out a dot ending the domain
 			if r.email != nil {
-				emailKey = foldKey(*r.email)
+				shippedEmailKey = foldKey(*r.email)
 			}
-			if _, err := tx.ExecContext(ctx, update, foldKey(r.username), emailKey, r.id); err != nil {
+			if _, err := tx.ExecContext(ctx, update, foldKey(r.username), shippedEmailKey, r.id); err != nil {
 				if r.email != nil {
 					return fmt.Errorf("user %s: its email %q is, apart from case, another user's too (change one of them with an older usersvc, then upgrade): %w", r.id, *r.email, err)
 				}

@@ -20,8 +20,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/jmoiron/sqlx"
 )
 
 // onlyPostgres skips a test of something only PostgreSQL has on the
@@ -505,13 +503,9 @@ func TestCopyToPostgresNamesARowItCannotHold(t *testing.T) {
 	onlyPostgres(t, "a copy to PostgreSQL")
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src.db")
-	seedCopySource(t, src, 3)
-	db, err := sqlx.Open("sqlite", dsn(src, nil, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := seedCopySourceToEdit(t, src, 3)
 	var id string
-	err = db.Get(&id, "UPDATE goals SET description = 'a' || char(0) || 'b' WHERE id = (SELECT max(id) FROM goals) RETURNING id")
+	err := db.Get(&id, "UPDATE goals SET description = 'a' || char(0) || 'b' WHERE id = (SELECT max(id) FROM goals) RETURNING id")
 	db.Close()
 	if err != nil {
 		t.Fatal(err)
@@ -566,13 +560,9 @@ func TestCopiesIntoOnePostgresDatabaseAtOnceLandOnce(t *testing.T) {
 	dir := t.TempDir()
 	sources := []string{filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")}
 	for i, src := range sources {
-		seedCopySource(t, src, 300)
-		db, err := sqlx.Open("sqlite", dsn(src, nil, nil))
-		if err != nil {
-			t.Fatal(err)
-		}
+		db := seedCopySourceToEdit(t, src, 300)
 		prefix := fmt.Sprintf("s%d", i)
-		_, err = db.Exec("UPDATE users SET username = ? || username, username_key = ? || username_key, email = NULL, email_key = NULL", prefix, prefix)
+		_, err := db.Exec("UPDATE users SET username = ? || username, username_key = ? || username_key, email = NULL, email_key = NULL", prefix, prefix)
 		db.Close()
 		if err != nil {
 			t.Fatal(err)
