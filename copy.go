@@ -24,7 +24,7 @@ const copyBatch = 500
 func copyCommand(ctx context.Context, src, dst string, stdout io.Writer) error {
 	n, err := copyDatabase(ctx, src, dst)
 	if err != nil {
-		return fmt.Errorf("copy: %w", err)
+		return fmt.Errorf("copy: %w", interrupted(ctx, err, "nothing was committed to "+describeDB(dst)))
 	}
 	fmt.Fprintf(stdout, "copied %d users and %d goals from %s to %s\n", n.users, n.goals, describeDB(src), describeDB(dst))
 	return nil

@@ -315,3 +315,32 @@ func TestCopyRefusesADatabaseOfSomethingElse(t *testing.T) {
 		t.Fatalf("the refused destination has %d tables; want only the 1 it had", tables)
 	}
 }
+
+func TestAnInterruptedCopyOrBackupSaysSoAndLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	src, dst, backup := filepath.Join(dir, "src.db"), filepath.Join(dir, "dst.db"), filepath.Join(dir, "backup.db")
+	seedCopySource(t, src, 10)
+	stopped, stop := context.WithCancel(context.Background())
+	stop() // as Ctrl-C does to run's context
+	err := run(stopped, []string{"usersvc", "copy", src, dst}, envOf(), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "copy: interrupted, nothing was committed to "+dst) {
+		t.Fatalf("an interrupted copy: %v", err)
+	}
+	if _, err := os.Stat(dst); err == nil {
+		var n int
+		b := newTestServerAt(t, testConfig(), dst, errorLogger(t), storeOptions{})
+		b.sqlGet(t, &n, "SELECT count(*) FROM users")
+		if n != 0 {
+			t.Fatalf("the interrupted copy left %d users", n)
+		}
+	}
+	err = run(stopped, []string{"usersvc", "-db", src, "backup", backup}, envOf(), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "backup: interrupted, no backup was written") {
+		t.Fatalf("an interrupted backup: %v", err)
+	}
+	for _, p := range []string{backup, backup + ".partial"} {
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("the interrupted backup left %s: %v", p, err)
+		}
+	}
+}

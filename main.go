@@ -442,7 +442,7 @@ func runCommand(ctx context.Context, cfg config, rest []string, stdout io.Writer
 			return usageError{"usage: usersvc [-db FILE] backup COPY"}
 		}
 		if err := backupDatabase(ctx, cfg.db, rest[1]); err != nil {
-			return fmt.Errorf("backup: %w", err)
+			return fmt.Errorf("backup: %w", interrupted(ctx, err, "no backup was written"))
 		}
 		fmt.Fprintf(stdout, "backup of %s written to %s\n", cfg.db, rest[1])
 		return nil
@@ -453,6 +453,17 @@ func runCommand(ctx context.Context, cfg config, rest []string, stdout io.Writer
 		return copyCommand(ctx, rest[1], rest[2], stdout)
 	}
 	return usageError{fmt.Sprintf("unknown command %q (try -h)", rest[0])}
+}
+
+// interrupted says so when a command failed because a stop signal (Ctrl-C,
+// SIGTERM) cancelled ctx, and what it left behind: the bare "context
+// canceled" or "interrupted (9)" an engine returns does not tell a user
+// whether to clean up.
+func interrupted(ctx context.Context, err error, left string) error {
+	if ctx.Err() == nil {
+		return err
+	}
+	return fmt.Errorf("interrupted, %s (%w)", left, err)
 }
 
 // versionString is the module version and VCS revision the binary was
