@@ -140,7 +140,7 @@ func (p *precondition) check(id string, version int64) error {
 		if slices.Contains(p.ifNoneMatch, "*") {
 			return errAlreadyExists
 		}
-		return errPreconditionFailed
+		return errNoneMatched
 	}
 	return nil
 }

@@ -93,6 +93,7 @@ var (
 	errMethodNotAllowed   = &Error{Code: codeNotAllowed, Message: "method not allowed"}
 	errBadLogin           = &Error{Code: codeUnauthorized, Message: "invalid username or password"}
 	errPreconditionFailed = &Error{Code: codePrecondition, Message: "the resource changed since you read it (If-Match does not match its ETag): read it again"}
+	errNoneMatched        = &Error{Code: codePrecondition, Message: "If-None-Match names the resource's current ETag, and asks to write only when it does not"}
 	errAlreadyExists      = &Error{Code: codePrecondition, Message: "it exists already, and If-None-Match: * asks to create it only"}
 )
 

@@ -1136,6 +1136,20 @@ func TestIfNoneMatchStarIsCreateOnly(t *testing.T) {
 	expect(t, "the old password still works", ts.do(t, "POST", "/api/authenticate", `{"username":"zoe","password":"correct horse"}`), http.StatusOK)
 }
 
+func TestAWriteRefusedByIfNoneMatchSaysWhichHeaderRefusedIt(t *testing.T) {
+	ts := newTestServer(t)
+	uid := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	gid := ts.mustCreateGoal(t, uid, `{"title":"a","target_minutes":5}`)["id"].(string)
+	for _, path := range []string{"/api/users/" + uid, "/api/goals/" + gid} {
+		tag := ts.do(t, "GET", path, "").header.Get("ETag")
+		r := ts.do(t, "PATCH", path, `{}`, "If-None-Match", tag)
+		expect(t, "PATCH with If-None-Match of the current ETag", r, http.StatusPreconditionFailed)
+		if msg := r.json(t)["error"].(string); !strings.Contains(msg, "If-None-Match") || strings.Contains(msg, "If-Match") {
+			t.Fatalf("%s: a write refused by If-None-Match says %q", path, msg)
+		}
+	}
+}
+
 // ---- 15. /healthz is never limited ----
 
 func TestHealthzIsNeverLimited(t *testing.T) {
