@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -310,6 +311,82 @@ func TestListEmbedIsOneQuery(t *testing.T) {
 	}
 }
 
+func TestAnAnswerReadInTwoStatementsShowsOneState(t *testing.T) {
+	// Between the first and the second statement of each answer below, the
+	// owner is deleted (by the hook every read statement calls, so it lands
+	// exactly there). The answer must be the state before the delete,
+	// whole: never a goal without the user it asked for, nor a user
+	// without the goal it had.
+	var reads atomic.Int64
+	var between atomic.Pointer[func()]
+	hook := func() {
+		if reads.Add(1) == 2 {
+			if f := between.Swap(nil); f != nil {
+				(*f)()
+			}
+		}
+	}
+	ts := newTestServerAt(t, testConfig(), testDB(t), quietLogger(), storeOptions{onQuery: hook})
+	cases := []struct {
+		path  func(uid, gid, name string) string
+		whole func(body map[string]any) bool
+	}{
+		{func(_, gid, _ string) string { return "/api/goals/" + gid + "?show=user" }, func(b map[string]any) bool {
+			return b["goal"].(map[string]any)["user"] != nil
+		}},
+		{func(uid, _, _ string) string { return "/api/goals?user_id=" + uid + "&show=user" }, func(b map[string]any) bool {
+			items := b["items"].([]any)
+			return len(items) == 1 && items[0].(map[string]any)["user"] != nil
+		}},
+		{func(uid, _, _ string) string { return "/api/users/" + uid + "?show=goals" }, func(b map[string]any) bool {
+			return len(b["user"].(map[string]any)["goals"].([]any)) == 1
+		}},
+		{func(_, _, name string) string { return "/api/users/by-username/" + name + "?show=goals" }, func(b map[string]any) bool {
+			return len(b["user"].(map[string]any)["goals"].([]any)) == 1
+		}},
+		{func(_, _, name string) string { return "/api/users?username=" + name + "&show=goals" }, func(b map[string]any) bool {
+			items := b["items"].([]any)
+			return len(items) == 1 && len(items[0].(map[string]any)["goals"].([]any)) == 1
+		}},
+		{func(uid, _, _ string) string { return "/api/users/" + uid + "/goals" }, func(b map[string]any) bool {
+			return len(b["items"].([]any)) == 1
+		}},
+	}
+	for i, c := range cases {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			name := fmt.Sprintf("owner%02d", i)
+			uid := ts.mustCreateUser(t, name, "")["id"].(string)
+			gid := ts.mustCreateGoal(t, uid, `{"title":"a","target_minutes":5}`)["id"].(string)
+			path := c.path(uid, gid, name)
+			deleted := false
+			del := func() {
+				if err := ts.store.DeleteUser(context.Background(), uid, nil); err != nil {
+					t.Errorf("delete the owner: %v", err)
+				}
+				deleted = true
+			}
+			reads.Store(0)
+			between.Store(&del)
+			r := ts.do(t, "GET", path, "")
+			if !deleted {
+				t.Fatalf("%s ran %d statements: the owner was not deleted between two", path, reads.Load())
+			}
+			expect(t, path, r, http.StatusOK)
+			var body any
+			if err := json.Unmarshal(r.body, &body); err != nil {
+				t.Fatal(err)
+			}
+			if list, ok := body.([]any); ok {
+				body = map[string]any{"items": list}
+			}
+			if !c.whole(body.(map[string]any)) {
+				t.Fatalf("%s, its owner deleted between its two statements: %s", path, r.body)
+			}
+			expect(t, "the owner, after", ts.do(t, "GET", "/api/users/"+uid, ""), http.StatusNotFound)
+		})
+	}
+}
+
 // openAtVersion creates a SQLite database at path with the schema steps up
 // to version, as an older usersvc left it, and returns it open for rows to
 // be put in.
@@ -528,4 +605,13 @@ func TestTargetMinutesIsReadExactly(t *testing.T) {
 			t.Fatalf("target_minutes %s: %q, want %s", value, msg, want)
 		}
 	}
+}
+
+func TestABadQueryOnTheGoalsOfAMissingUserIsA400(t *testing.T) {
+	ts := newTestServer(t)
+	missing, _ := newID()
+	for _, q := range []string{"?bogus=1", "?limit=0", "?show=password"} {
+		expect(t, "goals of a missing user"+q, ts.do(t, "GET", "/api/users/"+missing+"/goals"+q, ""), http.StatusBadRequest)
+	}
+	expect(t, "goals of a missing user", ts.do(t, "GET", "/api/users/"+missing+"/goals", ""), http.StatusNotFound)
 }

@@ -203,14 +203,20 @@ func (s *server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	users, err := s.store.ListUsers(r.Context(), pg.plusOne(), username, show.extras())
+	ctx, end, err := s.readsTogether(r, show.Goals)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer end() // after embed.stop, which closes the goals' rows
+	users, err := s.store.ListUsers(ctx, pg.plusOne(), username, show.extras())
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	more := len(users) > pg.Limit
 	users = users[:min(len(users), pg.Limit)]
-	embed := s.goalEmbedder(r.Context(), users, show)
+	embed := s.goalEmbedder(ctx, users, show)
 	defer embed.stop()
 	buf := getBuffer()
 	defer putBuffer(buf)
@@ -227,6 +233,16 @@ func (s *server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 		last = users[kept-1].ID
 	}
 	s.writePage(w, r, query, body, pg, more || kept < len(users), last)
+}
+
+// readsTogether is r's context, its reads in one read transaction when
+// the answer reads more than one statement (see store.oneRead), and the
+// function that ends it (nothing to end otherwise).
+func (s *server) readsTogether(r *http.Request, together bool) (context.Context, func(), error) {
+	if !together {
+		return r.Context(), func() {}, nil
+	}
+	return s.store.oneRead(r.Context())
 }
 
 // goalEmbedder hands out, user by user, the goals a page of users embeds.
@@ -394,12 +410,11 @@ func (s *server) handleGetUser(w http.ResponseWriter, r *http.Request) {
 	if s.notModifiedFromCache(w, r, id, show) {
 		return
 	}
-	u, err := s.readUser(r.Context(), id, show)
-	if err != nil {
-		s.fail(w, r, err)
-		return
+	read := func(ctx context.Context) (User, error) { return s.readUser(ctx, id, show) }
+	if show.Goals { // from the state its goals are read in, not the cache
+		read = func(ctx context.Context) (User, error) { return s.store.GetUser(ctx, id, show.extras()) }
 	}
-	s.writeReadUser(w, r, &u, show)
+	s.writeReadUser(w, r, show, read)
 }
 
 // notModifiedFromCache answers 304 to a conditional GET of a user's
@@ -441,12 +456,9 @@ func (s *server) handleGetUserByUsername(w http.ResponseWriter, r *http.Request,
 		s.fail(w, r, err)
 		return
 	}
-	u, err := s.store.GetUserByUsername(r.Context(), name, show.extras())
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.writeReadUser(w, r, &u, show)
+	s.writeReadUser(w, r, show, func(ctx context.Context) (User, error) {
+		return s.store.GetUserByUsername(ctx, name, show.extras())
+	})
 }
 
 // handleUpdateUser serves PUT and PATCH /api/users/{id}: both change only
@@ -631,7 +643,18 @@ func (s *server) handleAuthenticate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.writeReadUser(w, r, &u, show)
+	s.writeReadUser(w, r, show, func(ctx context.Context) (User, error) {
+		if !show.Goals {
+			return u, nil
+		}
+		// Read again, in the state its goals are read in: checking the
+		// password took a while.
+		again, err := s.store.GetUser(ctx, u.ID, show.extras())
+		if errors.Is(err, errUserNotFound) { // deleted meanwhile
+			return User{}, errBadLogin
+		}
+		return again, err
+	})
 }
 
 // checkPassword returns the user when username and password match, and
@@ -667,15 +690,26 @@ func (s *server) writeUser(w http.ResponseWriter, r *http.Request, status int, u
 	writeCacheable(w, r, status, *buf, etag)
 }
 
-// writeReadUser is writeUser for an answer that reads: it reads the
-// user's goals when show asks for them.
-func (s *server) writeReadUser(w http.ResponseWriter, r *http.Request, u *User, show userShow) {
-	goals, err := s.goalsToEmbed(r.Context(), u, show)
+// writeReadUser answers the user read reads, with its goals when show
+// asks for them, read in the same state of the database as the user.
+func (s *server) writeReadUser(w http.ResponseWriter, r *http.Request, show userShow, read func(context.Context) (User, error)) {
+	ctx, end, err := s.readsTogether(r, show.Goals)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.writeUser(w, r, http.StatusOK, u, show, goals)
+	defer end()
+	u, err := read(ctx)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	goals, err := s.goalsToEmbed(ctx, &u, show)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.writeUser(w, r, http.StatusOK, &u, show, goals)
 }
 
 // goalsToEmbed reads u's goals when show asks for them.
@@ -731,24 +765,15 @@ func (s *server) handleListUserGoals(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errUserNotFound)
 		return
 	}
-	exists, err := s.store.UserExists(r.Context(), id)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if !exists {
-		s.fail(w, r, errUserNotFound)
-		return
-	}
 	q := r.URL.Query() // not nil: the page's Link is written into it
-	s.listGoals(w, r, q, &id, unknownParams(q, "limit", "after", "show"))
+	s.listGoals(w, r, q, &id, true, unknownParams(q, "limit", "after", "show"))
 }
 
 // handleListGoals serves GET /api/goals, optionally ?user_id= filtered.
 func (s *server) handleListGoals(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query() // not nil: the page's Link is written into it
 	userID, err := parseUserIDFilter(q)
-	s.listGoals(w, r, q, userID, allProblems(err, unknownParams(q, "user_id", "limit", "after", "show")))
+	s.listGoals(w, r, q, userID, false, allProblems(err, unknownParams(q, "user_id", "limit", "after", "show")))
 }
 
 // parseUserIDFilter reads ?user_id= of GET /api/goals (nil when absent).
@@ -766,16 +791,34 @@ func parseUserIDFilter(q url.Values) (*string, error) {
 
 // listGoals writes one page of goals (of userID when given) as a bare
 // array, with a Link to the next page and owners embedded when asked;
-// routeErr is what the route found wrong with the rest of the query (the
-// filter, names it does not take), answered with any problem of the page.
-func (s *server) listGoals(w http.ResponseWriter, r *http.Request, query url.Values, userID *string, routeErr error) {
+// ofUser says the route names that user, so it answers 404 when the user
+// does not exist (in the same state of the database as the page). routeErr
+// is what the route found wrong with the rest of the query (the filter,
+// names it does not take), answered with any problem of the page.
+func (s *server) listGoals(w http.ResponseWriter, r *http.Request, query url.Values, userID *string, ofUser bool, routeErr error) {
 	pg, pageErr := parsePage(query)
 	show, showErr := parseGoalShow(query["show"])
 	if err := allProblems(routeErr, pageErr, showErr); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	goals, err := s.store.ListGoals(r.Context(), pg.plusOne(), userID)
+	ctx, end, err := s.readsTogether(r, ofUser || show.User)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer end()
+	if ofUser {
+		exists, err := s.store.UserExists(ctx, *userID)
+		if err == nil && !exists {
+			err = errUserNotFound
+		}
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	goals, err := s.store.ListGoals(ctx, pg.plusOne(), userID)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -784,7 +827,7 @@ func (s *server) listGoals(w http.ResponseWriter, r *http.Request, query url.Val
 	goals = goals[:min(len(goals), pg.Limit)]
 	var owners map[string]User
 	if show.User {
-		if owners, err = s.store.UsersByID(r.Context(), ownerIDs(goals), ownerShow(show).extras()); err != nil {
+		if owners, err = s.store.UsersByID(ctx, ownerIDs(goals), ownerShow(show).extras()); err != nil {
 			s.fail(w, r, err)
 			return
 		}
@@ -856,14 +899,20 @@ func (s *server) handleGetGoal(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	g, err := s.store.GetGoal(r.Context(), id)
+	ctx, end, err := s.readsTogether(r, show.User)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer end()
+	g, err := s.store.GetGoal(ctx, id)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	var owner *User
 	if show.User {
-		u, err := s.store.GetUser(r.Context(), g.UserID, ownerShow(show).extras())
+		u, err := s.store.GetUser(ctx, g.UserID, ownerShow(show).extras())
 		if err != nil {
 			s.fail(w, r, err)
 			return

@@ -169,6 +169,26 @@ func (e *postgresEngine) query(ctx context.Context, query string, _ bool, args .
 	return e.db.QueryContext(ctx, e.db.Rebind(query), args...)
 }
 
+// beginRead begins a read-only transaction that reads one snapshot.
+func (e *postgresEngine) beginRead(ctx context.Context) (readTx, error) {
+	tx, err := e.snapshot(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("begin a read: %w", err)
+	}
+	return sqlReadTx{tx}, nil
+}
+
+// sqlReadTx is a readTx over a database/sql transaction.
+type sqlReadTx struct{ tx *sqlx.Tx }
+
+func (t sqlReadTx) query(ctx context.Context, query string, _ bool, args ...any) (rowsIter, error) {
+	return t.tx.QueryContext(ctx, t.tx.Rebind(query), args...)
+}
+
+// end rolls back: the transaction only read, so there is nothing to keep,
+// and a connection that broke meanwhile is dropped by database/sql.
+func (t sqlReadTx) end() { t.tx.Rollback() } //nolint:errcheck // see above
+
 // abortsOnError is true: after a failed statement PostgreSQL refuses the
 // rest of the transaction, unless it was under a savepoint.
 func (e *postgresEngine) abortsOnError() bool { return true }

@@ -426,6 +426,11 @@ func (e *sqliteEngine) query(ctx context.Context, query string, keep bool, args 
 	return e.reads.query(ctx, query, keep, args...)
 }
 
+// beginRead begins a read transaction on the read pool.
+func (e *sqliteEngine) beginRead(ctx context.Context) (readTx, error) {
+	return e.reads.begin(ctx)
+}
+
 // classify marks the failures that mean the database cannot take the work
 // now (read-only, full, I/O, locked elsewhere past the busy timeout) as
 // unavailable, so clients get 503 and reads go on; a foreign key failure

@@ -102,6 +102,13 @@ func (r *sqliteReader) put(c *readConn) {
 	r.idle <- c // never blocks: there are never more connections than room
 }
 
+// discard closes a connection taken from the pool instead of giving it
+// back, and frees its place.
+func (r *sqliteReader) discard(c *readConn) {
+	c.close()
+	<-r.permits
+}
+
 // dial opens a read-only connection without SQLite's mutex.
 func (r *sqliteReader) dial() (*readConn, error) {
 	if r.checkFile != nil {
@@ -265,17 +272,61 @@ func (r *sqliteReader) query(ctx context.Context, query string, keep bool, args 
 	if err != nil {
 		return nil, err
 	}
+	return c.query(r, query, keep, args)
+}
+
+// query runs query with args on c and returns its rows, which give c back
+// to the pool owner when they are closed, unless owner is nil.
+func (c *readConn) query(owner *sqliteReader, query string, keep bool, args []any) (*readRows, error) {
 	st, keep, err := c.prepare(query, keep)
 	if err != nil {
-		r.put(c)
+		if owner != nil {
+			owner.put(c)
+		}
 		return nil, err
 	}
-	rows := &readRows{r: r, c: c, st: st, keep: keep}
+	rows := &readRows{r: owner, c: c, st: st, keep: keep}
 	if err := c.bind(st, args); err != nil {
 		rows.Close()
 		return nil, err
 	}
 	return rows, nil
+}
+
+// sqliteReadTx is a read transaction on one pooled connection: in WAL mode
+// it reads the snapshot its first statement takes until it ends.
+type sqliteReadTx struct {
+	r *sqliteReader
+	c *readConn
+}
+
+// begin takes a connection and begins a read transaction on it.
+func (r *sqliteReader) begin(ctx context.Context) (*sqliteReadTx, error) {
+	c, err := r.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.exec("BEGIN"); err != nil {
+		r.discard(c)
+		return nil, fmt.Errorf("begin a read: %w", err)
+	}
+	return &sqliteReadTx{r: r, c: c}, nil
+}
+
+// query runs a statement in the transaction; its rows keep the connection.
+func (t *sqliteReadTx) query(_ context.Context, query string, keep bool, args ...any) (rowsIter, error) {
+	return t.c.query(nil, query, keep, args)
+}
+
+// end commits the transaction (it wrote nothing) and gives the connection
+// back; one that cannot say it ended is closed rather than reused inside a
+// transaction.
+func (t *sqliteReadTx) end() {
+	if err := t.c.exec("COMMIT"); err != nil {
+		t.r.discard(t.c)
+		return
+	}
+	t.r.put(t.c)
 }
 
 // close closes the idle connections now and the others as they come
@@ -303,7 +354,7 @@ func (r *sqliteReader) close() {
 // Close. Text is copied out of SQLite into an arena of the rows' own, so
 // a page of users costs a few allocations, not one a column.
 type readRows struct {
-	r     *sqliteReader
+	r     *sqliteReader // the pool to give c back to on Close; nil in a transaction
 	c     *readConn
 	st    uintptr
 	keep  bool
@@ -392,7 +443,9 @@ func (rs *readRows) Close() error {
 	} else {
 		sqlite3.Xsqlite3_finalize(rs.c.tls, rs.st)
 	}
-	rs.r.put(rs.c)
+	if rs.r != nil {
+		rs.r.put(rs.c)
+	}
 	rs.c = nil
 	return nil
 }

@@ -73,6 +73,9 @@ type engine interface {
 	// adminDB is the pool for work outside the request path: migrations
 	// and copy.
 	adminDB() *sqlx.DB
+	// beginRead begins a read-only transaction for a request's reads (see
+	// store.oneRead).
+	beginRead(ctx context.Context) (readTx, error)
 	// snapshot begins a read-only transaction that sees one consistent
 	// state of the database throughout (copy reads its source in one).
 	snapshot(ctx context.Context) (*sqlx.Tx, error)
@@ -360,8 +363,9 @@ type rowsIter interface {
 	Close() error
 }
 
-// queryRead runs a read; prepared says whether its statement may be kept
-// (only for query texts that do not vary with the data).
+// queryRead runs a read, in the read transaction ctx carries if any (see
+// oneRead); prepared says whether its statement may be kept (only for
+// query texts that do not vary with the data).
 func (s *store) queryRead(ctx context.Context, prepared bool, query string, args ...any) (rowsIter, error) {
 	if s.onQuery != nil {
 		s.onQuery()
@@ -369,8 +373,43 @@ func (s *store) queryRead(ctx context.Context, prepared bool, query string, args
 	if s.closed.Load() {
 		return nil, unavailable(errStoreClosed)
 	}
-	rows, err := s.eng.query(ctx, query, prepared, args...)
+	var rows rowsIter
+	var err error
+	if tx, ok := ctx.Value(readTxKey{}).(readTx); ok {
+		rows, err = tx.query(ctx, query, prepared, args...)
+	} else {
+		rows, err = s.eng.query(ctx, query, prepared, args...)
+	}
 	return rows, s.eng.classify(err)
+}
+
+// readTx is a read-only transaction: every query run through it sees one
+// state of the database.
+type readTx interface {
+	query(ctx context.Context, query string, keep bool, args ...any) (rowsIter, error)
+	// end ends it, once every rows read through it are closed.
+	end()
+}
+
+// readTxKey is the context key of the read transaction oneRead began.
+type readTxKey struct{}
+
+// oneRead begins a read-only transaction and returns a context whose reads
+// through s all run in it, and the function that ends it. An answer read
+// in more than one statement (a goal and its owner, a page and its goals)
+// so shows one state of the database: never a goal without the owner a
+// delete removed between the two. Every read of that answer must use the
+// context returned (on SQLite the transaction holds one of the pool's
+// connections), and end runs after their rows are closed.
+func (s *store) oneRead(ctx context.Context) (context.Context, func(), error) {
+	if s.closed.Load() {
+		return ctx, nil, unavailable(errStoreClosed)
+	}
+	tx, err := s.eng.beginRead(ctx)
+	if err != nil {
+		return ctx, nil, s.eng.classify(err)
+	}
+	return context.WithValue(ctx, readTxKey{}, tx), tx.end, nil
 }
 
 // page is one page of a list: rows with id > After (all when ""), at most
