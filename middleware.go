@@ -382,14 +382,15 @@ func bearerMatches(header string, want [32]byte) bool {
 const tooManyMessage = "too many requests: slow down and retry later"
 
 // withClientLimits refuses a client over its rate limit or 404 cap with 429
-// and Retry-After, and counts the 404s it is answered. /healthz is never
-// limited: a load balancer's probe must not take the instance out.
+// and Retry-After, and counts the 404s it is answered. A probe of /healthz
+// (GET or HEAD) is never limited: a load balancer's probe must not take
+// the instance out; any other method there is limited like any request.
 func withClientLimits(limits *clientLimits, log *slog.Logger, next http.Handler) http.Handler {
 	if !limits.enabled() {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" {
+		if r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -141,6 +141,20 @@ func methodLabel(method string) string {
 	return "OTHER"
 }
 
+// maxLoggedMethod is as much of a method as the access line keeps: a
+// method may be as long as the 64 KiB of headers, and one 405 a request
+// wrote 190 MB of log a second (review 18).
+const maxLoggedMethod = 24
+
+// logMethod is the method as the access line writes it: as sent, cut to
+// maxLoggedMethod bytes (a method is a token: ASCII, one byte a character).
+func logMethod(method string) string {
+	if len(method) <= maxLoggedMethod {
+		return method
+	}
+	return method[:maxLoggedMethod] + "..."
+}
+
 // routeOf is routeLabel, or for a request refused before routing (by the
 // token, the Host check, the limits) the pattern routes would have served
 // it with: an operator sees which endpoint is being refused. Only requests
@@ -173,7 +187,7 @@ func withObservability(m *metrics, log *slog.Logger, routes *http.ServeMux, next
 		method := methodLabel(r.Method)
 		m.count(method, route, status, elapsed)
 		logAccess(r.Context(), log, accessLine{
-			time: start.Add(elapsed), method: r.Method, route: route, status: status, bytes: sw.bytes,
+			time: start.Add(elapsed), method: logMethod(r.Method), route: route, status: status, bytes: sw.bytes,
 			duration: elapsed, client: clientOf(r.Context()).addr, requestID: requestID(r.Context()),
 		})
 	})

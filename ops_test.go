@@ -166,6 +166,46 @@ func TestAccessLogLine(t *testing.T) {
 	}
 }
 
+func TestALongMethodIsCutInTheAccessLineAndOnlyHealthProbesEscapeTheLimit(t *testing.T) {
+	var buf syncBuffer
+	logger := slog.New(slog.NewJSONHandler(&buf, nil))
+	cfg := testConfig()
+	cfg.rateLimit, cfg.rateBurst = 1, 3
+	ts := newTestServerLogged(t, cfg, logger)
+	long := strings.Repeat("A", 60000)
+	statuses := map[int]int{}
+	for i := 0; i < 10; i++ {
+		req, err := http.NewRequest(long, ts.URL+"/healthz", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		statuses[resp.StatusCode]++
+	}
+	if statuses[http.StatusTooManyRequests] == 0 {
+		t.Fatalf("10 requests of an unknown method to /healthz at a burst of 3: %v, want some 429s", statuses)
+	}
+	for i := 0; i < 10; i++ {
+		expect(t, "a health probe past the limit", ts.do(t, "GET", "/healthz", ""), http.StatusOK)
+	}
+	lines := 0
+	for _, l := range logLines(t, []byte(buf.String())) {
+		if m, _ := l["method"].(string); strings.HasPrefix(m, "AAAA") {
+			lines++
+			if m != strings.Repeat("A", maxLoggedMethod)+"..." {
+				t.Fatalf("an access line wrote the method as %d bytes: %.60q", len(m), m)
+			}
+		}
+	}
+	if lines != 10 {
+		t.Fatalf("%d access lines of the long method, want 10", lines)
+	}
+}
+
 func TestSecretsNeverLogged(t *testing.T) {
 	var buf syncBuffer
 	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
