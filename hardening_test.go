@@ -172,6 +172,32 @@ func TestTooManyRequestsClosesTheConnection(t *testing.T) {
 	}
 }
 
+func TestARequestWithBothTransferEncodingAndContentLengthClosesTheConnection(t *testing.T) {
+	ts := newTestServer(t)
+	c, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Framed by its Content-Length, the first request's body is "0\r\n\r";
+	// by its chunks it is empty and a second request follows.
+	fmt.Fprint(c, "POST /api/users HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"+
+		"GET /api/users HTTP/1.1\r\nHost: localhost\r\n\r\n")
+	rd := bufio.NewReader(c)
+	resp, err := http.ReadResponse(rd, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body) //nolint:errcheck // a test
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !resp.Close {
+		t.Fatalf("the ambiguous request: %d, Connection: close %v; want 400 and close", resp.StatusCode, resp.Close)
+	}
+	if !closedByServer(c, time.Second) {
+		t.Fatal("the request that followed on the connection was read")
+	}
+}
+
 func TestIdleConnectionsCloseAfterSixtySeconds(t *testing.T) {
 	if productionTimeouts.idle != 60*time.Second {
 		t.Fatalf("idle timeout %v, want 60s", productionTimeouts.idle)

@@ -104,7 +104,12 @@ func withRequestInfo(trusted trustedProxies, next http.Handler) http.Handler {
 // withSecurityHeaders sets headers that keep a browser from doing anything
 // clever with API responses, and Cache-Control: no-cache on every response
 // so clients and caches revalidate (authenticate overrides it with
-// no-store).
+// no-store). It closes the connection after a request whose body came
+// chunked: one that also had a Content-Length must close it (RFC 9112
+// 6.1: a proxy in front may have framed it by the length, and then what
+// follows on the connection is another client's, or smuggled), but
+// net/http (Go 1.26) keeps it open and drops the Content-Length, so every
+// chunked request closes; a client that sends one reconnects.
 func withSecurityHeaders(next http.Handler) http.Handler {
 	// The value slices are shared by every response; net/http never
 	// changes them, and a handler that needs another value replaces it.
@@ -114,6 +119,7 @@ func withSecurityHeaders(next http.Handler) http.Handler {
 		noRef   = []string{"no-referrer"}
 		csp     = []string{"default-src 'none'; frame-ancestors 'none'"}
 		noCache = []string{"no-cache"}
+		close   = []string{"close"}
 	)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
@@ -122,6 +128,9 @@ func withSecurityHeaders(next http.Handler) http.Handler {
 		h["Referrer-Policy"] = noRef
 		h["Content-Security-Policy"] = csp
 		h["Cache-Control"] = noCache
+		if r.TransferEncoding != nil {
+			h["Connection"] = close
+		}
 		next.ServeHTTP(w, r)
 	})
 }
