@@ -1064,10 +1064,12 @@ func TestOtherSitesPagesAreRefusedAndNotCounted(t *testing.T) {
 	ts := newTestServerWith(t, cfg)
 	id := ts.mustCreateUser(t, "zoe", "")["id"].(string)
 	missing := "/api/users/01939f5e-0000-7000-8000-000000000001"
-	image := []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "no-cors", "Sec-Fetch-Dest", "image"}
+	// A page on another port of this host is same-site, not cross-site.
 	for i := range 100 {
-		r := ts.do(t, "GET", fmt.Sprintf("%s?n=%d", missing, i), "", image...)
-		expect(t, "an <img> of another site's page", r, http.StatusForbidden)
+		site := []string{"cross-site", "same-site"}[i%2]
+		image := []string{"Sec-Fetch-Site", site, "Sec-Fetch-Mode", "no-cors", "Sec-Fetch-Dest", "image"}
+		r := ts.do(t, "GET", fmt.Sprintf("/api/users/01939f5e-0000-7000-8000-%012d", 1000+i), "", image...)
+		expect(t, "an <img> of a "+site+" page", r, http.StatusForbidden)
 		if r.json(t)["error"] == nil {
 			t.Fatalf("403 body %s", r.body)
 		}
@@ -1094,9 +1096,11 @@ func TestOtherSitesPagesAreRefusedAndNotCounted(t *testing.T) {
 	for i := range cfg.max404 - 1 {
 		expect(t, fmt.Sprintf("the operator's 404 number %d", i+1), ts.do(t, "GET", missing, ""), http.StatusNotFound)
 	}
-	link := ts.do(t, "GET", "/admin/", "", "Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "navigate", "Sec-Fetch-Dest", "document")
-	if link.status != http.StatusOK || !strings.HasPrefix(link.header.Get("Content-Type"), "text/html") {
-		t.Fatalf("a link followed from another site to the admin page: %d %s", link.status, link.header.Get("Content-Type"))
+	for _, site := range []string{"cross-site", "same-site"} {
+		link := ts.do(t, "GET", "/admin/", "", "Sec-Fetch-Site", site, "Sec-Fetch-Mode", "navigate", "Sec-Fetch-Dest", "document")
+		if link.status != http.StatusOK || !strings.HasPrefix(link.header.Get("Content-Type"), "text/html") {
+			t.Fatalf("a link followed from a %s page to the admin page: %d %s", site, link.status, link.header.Get("Content-Type"))
+		}
 	}
 	for _, c := range []struct {
 		what, path string

@@ -272,7 +272,7 @@ func withAllowedHosts(token string, extra []string, log *slog.Logger, next http.
 	})
 }
 
-var errCrossSite = &Error{Code: codeForbidden, Message: "a page on another site may not call usersvc (the browser sent Sec-Fetch-Site: cross-site)"}
+var errCrossSite = &Error{Code: codeForbidden, Message: "a page of another origin may not call usersvc (the browser sent Sec-Fetch-Site: cross-site or same-site)"}
 
 // withoutCrossSite answers 403, on every path and before the limits count
 // it, to a request a browser sends for a page of another site: an <img>, a
@@ -282,18 +282,26 @@ var errCrossSite = &Error{Code: codeForbidden, Message: "a page on another site 
 // missing users locked 127.0.0.1 out for ten minutes) or send writes
 // blind. Browsers name the site of every request's initiator in
 // Sec-Fetch-Site; clients that are not browsers send no such header and
-// pass. A link followed from another site to the admin page still opens,
+// pass. same-site is refused too: a page on another port of this host (a
+// local dev server, http://localhost:3000) is same-site, since ports do not
+// count toward a site, and could lock the operator out as well. A link followed from another site to the admin page still opens,
 // when the page is on (a wiki may link to it); a navigation to anything
 // else is refused too, as a popup the page opens could navigate to missing
 // users again and again.
 func withoutCrossSite(adminOn bool, log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if headerIs(r, "Sec-Fetch-Site", "cross-site") && !(adminOn && opensAdminPage(r)) {
+		if fromAnotherOrigin(r) && !(adminOn && opensAdminPage(r)) {
 			writeError(w, r, log, errCrossSite)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// fromAnotherOrigin reports whether a browser sent r for a page of another
+// origin than usersvc's.
+func fromAnotherOrigin(r *http.Request) bool {
+	return headerIs(r, "Sec-Fetch-Site", "cross-site") || headerIs(r, "Sec-Fetch-Site", "same-site")
 }
 
 // opensAdminPage reports whether a browser sent r to open the admin page in
