@@ -18,6 +18,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/net/netutil"
@@ -211,7 +212,8 @@ func checkFlags(cfg *config) error {
 // of surrounding white space either way (the header's token is trimmed
 // too, so a stray space or newline cannot lock every client out). A token
 // file that is empty is an error, so a mistake cannot silently turn the
-// token off; so is a token shorter than minTokenLength.
+// token off; so is a token shorter than minTokenLength, or one holding a
+// control character.
 func loadToken(file, envToken string) (string, error) {
 	token := strings.TrimSpace(envToken)
 	if file != "" {
@@ -225,6 +227,11 @@ func loadToken(file, envToken string) (string, error) {
 	}
 	if n := utf8.RuneCountInString(token); token != "" && n < minTokenLength {
 		return "", fmt.Errorf("the bearer token is %d characters long: use at least %d (for example: head -c 32 /dev/urandom | base64)", n, minTokenLength)
+	}
+	// No header can carry a line break or another control character:
+	// such a token would start a service no request can authenticate to.
+	if i := strings.IndexFunc(token, unicode.IsControl); i >= 0 {
+		return "", fmt.Errorf("the bearer token holds the control character %q at byte %d, which no request can send: put the token alone on one line", token[i:i+1], i)
 	}
 	return token, nil
 }

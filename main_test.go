@@ -463,3 +463,24 @@ func mib(bytes []int64) []int64 {
 	}
 	return out
 }
+
+func TestATokenNoRequestCouldSendIsRefusedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ content, want string }{
+		{"first-line-token-abcdef\nsecond-line\n", `control character "\n" at byte 23`},
+		{"a-token-with-a-tab\tin-the-middle", `control character "\t"`},
+		{"  a-good-token-of-32-characters-x  \n", ""},
+	} {
+		file := filepath.Join(dir, "token")
+		if err := os.WriteFile(file, []byte(c.content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		token, err := loadToken(file, "")
+		switch {
+		case c.want == "" && (err != nil || token != "a-good-token-of-32-characters-x"):
+			t.Fatalf("token file %q: %q, %v", c.content, token, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Fatalf("token file %q: %v, want it refused for its %s", c.content, err, c.want)
+		}
+	}
+}
