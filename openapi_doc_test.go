@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -14,7 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-var updateOpenAPI = flag.Bool("update-openapi", false, "rewrite openapi.json from openapi.yaml")
+var updateOpenAPI = flag.Bool("update-openapi", false, "rewrite openapi.json.gz from openapi.yaml")
 
 // yamlToJSON converts a YAML document to compact JSON, keeping the order of
 // its keys (the reader of openapi.json sees openapi.yaml's order). Compact:
@@ -96,13 +97,19 @@ func TestOpenAPIJSONIsTheYAML(t *testing.T) {
 		t.Fatalf("openapi.yaml: %v", err)
 	}
 	if *updateOpenAPI {
-		if err := os.WriteFile("openapi.json", want, 0o644); err != nil {
+		var gz bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+		zw.Write(want) //nolint:errcheck // into memory
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile("openapi.json.gz", gz.Bytes(), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return
 	}
 	if !bytes.Equal(openapiJSON, want) {
-		t.Fatal("openapi.json is not openapi.yaml as JSON: run go test -run TestOpenAPIJSONIsTheYAML -update-openapi .")
+		t.Fatal("openapi.json.gz is not openapi.yaml as JSON: run go test -run TestOpenAPIJSONIsTheYAML -update-openapi .")
 	}
 }
 
