@@ -30,6 +30,7 @@ type server struct {
 	lockout *loginLockout
 	metrics *metrics
 	cache   *userCache // nil when off
+	large   *largeAnswers
 	handler http.Handler
 	// shedWarning says, at most once in a while, that logins are being
 	// refused because hashing is saturated; each refusal is in the access
@@ -51,6 +52,7 @@ func newServer(cfg config, logger *slog.Logger, st *store) *server {
 		limits:  newClientLimits(now, cfg.rateLimit, cfg.rateBurst, cfg.max404),
 		lockout: newLoginLockout(st, now, cfg.maxLoginFailures, logger),
 		cache:   newUserCache(st, cfg.cacheMiB, m.cacheHits, m.cacheMisses, logger),
+		large:   newLargeAnswers(),
 	}
 	s.hasher.limit = cfg.memoryLimit
 	go s.hasher.warmUp()
@@ -218,11 +220,20 @@ func (s *server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 	users = users[:min(len(users), pg.Limit)]
 	embed := s.goalEmbedder(ctx, users, show)
 	defer embed.stop()
+	place := s.answerPlace(r)
+	defer place.done() // once the page is sent
 	buf := getBuffer()
 	defer putBuffer(buf)
 	body, kept, err := renderPage(buf, len(users), func(b []byte, i int) ([]byte, error) {
 		goals, err := embed.goalsOf(users[i].ID)
-		return appendUser(b, &users[i], show, goals), err
+		if err != nil {
+			return b, err
+		}
+		// Only a user's goals make one item large.
+		if (show.Goals || len(b) > largeAnswerBytes/2) && !place.fits(len(b)+maxUserBytes(&users[i], goals)) {
+			return b, errLargeAnswersBusy
+		}
+		return appendUser(b, &users[i], show, goals), nil
 	})
 	if err != nil {
 		s.fail(w, r, err)
@@ -233,6 +244,12 @@ func (s *server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 		last = users[kept-1].ID
 	}
 	s.writePage(w, r, query, body, pg, more || kept < len(users), last)
+}
+
+// answerPlace is the claim of r's answer on a place for large answers
+// (see largeAnswers); the caller defers its done.
+func (s *server) answerPlace(r *http.Request) answerPlace {
+	return answerPlace{answers: s.large, client: clientOf(r.Context()).key}
 }
 
 // readsTogether is r's context, its reads in one read transaction when
@@ -709,6 +726,14 @@ func (s *server) writeReadUser(w http.ResponseWriter, r *http.Request, show user
 		s.fail(w, r, err)
 		return
 	}
+	if show.Goals { // only goals make a user large
+		place := s.answerPlace(r)
+		defer place.done() // once the answer is sent
+		if !place.fits(maxUserBytes(&u, goals)) {
+			s.fail(w, r, errLargeAnswersBusy)
+			return
+		}
+	}
 	s.writeUser(w, r, http.StatusOK, &u, show, goals)
 }
 
@@ -832,12 +857,18 @@ func (s *server) listGoals(w http.ResponseWriter, r *http.Request, query url.Val
 			return
 		}
 	}
+	place := s.answerPlace(r)
+	defer place.done() // once the page is sent
 	buf := getBuffer()
 	defer putBuffer(buf)
 	body, kept, err := renderPage(buf, len(goals), func(b []byte, i int) ([]byte, error) {
 		var owner *User
 		if u, ok := owners[goals[i].UserID]; ok {
 			owner = &u
+		}
+		// A goal is some kilobytes at most: only a page near the bound weighs it.
+		if len(b) > largeAnswerBytes/2 && !place.fits(len(b)+maxGoalBytes(&goals[i], owner)) {
+			return b, errLargeAnswersBusy
 		}
 		return appendGoal(b, &goals[i], show, owner), nil
 	})
@@ -1051,8 +1082,9 @@ func parseLimit(s string) (int, error) {
 
 // renderPage writes a JSON array of up to n items, each written by
 // appendItem, stopping before an item that would take the body past
-// maxPageBytes (a page always holds at least one item). It returns the
-// body and how many items it holds.
+// maxPageBytes (a page always holds at least one item), or before one
+// appendItem finds no place for (errLargeAnswersBusy, which the first
+// item returns). It returns the body and how many items it holds.
 // The body is rendered into buf (a pooled buffer, which keeps its size
 // from page to page), with the newline every body ends with: writeJSON
 // then writes it in one piece rather than adding the newline in a write
@@ -1068,6 +1100,9 @@ func renderPage(buf *[]byte, n int, appendItem func(b []byte, i int) ([]byte, er
 		}
 		var err error
 		if b, err = appendItem(b, i); err != nil {
+			if err == errLargeAnswersBusy && i > 0 { // no place to grow: the page ends here
+				return append(b[:mark], ']', '\n'), i, nil
+			}
 			return nil, 0, err
 		}
 		if i > 0 && len(b)+len("]\n") > maxPageBytes {

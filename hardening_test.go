@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -1357,6 +1358,122 @@ func TestEveryAnswerHasItsContentLength(t *testing.T) {
 		}
 		if te := c.r.header.Get("Transfer-Encoding"); te != "" {
 			t.Fatalf("%s: Transfer-Encoding %q", c.what, te)
+		}
+	}
+}
+
+// insertGoals puts n goals with description desc for the user uid straight
+// into the database (a thousand through the API would take a while).
+func insertGoals(t *testing.T, ts *testServer, uid string, n int, desc string) {
+	t.Helper()
+	tx, err := ts.store.eng.adminDB().BeginTxx(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit a no-op
+	at := formatTime(time.Now())
+	var rows [][]any
+	for i := range n {
+		id, _ := newID()
+		rows = append(rows, []any{id, uid, fmt.Sprintf("goal %d", i), "day", 5, desc, int64(1), at, at})
+		if len(rows) == copyBatch || i == n-1 {
+			if err := insertRows(context.Background(), tx, copyTables[1], rows); err != nil {
+				t.Fatal(err)
+			}
+			rows = rows[:0]
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// placesTaken is how many places for large answers the server holds.
+func placesTaken(ts *testServer) int {
+	ts.api.large.mu.Lock()
+	defer ts.api.large.mu.Unlock()
+	return ts.api.large.taken
+}
+
+// waitForPlaces waits until the server holds n places for large answers.
+func waitForPlaces(t *testing.T, ts *testServer, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); placesTaken(ts) != n; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server holds %d places for large answers, want %d", placesTaken(ts), n)
+		}
+	}
+}
+
+func TestLargeAnswersToClientsThatDoNotReadAreBounded(t *testing.T) {
+	ts := newTestServer(t)
+	small := ts.mustCreateUser(t, "small", "")["id"].(string)
+	ts.mustCreateGoal(t, small, `{"title":"a","target_minutes":5}`)
+	fat := ts.mustCreateUser(t, "fat", "")["id"].(string)
+	// 1,000 goals whose descriptions are control characters, six bytes
+	// each escaped: 13 MB, more than the sockets between here and the
+	// server hold, so a client that does not read keeps it in the server.
+	insertGoals(t, ts, fat, 1000, strings.Repeat("\x01", 2000))
+	path := "/api/users/" + fat + "?show=goals.description"
+	stall := func() net.Conn {
+		c, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.(*net.TCPConn).SetReadBuffer(4096) //nolint:errcheck // a test
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n", path)
+		return c
+	}
+	first := stall()
+	defer first.Close()
+	waitForPlaces(t, ts, 1)
+	second := stall()
+	defer second.Close()
+	waitForPlaces(t, ts, 2)
+	// The client's two places are taken: its third large answer is a 503
+	// at once, and a page ends before the large user.
+	r := ts.do(t, "GET", path, "")
+	expect(t, "a third large answer to one client", r, http.StatusServiceUnavailable)
+	if r.header.Get("Retry-After") == "" {
+		t.Fatal("the 503 has no Retry-After")
+	}
+	r = ts.do(t, "GET", "/api/users?show=goals.description", "")
+	expect(t, "a page that would hold the large user", r, http.StatusOK)
+	if items := r.list(t); len(items) != 1 || items[0]["id"] != small || r.header.Get("Link") == "" {
+		t.Fatalf("the page holds %d users (Link %q), want the small one and a Link to the next", len(items), r.header.Get("Link"))
+	}
+	// The answer to a write is always sent: its change is committed.
+	expect(t, "a write showing the large user's goals", ts.do(t, "PATCH", path, `{"full_name":"Fat"}`), http.StatusOK)
+	// A place comes back when its client goes.
+	first.Close()
+	waitForPlaces(t, ts, 1)
+	r = ts.do(t, "GET", path, "")
+	expect(t, "a large answer once a place is free", r, http.StatusOK)
+	if len(r.body) < 12_000_000 {
+		t.Fatalf("the large answer is %d bytes, want the 13 MB it is", len(r.body))
+	}
+	// Places are bounded in all, whoever holds them.
+	for i := 0; placesTaken(ts) < largeAnswerPlaces; i++ {
+		ts.api.large.take(fmt.Sprintf("198.51.100.%d", i))
+	}
+	second.Close()
+	waitForPlaces(t, ts, largeAnswerPlaces-1)
+	ts.api.large.take("198.51.100.250")
+	expect(t, "a large answer when every place is taken", ts.do(t, "GET", path, ""), http.StatusServiceUnavailable)
+}
+
+func TestTheWeightOfAnAnswerBoundsItsSize(t *testing.T) {
+	for _, text := range []string{"plain", strings.Repeat("\x01", 300), `"\` + "\u2028\u00e9<>&\x7f", ""} {
+		email, name, desc := text+"@example.com", text, text
+		u := User{ID: "01939f5e-0000-7000-8000-000000000001", Username: "zoe", Email: &email, FullName: &name, CreatedAt: "2026-01-02T03:04:05.000Z", ModifiedAt: "2026-01-02T03:04:05.000Z"}
+		g := Goal{ID: u.ID, UserID: u.ID, Title: text, Period: "week", TargetMinutes: -math.MaxInt32, Description: &desc, CreatedAt: u.CreatedAt, ModifiedAt: u.CreatedAt}
+		goals := []Goal{g, g, g}
+		all := userShow{Email: true, FullName: true, Goals: true, GoalDescription: true}
+		if n, max := len(appendUser(nil, &u, all, goals)), maxUserBytes(&u, goals); n > max {
+			t.Fatalf("a user of %q renders to %d bytes, over its weight %d", text, n, max)
+		}
+		if n, max := len(appendGoal(nil, &g, goalShow{Description: true, User: true, UserEmail: true, UserFullName: true}, &u)), maxGoalBytes(&g, &u); n > max {
+			t.Fatalf("a goal of %q renders to %d bytes, over its weight %d", text, n, max)
 		}
 	}
 }

@@ -1,6 +1,6 @@
-// limits.go: the per-client rate limit, 404 cap and open connections, and
-// the per-username authenticate lockout. Every table is bounded in entries
-// and swept of idle ones as time passes.
+// limits.go: the per-client rate limit, 404 cap and open connections, the
+// per-username authenticate lockout, and the places of large answers. Every
+// table is bounded in entries and swept of idle ones as time passes.
 package main
 
 import (
@@ -302,4 +302,80 @@ func (l *loginLockout) sweep(ctx context.Context, now time.Time) error {
 // retryAfterSeconds renders a wait as a whole number of seconds, at least 1.
 func retryAfterSeconds(d time.Duration) int {
 	return max(1, int(math.Ceil(d.Seconds())))
+}
+
+// ---- large answers ----
+
+// An answer that may grow past largeAnswerBytes (a user whose goals have
+// long descriptions renders to as much as 13 MB at the default -max-goals;
+// a page to 4 MiB) takes one of largeAnswerPlaces while it is rendered and
+// sent, at most largeAnswersPerClient of them for one client. A client
+// that does not read keeps its answer in memory until the write timeout:
+// 64 such connections from one address held 1.1 GB (review 18). Past the
+// places a read of one user is a 503 at once, and a page ends early (its
+// Link says where the next begins). The answer to a write is always sent:
+// its change is committed.
+const (
+	largeAnswerBytes      = 1 << 20
+	largeAnswerPlaces     = 8
+	largeAnswersPerClient = 2
+)
+
+var errLargeAnswersBusy = &Error{Code: codeUnavailable, Message: "too many large answers are being sent right now: retry in a moment", RetryAfter: time.Second}
+
+// largeAnswers counts the places taken, in all and by client key.
+type largeAnswers struct {
+	mu      sync.Mutex
+	taken   int
+	clients map[string]int
+}
+
+func newLargeAnswers() *largeAnswers { return &largeAnswers{clients: map[string]int{}} }
+
+// take takes a place for client, or reports false when none is free to it.
+func (l *largeAnswers) take(client string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.taken >= largeAnswerPlaces || l.clients[client] >= largeAnswersPerClient {
+		return false
+	}
+	l.taken++
+	l.clients[client]++
+	return true
+}
+
+// give gives back a place client took.
+func (l *largeAnswers) give(client string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.taken--
+	if l.clients[client]--; l.clients[client] <= 0 {
+		delete(l.clients, client)
+	}
+}
+
+// answerPlace is one answer's claim on a place: taken when the answer
+// first may grow past largeAnswerBytes, kept until done.
+type answerPlace struct {
+	answers *largeAnswers
+	client  string
+	held    bool
+}
+
+// fits reports whether the answer may grow to size bytes: at once when
+// that is small or it holds a place, else when it gets one.
+func (p *answerPlace) fits(size int) bool {
+	if size <= largeAnswerBytes || p.held {
+		return true
+	}
+	p.held = p.answers.take(p.client)
+	return p.held
+}
+
+// done gives the place back, if the answer took one.
+func (p *answerPlace) done() {
+	if p.held {
+		p.answers.give(p.client)
+		p.held = false
+	}
 }
