@@ -213,7 +213,7 @@ func checkFlags(cfg *config) error {
 // too, so a stray space or newline cannot lock every client out). A token
 // file that is empty is an error, so a mistake cannot silently turn the
 // token off; so is a token shorter than minTokenLength, or one holding a
-// control character.
+// control character a header cannot carry.
 func loadToken(file, envToken string) (string, error) {
 	token := strings.TrimSpace(envToken)
 	if file != "" {
@@ -228,13 +228,19 @@ func loadToken(file, envToken string) (string, error) {
 	if n := utf8.RuneCountInString(token); token != "" && n < minTokenLength {
 		return "", fmt.Errorf("the bearer token is %d characters long: use at least %d (for example: head -c 32 /dev/urandom | base64)", n, minTokenLength)
 	}
-	// No header can carry a line break or another control character:
-	// such a token would start a service no request can authenticate to.
-	if i := strings.IndexFunc(token, unicode.IsControl); i >= 0 {
-		return "", fmt.Errorf("the bearer token holds the control character %q at byte %d, which no request can send: put the token alone on one line", token[i:i+1], i)
+	// No header can carry a line break or another control character but
+	// the tab: such a token would start a service no request can
+	// authenticate to.
+	if i := strings.IndexFunc(token, unsendable); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(token[i:])
+		return "", fmt.Errorf("the bearer token holds the control character %q at byte %d, which no request can send: put the token alone on one line", r, i)
 	}
 	return token, nil
 }
+
+// unsendable reports whether a header value cannot carry r: a control
+// character other than the tab.
+func unsendable(r rune) bool { return unicode.IsControl(r) && r != '\t' }
 
 // checkExposure refuses to listen beyond loopback without a bearer token:
 // anyone who can reach the port could read and change every user.
