@@ -24,7 +24,11 @@ const copyBatch = 500
 func copyCommand(ctx context.Context, src, dst string, stdout io.Writer) error {
 	n, err := copyDatabase(ctx, src, dst)
 	if err != nil {
-		return fmt.Errorf("copy: %w", interrupted(ctx, err, "nothing was committed to "+describeDB(dst)))
+		left := "nothing was committed to " + describeDB(dst)
+		if _, committing := errors.AsType[*commitError](err); committing {
+			left = "while committing: " + describeDB(dst) + " holds the whole copy or none of it; look before copying again"
+		}
+		return fmt.Errorf("copy: %w", interrupted(ctx, err, left))
 	}
 	fmt.Fprintf(stdout, "copied %d users and %d goals from %s to %s\n", n.users, n.goals, describeDB(src), describeDB(dst))
 	return nil
@@ -96,10 +100,17 @@ func copyDatabase(ctx context.Context, src, dst string) (copyCounts, error) {
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return n, fmt.Errorf("commit the copy: %w", err)
+		return n, &commitError{err}
 	}
 	return n, nil
 }
+
+// commitError is a failed COMMIT of the copy: cut short (by a signal, a
+// lost connection), it may have taken effect on the server or not.
+type commitError struct{ err error }
+
+func (e *commitError) Error() string { return "commit the copy: " + e.err.Error() }
+func (e *commitError) Unwrap() error { return e.err }
 
 // lockCopyDestination keeps a PostgreSQL destination's tables from any
 // other writer until the copy commits: a server's writes wait, and a second
