@@ -210,7 +210,7 @@ func (s *server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	defer end() // after embed.stop, which closes the goals' rows
+	defer end() // on the way out before the page is read; a no-op after
 	users, err := s.store.ListUsers(ctx, pg.plusOne(), username, show.extras())
 	if err != nil {
 		s.fail(w, r, err)
@@ -230,11 +230,13 @@ func (s *server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 			return b, err
 		}
 		// Only a user's goals make one item large.
-		if (show.Goals || len(b) > largeAnswerBytes/2) && !place.fits(len(b)+maxUserBytes(&users[i], goals)) {
+		if (show.Goals || len(b) > largeAnswerBytes/2) && !place.fits(len(b)+maxUserBytes(&users[i], show, goals)) {
 			return b, errLargeAnswersBusy
 		}
 		return appendUser(b, &users[i], show, goals), nil
 	})
+	embed.stop() // closes the goals' rows, which the transaction's end awaits
+	end()        // the page is read: see readsTogether
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -252,9 +254,25 @@ func (s *server) answerPlace(r *http.Request) answerPlace {
 	return answerPlace{answers: s.large, client: clientOf(r.Context()).key}
 }
 
+// goalsAnswer is what a user write asks before it commits an answer that
+// embeds the user's goals (a place, when that answer is large: see
+// answerGoals), nil when show embeds none, and the function to run once
+// the answer is sent.
+func (s *server) goalsAnswer(r *http.Request, show userShow) (answerGoals, func()) {
+	if !show.Goals {
+		return nil, func() {}
+	}
+	place := s.answerPlace(r)
+	return place.forGoals(show), place.done
+}
+
 // readsTogether is r's context, its reads in one read transaction when
 // the answer reads more than one statement (see store.oneRead), and the
-// function that ends it (nothing to end otherwise).
+// function that ends it (nothing to end otherwise). A handler ends it as
+// soon as its reads are done, before it sends the answer: a client slow to
+// take the answer must not hold the transaction, nor (on SQLite) one of
+// the few read connections. end may run again, deferred for the paths
+// that fail before.
 func (s *server) readsTogether(r *http.Request, together bool) (context.Context, func(), error) {
 	if !together {
 		return r.Context(), func() {}, nil
@@ -502,7 +520,9 @@ func (s *server) handleUpdateUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	u, goals, err := s.store.UpdateUser(r.Context(), id, &in, pre, show.Goals)
+	answer, sent := s.goalsAnswer(r, show)
+	defer sent()
+	u, goals, err := s.store.UpdateUser(r.Context(), id, &in, pre, answer)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -536,9 +556,11 @@ func (s *server) handlePutUserByUsername(w http.ResponseWriter, r *http.Request)
 		s.fail(w, r, err)
 		return
 	}
+	answer, sent := s.goalsAnswer(r, show)
+	defer sent()
 	u, goals, created, err := s.store.PutUserByUsername(r.Context(), name, &in, pre, func() (User, error) {
 		return userToCreate(name, in)
-	}, show.Goals)
+	}, answer)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -722,6 +744,7 @@ func (s *server) writeReadUser(w http.ResponseWriter, r *http.Request, show user
 		return
 	}
 	goals, err := s.goalsToEmbed(ctx, &u, show)
+	end() // the answer is read: see readsTogether
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -729,7 +752,7 @@ func (s *server) writeReadUser(w http.ResponseWriter, r *http.Request, show user
 	if show.Goals { // only goals make a user large
 		place := s.answerPlace(r)
 		defer place.done() // once the answer is sent
-		if !place.fits(maxUserBytes(&u, goals)) {
+		if !place.fits(maxUserBytes(&u, show, goals)) {
 			s.fail(w, r, errLargeAnswersBusy)
 			return
 		}
@@ -857,6 +880,7 @@ func (s *server) listGoals(w http.ResponseWriter, r *http.Request, query url.Val
 			return
 		}
 	}
+	end() // the page is read: see readsTogether
 	place := s.answerPlace(r)
 	defer place.done() // once the page is sent
 	buf := getBuffer()
@@ -867,7 +891,7 @@ func (s *server) listGoals(w http.ResponseWriter, r *http.Request, query url.Val
 			owner = &u
 		}
 		// A goal is some kilobytes at most: only a page near the bound weighs it.
-		if len(b) > largeAnswerBytes/2 && !place.fits(len(b)+maxGoalBytes(&goals[i], owner)) {
+		if len(b) > largeAnswerBytes/2 && !place.fits(len(b)+maxGoalBytes(&goals[i], show, owner)) {
 			return b, errLargeAnswersBusy
 		}
 		return appendGoal(b, &goals[i], show, owner), nil
@@ -950,6 +974,7 @@ func (s *server) handleGetGoal(w http.ResponseWriter, r *http.Request) {
 		}
 		owner = &u
 	}
+	end() // the answer is read: see readsTogether
 	s.writeGoal(w, r, http.StatusOK, &g, show, owner)
 }
 

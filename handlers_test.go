@@ -679,7 +679,7 @@ func TestTimestampsAreUTCMillisecondsFromTheClock(t *testing.T) {
 	}
 	now = now.Add(30 * time.Millisecond)
 	in := userInput{FullName: optional[string]{Set: true, Value: "Zoe"}}
-	got, _, err := st.UpdateUser(t.Context(), u.ID, &in, nil, false)
+	got, _, err := st.UpdateUser(t.Context(), u.ID, &in, nil, nil)
 	if err != nil || got.ModifiedAt != "2026-11-25T11:42:41.153Z" || got.CreatedAt != u.CreatedAt || got.Version != 2 {
 		t.Fatalf("after update: %+v, %v", got, err)
 	}

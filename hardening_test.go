@@ -1197,8 +1197,13 @@ func TestABodyOfTooManyNamesIsRefusedBeforeItIsDecoded(t *testing.T) {
 			t.Fatalf("%s %s with 80,001 names: %s", c.method, c.path, r.body)
 		}
 	}
+	// An array of as many strings is no object, and is told so.
+	r := ts.do(t, "POST", "/api/users", "["+strings.Repeat(`"x",`, 2000)+`"x"]`)
+	if msg, _ := r.json(t)["error"].(string); r.status != http.StatusBadRequest || !strings.Contains(msg, "JSON object") {
+		t.Fatalf("an array of 2,001 strings: %d %s", r.status, r.body)
+	}
 	// Malformed past the bound, it is told what is malformed.
-	r := ts.do(t, "POST", "/api/users", strings.TrimSuffix(b.String(), "}")+",}")
+	r = ts.do(t, "POST", "/api/users", strings.TrimSuffix(b.String(), "}")+",}")
 	if msg, _ := r.json(t)["error"].(string); r.status != http.StatusBadRequest || !strings.Contains(msg, "malformed JSON") {
 		t.Fatalf("a malformed body of 80,001 names: %d %s", r.status, r.body)
 	}
@@ -1388,6 +1393,21 @@ func insertGoals(t *testing.T, ts *testServer, uid string, n int, desc string) {
 	}
 }
 
+// stallOn sends GET path from src on a connection it never reads (closed
+// when the test ends), with a receive buffer as small as the system
+// allows, so a large answer stays in the server.
+func stallOn(t *testing.T, ts *testServer, src, path string) net.Conn {
+	t.Helper()
+	c, err := dialFrom(src, strings.TrimPrefix(ts.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.(*net.TCPConn).SetReadBuffer(4096) //nolint:errcheck // a test
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n", path)
+	return c
+}
+
 // placesTaken is how many places for large answers the server holds.
 func placesTaken(ts *testServer) int {
 	ts.api.large.mu.Lock()
@@ -1415,20 +1435,9 @@ func TestLargeAnswersToClientsThatDoNotReadAreBounded(t *testing.T) {
 	// server hold, so a client that does not read keeps it in the server.
 	insertGoals(t, ts, fat, 1000, strings.Repeat("\x01", 2000))
 	path := "/api/users/" + fat + "?show=goals.description"
-	stall := func() net.Conn {
-		c, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.(*net.TCPConn).SetReadBuffer(4096) //nolint:errcheck // a test
-		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n", path)
-		return c
-	}
-	first := stall()
-	defer first.Close()
+	first := stallOn(t, ts, "127.0.0.1", path)
 	waitForPlaces(t, ts, 1)
-	second := stall()
-	defer second.Close()
+	second := stallOn(t, ts, "127.0.0.1", path)
 	waitForPlaces(t, ts, 2)
 	// The client's two places are taken: its third large answer is a 503
 	// at once, and a page ends before the large user.
@@ -1442,16 +1451,24 @@ func TestLargeAnswersToClientsThatDoNotReadAreBounded(t *testing.T) {
 	if items := r.list(t); len(items) != 1 || items[0]["id"] != small || r.header.Get("Link") == "" {
 		t.Fatalf("the page holds %d users (Link %q), want the small one and a Link to the next", len(items), r.header.Get("Link"))
 	}
-	// The answer to a write is always sent: its change is committed.
-	expect(t, "a write showing the large user's goals", ts.do(t, "PATCH", path, `{"full_name":"Fat"}`), http.StatusOK)
+	// A write whose answer would be large is a 503 before it commits:
+	// it changes nothing. Without the goals' descriptions the answer is
+	// small, and needs no place.
+	expect(t, "a write showing the large user's goals", ts.do(t, "PATCH", path, `{"full_name":"Fat"}`), http.StatusServiceUnavailable)
+	if u := ts.do(t, "GET", "/api/users/"+fat+"?show=full_name,goals", "").json(t)["user"].(map[string]any); u["full_name"] != nil {
+		t.Fatalf("the refused write changed the user: full_name %v", u["full_name"])
+	}
 	// A place comes back when its client goes.
 	first.Close()
 	waitForPlaces(t, ts, 1)
-	r = ts.do(t, "GET", path, "")
-	expect(t, "a large answer once a place is free", r, http.StatusOK)
+	r = ts.do(t, "PATCH", path, `{"full_name":"Fat"}`)
+	expect(t, "a write showing the large user's goals once a place is free", r, http.StatusOK)
 	if len(r.body) < 12_000_000 {
 		t.Fatalf("the large answer is %d bytes, want the 13 MB it is", len(r.body))
 	}
+	// A page of goals takes a place once it passes half the bound.
+	goalsPath := "/api/goals?user_id=" + fat + "&show=description&limit=1000"
+	whole := len(ts.do(t, "GET", goalsPath, "").list(t))
 	// Places are bounded in all, whoever holds them.
 	for i := 0; placesTaken(ts) < largeAnswerPlaces; i++ {
 		ts.api.large.take(fmt.Sprintf("198.51.100.%d", i))
@@ -1460,20 +1477,65 @@ func TestLargeAnswersToClientsThatDoNotReadAreBounded(t *testing.T) {
 	waitForPlaces(t, ts, largeAnswerPlaces-1)
 	ts.api.large.take("198.51.100.250")
 	expect(t, "a large answer when every place is taken", ts.do(t, "GET", path, ""), http.StatusServiceUnavailable)
+	r = ts.do(t, "GET", goalsPath, "")
+	expect(t, "a page of goals when every place is taken", r, http.StatusOK)
+	if short := len(r.list(t)); short >= whole || r.header.Get("Link") == "" || len(r.body) > largeAnswerBytes {
+		t.Fatalf("a page of goals when every place is taken: %d goals, %d bytes (Link %q); with a place %d goals", short, len(r.body), r.header.Get("Link"), whole)
+	}
+	expect(t, "a small answer when every place is taken", ts.do(t, "GET", "/api/users/"+fat+"?show=goals", ""), http.StatusOK)
 }
 
 func TestTheWeightOfAnAnswerBoundsItsSize(t *testing.T) {
-	for _, text := range []string{"plain", strings.Repeat("\x01", 300), `"\` + "\u2028\u00e9<>&\x7f", ""} {
+	texts := []string{"plain", strings.Repeat("\x01", 300), `"\` + "\u2028\u2029\u00e9<>&\x7f\n\r\t\U0001F600", "\xff\xfe broken", ""}
+	for _, text := range texts {
+		if n, want := stringBytes(text), len(appendString(nil, text)); n != want {
+			t.Fatalf("stringBytes(%q) = %d, appendString writes %d", text, n, want)
+		}
 		email, name, desc := text+"@example.com", text, text
 		u := User{ID: "01939f5e-0000-7000-8000-000000000001", Username: "zoe", Email: &email, FullName: &name, CreatedAt: "2026-01-02T03:04:05.000Z", ModifiedAt: "2026-01-02T03:04:05.000Z"}
 		g := Goal{ID: u.ID, UserID: u.ID, Title: text, Period: "week", TargetMinutes: -math.MaxInt32, Description: &desc, CreatedAt: u.CreatedAt, ModifiedAt: u.CreatedAt}
 		goals := []Goal{g, g, g}
-		all := userShow{Email: true, FullName: true, Goals: true, GoalDescription: true}
-		if n, max := len(appendUser(nil, &u, all, goals)), maxUserBytes(&u, goals); n > max {
-			t.Fatalf("a user of %q renders to %d bytes, over its weight %d", text, n, max)
+		for _, show := range []userShow{{}, {Email: true, FullName: true, Goals: true, GoalDescription: true}, {Goals: true}} {
+			n, max := len(appendUser(nil, &u, show, goals)), maxUserBytes(&u, show, goals)
+			if n > max || max > n+200+4*200 {
+				t.Fatalf("a user of %q with %+v renders to %d bytes, its weight is %d", text, show, n, max)
+			}
 		}
-		if n, max := len(appendGoal(nil, &g, goalShow{Description: true, User: true, UserEmail: true, UserFullName: true}, &u)), maxGoalBytes(&g, &u); n > max {
-			t.Fatalf("a goal of %q renders to %d bytes, over its weight %d", text, n, max)
+		for _, show := range []goalShow{{}, {Description: true, User: true, UserEmail: true, UserFullName: true}} {
+			n, max := len(appendGoal(nil, &g, show, &u)), maxGoalBytes(&g, show, &u)
+			if n > max || max > n+2*200 {
+				t.Fatalf("a goal of %q with %+v renders to %d bytes, its weight is %d", text, show, n, max)
+			}
+		}
+	}
+}
+
+func TestAnswersBeingSentHoldNoReadTransaction(t *testing.T) {
+	ts := newTestServer(t)
+	fat := ts.mustCreateUser(t, "fat", "")["id"].(string)
+	insertGoals(t, ts, fat, 1000, strings.Repeat("\x01", 2000))
+	// Every place taken by clients that do not read answers read in a
+	// transaction: more of them than SQLite has read connections.
+	for i := range largeAnswerPlaces {
+		stallOn(t, ts, fmt.Sprintf("127.0.0.%d", 2+i/largeAnswersPerClient), "/api/users/"+fat+"?show=goals.description")
+	}
+	waitForPlaces(t, ts, largeAnswerPlaces)
+	client := &http.Client{Timeout: 5 * time.Second}
+	for _, path := range []string{"/api/users?limit=1", "/api/users/" + fat + "?show=goals", "/healthz"} {
+		resp, err := client.Get(ts.URL + path)
+		if err != nil {
+			t.Fatalf("GET %s while answers are being sent: %v", path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s while answers are being sent: %d", path, resp.StatusCode)
+		}
+	}
+	if testBackend == "postgres" {
+		var n int
+		ts.sqlGet(t, &n, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction'")
+		if n != 0 {
+			t.Fatalf("%d connections sit idle in a transaction while their answers are sent", n)
 		}
 	}
 }

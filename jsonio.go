@@ -222,18 +222,19 @@ func countNames(body []byte) int {
 // between its quotes. body has been parsed as one JSON object: a name is
 // the string after its opening brace or after a comma between its members.
 func forEachName(body []byte, fn func(quoted []byte)) {
-	depth, nameNext := 0, false
+	depth, nameNext, inObject := 0, false, false // inObject: the outermost value is an object
 	for i := 0; i < len(body); i++ {
 		switch body[i] {
 		case '{':
 			depth++
 			nameNext = depth == 1
+			inObject = inObject || depth == 1
 		case '[':
 			depth++
 		case '}', ']':
 			depth--
 		case ',':
-			nameNext = depth == 1
+			nameNext = depth == 1 && inObject
 		case '"':
 			end := stringEnd(body, i)
 			if nameNext {
@@ -505,6 +506,43 @@ var plainJSON = func() (t [256]bool) {
 	}
 	return t
 }()
+
+// stringBytes is how many bytes appendString writes for s, counted the
+// way it escapes.
+func stringBytes(s string) int {
+	n := 2 + len(s)
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case plainJSON[c]:
+			case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t':
+				n++ // a backslash before it, or before its letter
+			default:
+				n += 5 // \u0001
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			n += 5 // one byte as \ufffd
+		case r == '\u2028' || r == '\u2029':
+			n += 3 // three bytes as \u2028
+		}
+		i += size
+	}
+	return n
+}
+
+// nullStringBytes is stringBytes for a string that may be null.
+func nullStringBytes(s *string) int {
+	if s == nil {
+		return len("null")
+	}
+	return stringBytes(*s)
+}
 
 // appendString writes s as a JSON string, escaping what RFC 8259 requires
 // plus U+2028 and U+2029 (so the output is also safe inside JavaScript).

@@ -312,9 +312,9 @@ func retryAfterSeconds(d time.Duration) int {
 // sent, at most largeAnswersPerClient of them for one client. A client
 // that does not read keeps its answer in memory until the write timeout:
 // 64 such connections from one address held 1.1 GB (review 18). Past the
-// places a read of one user is a 503 at once, and a page ends early (its
-// Link says where the next begins). The answer to a write is always sent:
-// its change is committed.
+// places a read of one user is a 503 at once, a page ends early (its Link
+// says where the next begins), and a write is a 503 before it commits
+// (answerGoals): it changes nothing.
 const (
 	largeAnswerBytes      = 1 << 20
 	largeAnswerPlaces     = 8
@@ -370,6 +370,18 @@ func (p *answerPlace) fits(size int) bool {
 	}
 	p.held = p.answers.take(p.client)
 	return p.held
+}
+
+// forGoals is what a user write asks, inside its transaction, before it
+// commits an answer that embeds the user's goals (see answerGoals): a
+// place, when that answer is large.
+func (p *answerPlace) forGoals(show userShow) answerGoals {
+	return func(u *User, goals []Goal) error {
+		if !p.fits(maxUserBytes(u, show, goals)) {
+			return errLargeAnswersBusy
+		}
+		return nil
+	}
 }
 
 // done gives the place back, if the answer took one.

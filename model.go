@@ -699,39 +699,37 @@ func appendUser(b []byte, u *User, s userShow, goals []Goal) []byte {
 	return append(b, '}')
 }
 
-// maxUserBytes is at least what appendUser writes for u with goals (all
-// fields, whatever it shows): a bound to weigh an answer by before it is
-// rendered (see largeAnswers).
-func maxUserBytes(u *User, goals []Goal) int {
-	n := 200 + maxStringBytes(u.ID) + maxStringBytes(u.Username) + maxNullStringBytes(u.Email) +
-		maxNullStringBytes(u.FullName) + maxStringBytes(u.CreatedAt) + maxStringBytes(u.ModifiedAt)
-	for i := range goals {
-		n += 1 + maxGoalBytes(&goals[i], nil)
+// maxUserBytes is at least what appendUser writes for u with s and goals
+// (a little more: the names and punctuation are counted generously), to
+// weigh an answer before it is rendered (see largeAnswers).
+func maxUserBytes(u *User, s userShow, goals []Goal) int {
+	n := 200 + stringBytes(u.ID) + stringBytes(u.Username) + stringBytes(u.CreatedAt) + stringBytes(u.ModifiedAt)
+	if s.Email {
+		n += nullStringBytes(u.Email)
+	}
+	if s.FullName {
+		n += nullStringBytes(u.FullName)
+	}
+	if s.Goals {
+		gs := goalShow{Description: s.GoalDescription}
+		for i := range goals {
+			n += 1 + maxGoalBytes(&goals[i], gs, nil)
+		}
 	}
 	return n
 }
 
-// maxGoalBytes is at least what appendGoal writes for g, and its owner
-// when given.
-func maxGoalBytes(g *Goal, owner *User) int {
-	n := 200 + maxStringBytes(g.ID) + maxStringBytes(g.UserID) + maxStringBytes(g.Title) + maxStringBytes(g.Period) +
-		maxNullStringBytes(g.Description) + maxStringBytes(g.CreatedAt) + maxStringBytes(g.ModifiedAt)
-	if owner != nil {
-		n += maxUserBytes(owner, nil)
+// maxGoalBytes is at least what appendGoal writes for g with s and owner.
+func maxGoalBytes(g *Goal, s goalShow, owner *User) int {
+	n := 200 + stringBytes(g.ID) + stringBytes(g.UserID) + stringBytes(g.Title) + stringBytes(g.Period) +
+		stringBytes(g.CreatedAt) + stringBytes(g.ModifiedAt)
+	if s.Description {
+		n += nullStringBytes(g.Description)
+	}
+	if s.User && owner != nil {
+		n += maxUserBytes(owner, ownerShow(s), nil)
 	}
 	return n
-}
-
-// maxStringBytes is the most appendString writes for s: a control
-// character, one byte, is six escaped (\u0001).
-func maxStringBytes(s string) int { return 2 + 6*len(s) }
-
-// maxNullStringBytes is maxStringBytes for a string that may be null.
-func maxNullStringBytes(s *string) int {
-	if s == nil {
-		return len("null")
-	}
-	return maxStringBytes(*s)
 }
 
 // appendGoal writes the JSON object a client sees for g, with its owner

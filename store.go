@@ -400,7 +400,8 @@ type readTxKey struct{}
 // so shows one state of the database: never a goal without the owner a
 // delete removed between the two. Every read of that answer must use the
 // context returned (on SQLite the transaction holds one of the pool's
-// connections), and end runs after their rows are closed.
+// connections), and end runs after their rows are closed; it may run
+// more than once (the first ends the transaction).
 func (s *store) oneRead(ctx context.Context) (context.Context, func(), error) {
 	if s.closed.Load() {
 		return ctx, nil, unavailable(errStoreClosed)
@@ -409,7 +410,14 @@ func (s *store) oneRead(ctx context.Context) (context.Context, func(), error) {
 	if err != nil {
 		return ctx, nil, s.eng.classify(err)
 	}
-	return context.WithValue(ctx, readTxKey{}, tx), tx.end, nil
+	ended := false
+	end := func() {
+		if !ended {
+			ended = true
+			tx.end()
+		}
+	}
+	return context.WithValue(ctx, readTxKey{}, tx), end, nil
 }
 
 // page is one page of a list: rows with id > After (all when ""), at most
@@ -758,12 +766,12 @@ func userConflict(ctx context.Context, t wtx, u *User) error {
 
 // UpdateUser applies in to the user with id once pre accepts its current
 // version; it returns the updated user.
-// With withGoals it also returns the user's goals as the write left them,
-// read in its transaction: once a write has committed, its answer cannot
-// fail.
-func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre *precondition, withGoals bool) (User, []Goal, error) {
+// With answer it also returns the user's goals as the write left them,
+// read in its transaction (see answerGoals): once a write has committed,
+// its answer cannot fail.
+func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre *precondition, answer answerGoals) (User, []Goal, error) {
 	if pre == nil {
-		return s.setUserFields(ctx, id, in, withGoals)
+		return s.setUserFields(ctx, id, in, answer)
 	}
 	var out User
 	var goals []Goal
@@ -782,19 +790,28 @@ func (s *store) UpdateUser(ctx context.Context, id string, in *userInput, pre *p
 			t.touch(id, &u)
 		}
 		out = u
-		goals, err = s.txGoalsOf(ctx, t, id, withGoals)
+		goals, err = s.txGoalsOf(ctx, t, &out, answer)
 		return err
 	})
 	return out, goals, err
 }
 
-// txGoalsOf reads, when asked, the goals of a user inside a write's
-// transaction (as GoalsOfUser does outside one).
-func (s *store) txGoalsOf(ctx context.Context, t wtx, userID string, asked bool) ([]Goal, error) {
-	if !asked {
+// answerGoals, given to a user write whose answer embeds the user's goals,
+// is asked inside the write's transaction, with the user and the goals the
+// answer will show, whether that answer may be sent; its error undoes the
+// write. (The handler's place for a large answer, see largeAnswers: an
+// answer refused after its commit would leave the client unsure of a
+// change that happened.)
+type answerGoals func(u *User, goals []Goal) error
+
+// txGoalsOf reads, when answer asks for them, the goals of u inside a
+// write's transaction (as GoalsOfUser does outside one), and asks answer
+// whether they may be sent.
+func (s *store) txGoalsOf(ctx context.Context, t wtx, u *User, answer answerGoals) ([]Goal, error) {
+	if answer == nil {
 		return nil, nil
 	}
-	rows, err := t.tx.QueryContext(ctx, t.tx.Rebind("SELECT "+goalColumns+" FROM goals WHERE user_id = ? ORDER BY id LIMIT ?"), userID, s.maxGoals)
+	rows, err := t.tx.QueryContext(ctx, t.tx.Rebind("SELECT "+goalColumns+" FROM goals WHERE user_id = ? ORDER BY id LIMIT ?"), u.ID, s.maxGoals)
 	if err != nil {
 		return nil, fmt.Errorf("goals of user: %w", err)
 	}
@@ -802,7 +819,7 @@ func (s *store) txGoalsOf(ctx context.Context, t wtx, userID string, asked bool)
 	if err != nil {
 		return nil, fmt.Errorf("goals of user: %w", err)
 	}
-	return goals, nil
+	return goals, answer(u, goals)
 }
 
 // txOwner reads, when asked, a goal's owner (every column) inside a
@@ -830,7 +847,7 @@ func (s *store) txOwner(ctx context.Context, t wtx, userID string, asked bool) (
 // the row, checks its version, and writes only where the version is still
 // the one read.) Setting fewer columns also spares the unique indexes
 // when the username and email are not being changed.
-func (s *store) setUserFields(ctx context.Context, id string, in *userInput, withGoals bool) (User, []Goal, error) {
+func (s *store) setUserFields(ctx context.Context, id string, in *userInput, answer answerGoals) (User, []Goal, error) {
 	var set setList
 	if in.Username.Set {
 		set.add("username", in.Username.Value)
@@ -879,7 +896,7 @@ func (s *store) setUserFields(ctx context.Context, id string, in *userInput, wit
 		default:
 			t.touch(id, &out)
 		}
-		goals, err = s.txGoalsOf(ctx, t, id, withGoals)
+		goals, err = s.txGoalsOf(ctx, t, &out, answer)
 		return err
 	})
 	return out, goals, err
@@ -919,7 +936,7 @@ func (l *setList) update(table, columns, id, modifiedAt string) (string, []any) 
 // given) accepts its version. created says which. Concurrent calls create
 // the user once: the loser's insert meets the unique index and runs again
 // as an update.
-func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInput, pre *precondition, toCreate func() (User, error), withGoals bool) (out User, goals []Goal, created bool, err error) {
+func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInput, pre *precondition, toCreate func() (User, error), answer answerGoals) (out User, goals []Goal, created bool, err error) {
 	err = s.write(ctx, func(ctx context.Context, t wtx) error {
 		created = false
 		u, err := s.txGetUser(ctx, t, "username_key = ?", foldKey(name))
@@ -951,7 +968,7 @@ func (s *store) PutUserByUsername(ctx context.Context, name string, in *userInpu
 			t.touch(u.ID, &u)
 		}
 		out = u
-		goals, err = s.txGoalsOf(ctx, t, u.ID, withGoals)
+		goals, err = s.txGoalsOf(ctx, t, &out, answer)
 		return err
 	})
 	return out, goals, created, err
