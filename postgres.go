@@ -270,8 +270,13 @@ func (e *postgresEngine) schemaSource() string { return postgresSchema }
 
 // lockSchema takes the migrations' advisory lock for the rest of the
 // transaction (other instances wait here, then find the schema current)
-// and makes sure the version table exists.
+// and makes sure the version table exists. The migration's transaction has
+// no statement timeout: the pool's (5 s) would make an instance that waits
+// for another's migration give up, and would cut a step over a large table.
 func (e *postgresEngine) lockSchema(ctx context.Context, tx *sqlx.Tx) error {
+	if _, err := tx.ExecContext(ctx, "SET LOCAL statement_timeout = 0"); err != nil {
+		return e.classify(err)
+	}
 	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", int64(schemaLockKey)); err != nil {
 		return e.classify(err)
 	}

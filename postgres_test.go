@@ -92,6 +92,39 @@ func TestInstancesStartingTogetherMigrateOnce(t *testing.T) {
 	}
 }
 
+func TestAnInstanceWaitsForAnotherInstancesMigrationPastTheStatementTimeout(t *testing.T) {
+	onlyPostgres(t, "an advisory lock")
+	db := testDB(t)
+	holder, err := openStore(context.Background(), db, storeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	// Another instance migrating: it holds the migrations' lock for longer
+	// than the statement timeout of the instance that starts meanwhile.
+	tx, err := rawDB(holder).Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec("SELECT pg_advisory_xact_lock($1)", int64(schemaLockKey)); err != nil {
+		t.Fatal(err)
+	}
+	const timeout = 300 * time.Millisecond
+	go func() {
+		time.Sleep(3 * timeout)
+		tx.Rollback() //nolint:errcheck // a test
+	}()
+	start := time.Now()
+	st, err := openStore(context.Background(), db, storeOptions{statementTimeout: timeout})
+	if err != nil {
+		t.Fatalf("an instance waiting %v for another's migration, at a statement timeout of %v: %v", time.Since(start), timeout, err)
+	}
+	st.Close()
+	if waited := time.Since(start); waited < 3*timeout {
+		t.Fatalf("the instance started after %v, before the lock was let go", waited)
+	}
+}
+
 func TestDatabaseURLPasswordNeverShows(t *testing.T) {
 	onlyPostgres(t, "database URLs")
 	u, _ := url.Parse(testDB(t))
