@@ -320,6 +320,66 @@ func (in *instance) call(t *testing.T, i int, method, path, body string, headers
 	return response{status: resp.StatusCode, header: resp.Header, body: b}
 }
 
+func TestALoginRacingAnotherInstancesSweepIsAnswered(t *testing.T) {
+	onlyPostgres(t, "a sweep on another instance")
+	cfg := testConfig()
+	cfg.maxLoginFailures = 5
+	ts := newTestServerWith(t, cfg)
+	ts.mustCreateUser(t, "sweepme", "")
+	login := `{"username":"sweepme","password":"correct horse"}`
+	expect(t, "a first login", ts.do(t, "POST", "/api/authenticate", login), http.StatusOK) // its row: 0 failures
+	db := rawDB(ts.store)
+	waiting := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			var got int
+			if err := db.Get(&got, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"); err != nil {
+				t.Fatal(err)
+			}
+			if got == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				var rows []struct {
+					State, Query string
+					Wait         sql.NullString
+				}
+				db.Select(&rows, "SELECT coalesce(state, '') AS state, query, wait_event_type AS wait FROM pg_stat_activity WHERE datname = current_database()") //nolint:errcheck // a test's report
+				t.Fatalf("%d statements wait for a lock, want %d: %+v", got, n, rows)
+			}
+		}
+	}
+	// An attempt on one instance holds the username's row, as BeginLogin
+	// does, while a sweep on another queues for it, then this login.
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit a no-op
+	if _, err := tx.Exec("SELECT 1 FROM login_failures WHERE username_key = 'sweepme' FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	swept := make(chan error, 1)
+	go func() { swept <- ts.store.SweepLogins(context.Background(), time.Now(), windowLogin, maxLockouts) }()
+	waiting(1)
+	answered := make(chan response, 1)
+	go func() { answered <- ts.do(t, "POST", "/api/authenticate", login) }()
+	waiting(2)
+	// The attempt ends: the sweep, first in line, deletes the row (its
+	// statement began before the attempt was recorded), then the login
+	// gets its turn.
+	if _, err := tx.Exec("INSERT INTO login_pending (id, username_key, started) VALUES ('attempt-1', 'sweepme', $1)", time.Now().UnixMilli()); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-swept; err != nil {
+		t.Fatal(err)
+	}
+	expect(t, "a login racing another instance's sweep", <-answered, http.StatusOK)
+}
+
 func TestThreeInstancesOnOneDatabase(t *testing.T) {
 	onlyPostgres(t, "several instances")
 	if testing.Short() {

@@ -1429,15 +1429,16 @@ func (s *store) BeginLogin(ctx context.Context, name string, now time.Time, wind
 }
 
 // lockLoginRow reads (creating when missing) and locks the lockout row of
-// key: the start of its window and the failures in it.
+// key: the start of its window and the failures in it. One statement: as
+// an insert and then a read, a sweep on another instance could delete the
+// row between the two, and a right password was answered 500 (review 19);
+// an upsert that meets a row deleted meanwhile inserts it instead.
 func lockLoginRow(ctx context.Context, t wtx, key string, nowMS int64) (start int64, failures int, err error) {
-	if _, err := t.exec(ctx, (`INSERT INTO login_failures (username_key, window_start, failures)
-		VALUES (?, ?, 0) ON CONFLICT (username_key) DO NOTHING`), key, nowMS); err != nil {
-		return 0, 0, fmt.Errorf("create the lockout row: %w", err)
-	}
-	err = t.row(ctx, ("SELECT window_start, failures FROM login_failures WHERE username_key = ?"+t.eng.forUpdate()), key).Scan(&start, &failures)
+	err = t.row(ctx, (`INSERT INTO login_failures (username_key, window_start, failures) VALUES (?, ?, 0)
+		ON CONFLICT (username_key) DO UPDATE SET failures = login_failures.failures
+		RETURNING window_start, failures`), key, nowMS).Scan(&start, &failures)
 	if err != nil {
-		return 0, 0, fmt.Errorf("read the lockout row: %w", err)
+		return 0, 0, fmt.Errorf("lock the lockout row: %w", err)
 	}
 	return start, failures, nil
 }
