@@ -380,6 +380,53 @@ func TestALoginRacingAnotherInstancesSweepIsAnswered(t *testing.T) {
 	expect(t, "a login racing another instance's sweep", <-answered, http.StatusOK)
 }
 
+func TestWritesMeetingALockHeldElsewhereAnswerWithinTheirTimeout(t *testing.T) {
+	onlyPostgres(t, "a lock held by another client of the database")
+	cfg := testConfig()
+	cfg.dbMaxConns = 2
+	const timeout = time.Second
+	ts := newTestServerAt(t, cfg, testDB(t), quietLogger(), storeOptions{statementTimeout: timeout})
+	id := ts.mustCreateUser(t, "locked", "")["id"].(string)
+	// An administrator's transaction holds the user's row for a while.
+	admin, err := sql.Open("pgx", ts.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	tx, err := admin.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a test
+	if _, err := tx.Exec("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", id); err != nil {
+		t.Fatal(err)
+	}
+	// Eight times as many writes of it as the pool has connections: each
+	// waits for a connection (at most twice the timeout), then for the
+	// lock (the timeout), and answers; none waits again.
+	var wg sync.WaitGroup
+	slowest := make(chan time.Duration, 16)
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			r := ts.do(t, "PATCH", "/api/users/"+id, fmt.Sprintf(`{"full_name":"n%d"}`, i))
+			if r.status != http.StatusServiceUnavailable {
+				t.Errorf("a write of a locked row: %d %s, want 503", r.status, r.body)
+			}
+			slowest <- time.Since(start)
+		}()
+	}
+	wg.Wait()
+	close(slowest)
+	for d := range slowest {
+		if d > 3*timeout+timeout/2 {
+			t.Fatalf("a write of a locked row answered after %v, at a statement timeout of %v", d, timeout)
+		}
+	}
+}
+
 func TestThreeInstancesOnOneDatabase(t *testing.T) {
 	onlyPostgres(t, "several instances")
 	if testing.Short() {
