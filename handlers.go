@@ -210,7 +210,7 @@ func (s *server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	defer end() // on the way out before the page is read; a no-op after
+	defer end() // for the paths that fail before end() below; a no-op after it
 	users, err := s.store.ListUsers(ctx, pg.plusOne(), username, show.extras())
 	if err != nil {
 		s.fail(w, r, err)
