@@ -615,3 +615,24 @@ func TestABadQueryOnTheGoalsOfAMissingUserIsA400(t *testing.T) {
 	}
 	expect(t, "goals of a missing user", ts.do(t, "GET", "/api/users/"+missing+"/goals", ""), http.StatusNotFound)
 }
+
+func TestAReadAfterItsReadTransactionEndedIsRefused(t *testing.T) {
+	ts := newTestServer(t)
+	id := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	ctx, end, err := ts.store.oneRead(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.store.GetUser(ctx, id, userExtras{}); err != nil {
+		t.Fatalf("a read in the transaction: %v", err)
+	}
+	end()
+	end() // a second end is a no-op
+	if u, err := ts.store.GetUser(ctx, id, userExtras{}); err == nil {
+		t.Fatalf("a read after the transaction ended answered %+v", u)
+	}
+	// Its connection went back to the pool, whole: reads go on.
+	if _, err := ts.store.GetUser(context.Background(), id, userExtras{}); err != nil {
+		t.Fatal(err)
+	}
+}

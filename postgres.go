@@ -121,7 +121,7 @@ func (e *postgresEngine) write(ctx context.Context, fn txFunc, hooks commitHooks
 		err := e.runTx(ctx, fn)
 		var be beginError
 		retry := errors.Is(err, errRetry) || isRetryable(err) ||
-			errors.As(err, &be) && isServerGone(err) && !errors.Is(err, context.DeadlineExceeded)
+			errors.As(err, &be) && isServerGone(err) && !poolBusy(err)
 		if err == nil || try == maxWriteTries || !retry {
 			if hooks.ended != nil {
 				hooks.ended(err == nil)
@@ -129,6 +129,15 @@ func (e *postgresEngine) write(ctx context.Context, fn txFunc, hooks commitHooks
 			return err
 		}
 	}
+}
+
+// poolBusy reports a begin that ran out of time waiting for a pooled
+// connection: a deadline, but no connection attempt that failed (pgx
+// reports a connect that timed out as a deadline too, inside a
+// ConnectError, and that one is worth another try).
+func poolBusy(err error) bool {
+	_, connecting := errors.AsType[*pgconn.ConnectError](err)
+	return errors.Is(err, context.DeadlineExceeded) && !connecting
 }
 
 // beginError is a failure to begin a transaction: nothing of it ran.
@@ -276,12 +285,19 @@ func (e *postgresEngine) schemaSource() string { return postgresSchema }
 // transaction (other instances wait here, then find the schema current)
 // and makes sure the version table exists. The migration's transaction has
 // no statement timeout: the pool's (5 s) would make an instance that waits
-// for another's migration give up, and would cut a step over a large table.
+// for another's migration give up, and would cut a step over a large
+// table; its waits for table locks keep that bound (lock_timeout).
 func (e *postgresEngine) lockSchema(ctx context.Context, tx *sqlx.Tx) error {
 	if _, err := tx.ExecContext(ctx, "SET LOCAL statement_timeout = 0"); err != nil {
 		return e.classify(err)
 	}
 	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", int64(schemaLockKey)); err != nil {
+		return e.classify(err)
+	}
+	// Past the wait for the lock, a step may still not wait long for a
+	// table's lock: one queued behind a long reader of users (a pg_dump, an
+	// idle psql) would queue every instance's reads and writes behind it.
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", e.timeout.Milliseconds())); err != nil {
 		return e.classify(err)
 	}
 	_, err := tx.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS usersvc_schema (version integer NOT NULL)")

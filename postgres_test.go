@@ -7,8 +7,10 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -20,6 +22,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // onlyPostgres skips a test of something only PostgreSQL has on the
@@ -122,6 +126,75 @@ func TestAnInstanceWaitsForAnotherInstancesMigrationPastTheStatementTimeout(t *t
 	st.Close()
 	if waited := time.Since(start); waited < 3*timeout {
 		t.Fatalf("the instance started after %v, before the lock was let go", waited)
+	}
+}
+
+func TestAMigrationStepDoesNotWaitLongForATableLock(t *testing.T) {
+	onlyPostgres(t, "lock_timeout")
+	db := testDB(t)
+	const timeout = 300 * time.Millisecond
+	eng, err := openEngine(context.Background(), db, storeOptions{statementTimeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := migrateTo(context.Background(), eng, schemaVersion()-1); err != nil {
+		t.Fatal(err)
+	}
+	// A long reader of users (a pg_dump, an idle psql session) holds a lock
+	// the last step's ALTER TABLE waits for.
+	tx, err := eng.adminDB().Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a test
+	if _, err := tx.Exec("SELECT count(*) FROM users"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	bounded, cancel := context.WithTimeout(context.Background(), 20*timeout) // a regression fails, not hangs
+	defer cancel()
+	_, err = openStore(bounded, db, storeOptions{statementTimeout: timeout})
+	if err == nil || time.Since(start) > 10*timeout {
+		t.Fatalf("a start whose migration waits for a lock a reader holds: %v after %v, want a refusal within the lock timeout", err, time.Since(start))
+	}
+	tx.Rollback() //nolint:errcheck // a test
+	eng.close()
+	st, err := openStore(context.Background(), db, storeOptions{statementTimeout: timeout})
+	if err != nil {
+		t.Fatalf("the start after the reader ended: %v", err)
+	}
+	st.Close()
+}
+
+func TestOnlyABeginThatWaitedForTheBusyPoolIsNotRetried(t *testing.T) {
+	// A server that accepts connections and never answers, as one that
+	// fails over does for a while.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, connectErr := pgconn.Connect(ctx, "postgres://u@"+ln.Addr().String()+"/db?sslmode=disable")
+	if !errors.Is(connectErr, context.DeadlineExceeded) {
+		t.Fatalf("a connect to a server that does not answer: %v, want a deadline", connectErr)
+	}
+	if poolBusy(connectErr) || !isServerGone(connectErr) {
+		t.Fatalf("a connect that timed out: poolBusy %v, isServerGone %v; want it retried", poolBusy(connectErr), isServerGone(connectErr))
+	}
+	waited := fmt.Errorf("begin write: %w", context.DeadlineExceeded) // what database/sql says when no connection came free
+	if !poolBusy(waited) {
+		t.Fatalf("a wait for a pooled connection that ran out: poolBusy false, want it not retried")
 	}
 }
 

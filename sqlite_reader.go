@@ -15,6 +15,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"unsafe"
@@ -313,8 +314,15 @@ func (r *sqliteReader) begin(ctx context.Context) (*sqliteReadTx, error) {
 	return &sqliteReadTx{r: r, c: c}, nil
 }
 
+// errReadTxEnded refuses a read through a transaction that has ended: its
+// connection is back in the pool, another goroutine's.
+var errReadTxEnded = errors.New("a read after its read transaction ended")
+
 // query runs a statement in the transaction; its rows keep the connection.
 func (t *sqliteReadTx) query(_ context.Context, query string, keep bool, args ...any) (rowsIter, error) {
+	if t.c == nil {
+		return nil, errReadTxEnded
+	}
 	return t.c.query(nil, query, keep, args)
 }
 
@@ -322,11 +330,13 @@ func (t *sqliteReadTx) query(_ context.Context, query string, keep bool, args ..
 // back; one that cannot say it ended is closed rather than reused inside a
 // transaction.
 func (t *sqliteReadTx) end() {
-	if err := t.c.exec("COMMIT"); err != nil {
-		t.r.discard(t.c)
+	c := t.c
+	t.c = nil
+	if err := c.exec("COMMIT"); err != nil {
+		t.r.discard(c)
 		return
 	}
-	t.r.put(t.c)
+	t.r.put(c)
 }
 
 // close closes the idle connections now and the others as they come
