@@ -150,7 +150,7 @@ func (p *precondition) check(id string, version int64) error {
 // created does not have.
 func (p *precondition) allowsCreate() error {
 	if p != nil && p.ifMatch != nil {
-		return errPreconditionFailed
+		return errNothingToMatch
 	}
 	return nil
 }

@@ -94,7 +94,8 @@ var (
 	errBadLogin           = &Error{Code: codeUnauthorized, Message: "invalid username or password"}
 	errPreconditionFailed = &Error{Code: codePrecondition, Message: "the resource changed since you read it (If-Match does not match its ETag): read it again"}
 	errNoneMatched        = &Error{Code: codePrecondition, Message: "If-None-Match names the resource's current ETag, and asks to write only when it does not"}
-	errAlreadyExists      = &Error{Code: codePrecondition, Message: "it exists already, and If-None-Match: * asks to create it only"}
+	errAlreadyExists      = &Error{Code: codePrecondition, Message: "it exists already, and If-None-Match: * asks to write only where it does not"}
+	errNothingToMatch     = &Error{Code: codePrecondition, Message: "If-Match names a current version, and there is none: it does not exist"}
 )
 
 // maxFieldErrors caps the entries of one {"errors": …} answer, so a body

@@ -1167,6 +1167,15 @@ func TestIfNoneMatchStarIsCreateOnly(t *testing.T) {
 	expect(t, "the old password still works", ts.do(t, "POST", "/api/authenticate", `{"username":"zoe","password":"correct horse"}`), http.StatusOK)
 }
 
+func TestACreateRefusedByIfMatchSaysThereIsNothingToMatch(t *testing.T) {
+	ts := newTestServer(t)
+	r := ts.do(t, "PUT", "/api/users/by-username/nobody1", `{"password":"correct horse"}`, "If-Match", "*")
+	expect(t, "PUT by username of no one, with If-Match: *", r, http.StatusPreconditionFailed)
+	if msg := r.json(t)["error"].(string); !strings.Contains(msg, "does not exist") {
+		t.Fatalf("a create refused by If-Match says %q", msg)
+	}
+}
+
 func TestAWriteRefusedByIfNoneMatchSaysWhichHeaderRefusedIt(t *testing.T) {
 	ts := newTestServer(t)
 	uid := ts.mustCreateUser(t, "zoe", "")["id"].(string)

@@ -221,7 +221,9 @@ func loadToken(file, envToken string) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("read token file: %w", err)
 		}
-		if token = strings.TrimSpace(string(b)); token == "" {
+		// A byte-order mark, which some editors put first, is no part of
+		// the token (a client would not send it).
+		if token = strings.TrimSpace(strings.TrimPrefix(string(b), "\ufeff")); token == "" {
 			return "", fmt.Errorf("token file %s is empty", file)
 		}
 	}

@@ -472,6 +472,7 @@ func TestATokenNoRequestCouldSendIsRefusedAtStart(t *testing.T) {
 		{"a-token-with-c1-\u0085-in-the-middle", `control character '\u0085' at byte 16`},
 		{"  a-good-token-of-32-characters-x  \n", ""},
 		{"a-good-token-with-a\ttab", ""}, // a header carries a tab
+		{"\ufeffa-token-after-a-byte-order-mark\r\n", ""},
 	} {
 		file := filepath.Join(dir, "token")
 		if err := os.WriteFile(file, []byte(c.content), 0o600); err != nil {
@@ -479,7 +480,7 @@ func TestATokenNoRequestCouldSendIsRefusedAtStart(t *testing.T) {
 		}
 		token, err := loadToken(file, "")
 		switch {
-		case c.want == "" && (err != nil || token != strings.TrimSpace(c.content)):
+		case c.want == "" && (err != nil || token != strings.TrimSpace(strings.TrimPrefix(c.content, "\ufeff"))):
 			t.Fatalf("token file %q: %q, %v", c.content, token, err)
 		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
 			t.Fatalf("token file %q: %v, want it refused for its %s", c.content, err, c.want)

@@ -790,8 +790,11 @@ func checkIntegrity(ctx context.Context, path string) error {
 	}
 	defer db.Close()
 	var result string
-	if err := db.GetContext(ctx, &result, "PRAGMA integrity_check"); err != nil || result != "ok" {
-		return fmt.Errorf("integrity check of %s: %q %v", path, result, err)
+	if err := db.GetContext(ctx, &result, "PRAGMA integrity_check"); err != nil {
+		return fmt.Errorf("integrity check of %s: %w", path, err)
+	}
+	if result != "ok" {
+		return fmt.Errorf("integrity check of %s: %s", path, result)
 	}
 	rows, err := db.QueryContext(ctx, "PRAGMA foreign_key_check")
 	if err != nil {
