@@ -177,22 +177,49 @@ func pgCode(err error) string {
 }
 
 // query runs a read on the pool; pgx prepares and keeps each query text
-// on each connection by itself.
+// on each connection by itself. The read, its wait for a connection
+// included, is bounded as a write's begin is: a pool kept busy (by writes
+// waiting on a lock held elsewhere) makes it a 503, not an answer that
+// never comes.
 func (e *postgresEngine) query(ctx context.Context, query string, _ bool, args ...any) (rowsIter, error) {
-	return e.db.QueryContext(ctx, e.db.Rebind(query), args...)
+	ctx, cancel := context.WithTimeout(ctx, 2*e.timeout)
+	rows, err := e.db.QueryContext(ctx, e.db.Rebind(query), args...)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return boundedRows{rows, cancel}, nil
 }
 
-// beginRead begins a read-only transaction that reads one snapshot.
+// boundedRows are rows whose deadline ends when they are closed.
+type boundedRows struct {
+	*sql.Rows
+	cancel context.CancelFunc
+}
+
+func (r boundedRows) Close() error {
+	err := r.Rows.Close()
+	r.cancel()
+	return err
+}
+
+// beginRead begins a read-only transaction that reads one snapshot,
+// bounded as a read is (see query), its wait for a connection included.
 func (e *postgresEngine) beginRead(ctx context.Context) (readTx, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*e.timeout)
 	tx, err := e.snapshot(ctx)
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("begin a read: %w", err)
 	}
-	return sqlReadTx{tx}, nil
+	return sqlReadTx{tx, cancel}, nil
 }
 
 // sqlReadTx is a readTx over a database/sql transaction.
-type sqlReadTx struct{ tx *sqlx.Tx }
+type sqlReadTx struct {
+	tx     *sqlx.Tx
+	cancel context.CancelFunc
+}
 
 func (t sqlReadTx) query(ctx context.Context, query string, _ bool, args ...any) (rowsIter, error) {
 	return t.tx.QueryContext(ctx, t.tx.Rebind(query), args...)
@@ -200,7 +227,10 @@ func (t sqlReadTx) query(ctx context.Context, query string, _ bool, args ...any)
 
 // end rolls back: the transaction only read, so there is nothing to keep,
 // and a connection that broke meanwhile is dropped by database/sql.
-func (t sqlReadTx) end() { t.tx.Rollback() } //nolint:errcheck // see above
+func (t sqlReadTx) end() {
+	t.tx.Rollback() //nolint:errcheck // see above
+	t.cancel()
+}
 
 // abortsOnError is true: after a failed statement PostgreSQL refuses the
 // rest of the transaction, unless it was under a savepoint.

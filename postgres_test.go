@@ -500,6 +500,34 @@ func TestWritesMeetingALockHeldElsewhereAnswerWithinTheirTimeout(t *testing.T) {
 	}
 }
 
+func TestAReadWaitingForABusyPoolAnswersWithinItsBound(t *testing.T) {
+	onlyPostgres(t, "the pool's wait")
+	cfg := testConfig()
+	cfg.dbMaxConns = 1
+	const timeout = 300 * time.Millisecond
+	ts := newTestServerAt(t, cfg, testDB(t), quietLogger(), storeOptions{statementTimeout: timeout})
+	id := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	// The pool's one connection is held for much longer than a read may
+	// wait for it.
+	conn, err := rawDB(ts.store).Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := time.AfterFunc(20*timeout, func() { conn.Close() })
+	defer func() {
+		if held.Stop() {
+			conn.Close()
+		}
+	}()
+	for _, show := range []string{"email", "goals"} { // one statement; two in a read transaction
+		start := time.Now()
+		r := ts.do(t, "GET", "/api/users/"+id+"?show="+show, "")
+		if waited := time.Since(start); r.status != http.StatusServiceUnavailable || waited > 5*timeout {
+			t.Fatalf("a read (show=%s) while the pool is busy: %d after %v, want a 503 within %v", show, r.status, waited, 5*timeout)
+		}
+	}
+}
+
 func TestThreeInstancesOnOneDatabase(t *testing.T) {
 	onlyPostgres(t, "several instances")
 	if testing.Short() {
