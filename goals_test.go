@@ -483,23 +483,25 @@ func insertUserKeyedAsBefore(t *testing.T, db *sqlx.DB, i int, email string) {
 // mailbox but for that dot stop the upgrade, which names both.
 func TestUpgradeRefoldsEmailsEndingInADot(t *testing.T) {
 	onlySQLite(t, "a file an older usersvc left")
+	atVersion4 := func(emails ...string) string {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), "v4.db")
+		db := openAtVersion(t, path, 4)
+		for i, email := range emails {
+			insertUserKeyedAsBefore(t, db, i+1, email)
+		}
+		db.Close()
+		return path
+	}
 
-	path := filepath.Join(t.TempDir(), "v4.db")
-	db := openAtVersion(t, path, 4)
-	insertUserKeyedAsBefore(t, db, 1, "solo@example.org.")
-	db.Close()
-	ts := newTestServerAt(t, testConfig(), path, errorLogger(t), storeOptions{})
+	ts := newTestServerAt(t, testConfig(), atVersion4("solo@example.org."), errorLogger(t), storeOptions{})
 	r := ts.do(t, "POST", "/api/users", `{"username":"second","password":"correct horse","email":"SOLO@example.org"}`)
 	expect(t, "the mailbox of an address stored with a dot", r, http.StatusConflict)
 	if got := ts.do(t, "GET", "/api/users/by-username/user1?show=email", "").json(t)["user"].(map[string]any)["email"]; got != "solo@example.org." {
 		t.Fatalf("the upgrade changed the address to %v", got)
 	}
 
-	path = filepath.Join(t.TempDir(), "pair.db")
-	db = openAtVersion(t, path, 4)
-	insertUserKeyedAsBefore(t, db, 1, "a@example.com")
-	insertUserKeyedAsBefore(t, db, 2, "A@example.com.")
-	db.Close()
+	path := atVersion4("a@example.com", "A@example.com.")
 	_, err := openStore(context.Background(), path, storeOptions{})
 	if err == nil || !strings.Contains(err.Error(), "01939f5e-0000-7000-8000-000000000001") || !strings.Contains(err.Error(), `"A@example.com."`) {
 		t.Fatalf("upgrade with one mailbox twice: err = %v, want a refusal naming both users", err)
@@ -511,12 +513,7 @@ func TestUpgradeRefoldsEmailsEndingInADot(t *testing.T) {
 		t.Fatalf("a refused upgrade left version %d, want 4 (nothing applied)", version)
 	}
 
-	path = filepath.Join(t.TempDir(), "dotted-pair.db")
-	db = openAtVersion(t, path, 4)
-	insertUserKeyedAsBefore(t, db, 1, "b@example.com.")
-	insertUserKeyedAsBefore(t, db, 2, "B@example.com..")
-	db.Close()
-	if _, err := openStore(context.Background(), path, storeOptions{}); err == nil || !strings.Contains(err.Error(), `"B@example.com.."`) || !strings.Contains(err.Error(), `"b@example.com."`) {
+	if _, err := openStore(context.Background(), atVersion4("b@example.com.", "B@example.com.."), storeOptions{}); err == nil || !strings.Contains(err.Error(), `"B@example.com.."`) || !strings.Contains(err.Error(), `"b@example.com."`) {
 		t.Fatalf("upgrade with two dotted addresses of one mailbox: err = %v, want a refusal naming both", err)
 	}
 }

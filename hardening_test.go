@@ -226,15 +226,14 @@ func TestIdleConnectionsCloseAfterSixtySeconds(t *testing.T) {
 
 // bulkGoals inserts n goals for userID straight into the database (fast
 // fixtures; the API's own limits are what the tests then exercise), each
-// with a description of descLen characters.
-func bulkGoals(t *testing.T, ts *testServer, userID string, n, descLen int) {
+// with the description desc.
+func bulkGoals(t *testing.T, ts *testServer, userID string, n int, desc string) {
 	t.Helper()
 	tx, err := ts.store.eng.adminDB().BeginTxx(t.Context(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit a no-op
-	desc := strings.Repeat("d", descLen)
 	now := formatTime(time.Now())
 	var rows [][]any
 	for i := 0; i < n; i++ {
@@ -287,7 +286,7 @@ func TestMaxGoals(t *testing.T) {
 	expect(t, "create after a delete", ts.do(t, "POST", "/api/users/"+uid+"/goals", `{"title":"g","target_minutes":5}`), http.StatusCreated)
 	// A user that has more goals than the limit (it was lowered) embeds
 	// only as many as the limit.
-	bulkGoals(t, ts, uid, 10, 10)
+	bulkGoals(t, ts, uid, 10, strings.Repeat("d", 10))
 	user := ts.do(t, "GET", "/api/users/"+uid+"?show=goals", "").json(t)["user"].(map[string]any)
 	if n := len(user["goals"].([]any)); n != 5 {
 		t.Fatalf("embedded %d goals, want -max-goals (5)", n)
@@ -341,7 +340,7 @@ func TestListPagesStayUnderFourMiB(t *testing.T) {
 	var ids []string
 	for i := 0; i < 20; i++ {
 		id := ts.mustCreateUser(t, fmt.Sprintf("user%02d", i), "")["id"].(string)
-		bulkGoals(t, ts, id, 1000, 1500)
+		bulkGoals(t, ts, id, 1000, strings.Repeat("d", 1500))
 		ids = append(ids, id)
 	}
 	var pages [][]map[string]any
@@ -1376,32 +1375,6 @@ func TestEveryAnswerHasItsContentLength(t *testing.T) {
 	}
 }
 
-// insertGoals puts n goals with description desc for the user uid straight
-// into the database (a thousand through the API would take a while).
-func insertGoals(t *testing.T, ts *testServer, uid string, n int, desc string) {
-	t.Helper()
-	tx, err := ts.store.eng.adminDB().BeginTxx(context.Background(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback() //nolint:errcheck // after Commit a no-op
-	at := formatTime(time.Now())
-	var rows [][]any
-	for i := range n {
-		id, _ := newID()
-		rows = append(rows, []any{id, uid, fmt.Sprintf("goal %d", i), "day", 5, desc, int64(1), at, at})
-		if len(rows) == copyBatch || i == n-1 {
-			if err := insertRows(context.Background(), tx, copyTables[1], rows); err != nil {
-				t.Fatal(err)
-			}
-			rows = rows[:0]
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // stallOn sends GET path from src on a connection it never reads (closed
 // when the test ends), with a receive buffer as small as the system
 // allows, so a large answer stays in the server.
@@ -1442,7 +1415,7 @@ func TestLargeAnswersToClientsThatDoNotReadAreBounded(t *testing.T) {
 	// 1,000 goals whose descriptions are control characters, six bytes
 	// each escaped: 13 MB, more than the sockets between here and the
 	// server hold, so a client that does not read keeps it in the server.
-	insertGoals(t, ts, fat, 1000, strings.Repeat("\x01", 2000))
+	bulkGoals(t, ts, fat, 1000, strings.Repeat("\x01", 2000))
 	path := "/api/users/" + fat + "?show=goals.description"
 	first := stallOn(t, ts, "127.0.0.1", path)
 	waitForPlaces(t, ts, 1)
@@ -1522,7 +1495,7 @@ func TestTheWeightOfAnAnswerBoundsItsSize(t *testing.T) {
 func TestAnswersBeingSentHoldNoReadTransaction(t *testing.T) {
 	ts := newTestServer(t)
 	fat := ts.mustCreateUser(t, "fat", "")["id"].(string)
-	insertGoals(t, ts, fat, 1000, strings.Repeat("\x01", 2000))
+	bulkGoals(t, ts, fat, 1000, strings.Repeat("\x01", 2000))
 	// Every place taken by clients that do not read answers read in a
 	// transaction: more of them than SQLite has read connections.
 	for i := range largeAnswerPlaces {

@@ -226,7 +226,8 @@ func (t sqlReadTx) query(ctx context.Context, query string, _ bool, args ...any)
 }
 
 // end rolls back: the transaction only read, so there is nothing to keep,
-// and a connection that broke meanwhile is dropped by database/sql.
+// and a connection that broke meanwhile is dropped by database/sql. Again,
+// it does nothing (database/sql says the transaction is done).
 func (t sqlReadTx) end() {
 	t.tx.Rollback() //nolint:errcheck // see above
 	t.cancel()

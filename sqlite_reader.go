@@ -328,9 +328,12 @@ func (t *sqliteReadTx) query(_ context.Context, query string, keep bool, args ..
 
 // end commits the transaction (it wrote nothing) and gives the connection
 // back; one that cannot say it ended is closed rather than reused inside a
-// transaction.
+// transaction. Ending it again does nothing.
 func (t *sqliteReadTx) end() {
 	c := t.c
+	if c == nil {
+		return
+	}
 	t.c = nil
 	if err := c.exec("COMMIT"); err != nil {
 		t.r.discard(c)

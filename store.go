@@ -387,7 +387,8 @@ func (s *store) queryRead(ctx context.Context, prepared bool, query string, args
 // state of the database.
 type readTx interface {
 	query(ctx context.Context, query string, keep bool, args ...any) (rowsIter, error)
-	// end ends it, once every rows read through it are closed.
+	// end ends it, once every rows read through it are closed; ending it
+	// again does nothing.
 	end()
 }
 
@@ -410,14 +411,7 @@ func (s *store) oneRead(ctx context.Context) (context.Context, func(), error) {
 	if err != nil {
 		return ctx, nil, s.eng.classify(err)
 	}
-	ended := false
-	end := func() {
-		if !ended {
-			ended = true
-			tx.end()
-		}
-	}
-	return context.WithValue(ctx, readTxKey{}, tx), end, nil
+	return context.WithValue(ctx, readTxKey{}, tx), tx.end, nil
 }
 
 // page is one page of a list: rows with id > After (all when ""), at most
