@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -477,15 +479,149 @@ func TestHashingIsBoundedPerClientAndInAll(t *testing.T) {
 	}
 }
 
+func TestAFloodFromManyAddressesDoesNotLockOutLogins(t *testing.T) {
+	// Found in review: 17 addresses, each keeping its two places taken,
+	// held every place of a first-come queue, and every other login was
+	// refused for as long as they went on. Hashes now run in turn by
+	// client, with room for many more clients waiting.
+	cfg := testConfig()
+	cfg.password = passwordParams{Memory: 4 * 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32} // a few ms a hash
+	ts := newTestServerWith(t, cfg)
+	ts.mustCreateUser(t, "zoe", "")
+	ts.api.hasher.warmUp()
+	const addresses, each = 24, 2
+	ts.transport().MaxIdleConnsPerHost = addresses * each
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var answers, busy atomic.Int64
+	for i := 0; i < addresses*each; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r := ts.do(t, "POST", "/api/authenticate", `{"username":"nobody","password":"wrong horse"}`, "X-Forwarded-For", clientIP(i/each))
+				if answers.Add(1); r.status == http.StatusServiceUnavailable {
+					busy.Add(1)
+				}
+			}
+		}()
+	}
+	// Let the flood fill its places before the login arrives.
+	deadline := time.Now().Add(10 * time.Second)
+	for ts.api.hasher.admission.waiting() < addresses && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	var legit []int
+	for range 20 {
+		legit = append(legit, ts.do(t, "POST", "/api/authenticate", `{"username":"zoe","password":"correct horse"}`, "X-Forwarded-For", "198.51.100.10").status)
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d addresses × %d logins at a time: %d answers, %d of them 503; 20 logins from another address: %v", addresses, each, answers.Load(), busy.Load(), legit)
+	for i, status := range legit {
+		if status != http.StatusOK {
+			t.Fatalf("login %d from another address during the flood: %d, want 200 (all: %v)", i, status, legit)
+		}
+	}
+	if busy.Load() != 0 {
+		t.Fatalf("%d of the flood's logins were refused: two places for each of %d addresses fit", busy.Load(), addresses)
+	}
+}
+
+// waiting counts the hashes waiting for a slot.
+func (a *hashAdmission) waiting() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.pending - a.running
+}
+
+func TestHashesRunInTurnByClient(t *testing.T) {
+	// With every slot taken, the waiting hashes run one per client in
+	// turn: a newcomer's runs before the second of a client that came
+	// first.
+	a := newHashAdmission(1, 8, prometheus.NewCounter(prometheus.CounterOpts{Name: "r"}))
+	hold, err := a.acquire(t.Context(), "holder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := make(chan string, 5)
+	queue := func(client string) {
+		waiting := a.waiting()
+		go func() {
+			release, err := a.acquire(t.Context(), client)
+			if err != nil {
+				t.Errorf("%s: %v", client, err)
+				order <- "error"
+				return
+			}
+			order <- client
+			release()
+		}()
+		for a.waiting() == waiting {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	queue("first")
+	queue("first")
+	queue("second")
+	queue("second")
+	queue("newcomer")
+	hold()
+	var got []string
+	for range 5 {
+		got = append(got, <-order)
+	}
+	if want := []string{"first", "second", "newcomer", "first", "second"}; !slices.Equal(got, want) {
+		t.Fatalf("hashes ran in the order %v, want %v", got, want)
+	}
+}
+
+func TestAHashThatStopsWaitingGivesItsTurnOn(t *testing.T) {
+	a := newHashAdmission(1, 8, prometheus.NewCounter(prometheus.CounterOpts{Name: "r"}))
+	hold, err := a.acquire(t.Context(), "holder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	gaveUp := make(chan error, 1)
+	go func() {
+		_, err := a.acquire(ctx, "impatient")
+		gaveUp <- err
+	}()
+	for a.waiting() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-gaveUp; !errors.Is(err, context.Canceled) {
+		t.Fatalf("a wait that was cancelled: %v", err)
+	}
+	hold()
+	next, err := a.acquire(t.Context(), "next")
+	if err != nil {
+		t.Fatalf("after the only waiter gave up: %v", err)
+	}
+	next()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.running != 0 || a.pending != 0 || len(a.clients) != 0 || len(a.turns) != 0 {
+		t.Fatalf("after every place was given back: running %d, pending %d, %d clients, %d turns", a.running, a.pending, len(a.clients), len(a.turns))
+	}
+}
+
 func TestHashingQueueIsBounded(t *testing.T) {
 	// Past the slots and the queue, a hash is refused at once, whoever
 	// asks; one client holds at most two places.
 	h := newPasswordHasher(testPasswordParams, prometheus.NewCounter(prometheus.CounterOpts{Name: "h"}), prometheus.NewCounter(prometheus.CounterOpts{Name: "r"}))
-	places := cap(h.slots) + h.queue
+	places := h.admission.places
 	releases := make(chan func(), places)
 	for i := 0; i < places; i++ {
 		go func(i int) {
-			release, err := h.acquire(t.Context(), clientIP(i))
+			release, err := h.admission.acquire(t.Context(), clientIP(i))
 			if err != nil {
 				t.Errorf("place %d: %v", i, err)
 				return
@@ -495,9 +631,9 @@ func TestHashingQueueIsBounded(t *testing.T) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		h.mu.Lock()
-		pending := h.pending
-		h.mu.Unlock()
+		h.admission.mu.Lock()
+		pending := h.admission.pending
+		h.admission.mu.Unlock()
 		if pending == places {
 			break
 		}
@@ -507,7 +643,7 @@ func TestHashingQueueIsBounded(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	t0 := time.Now()
-	if _, err := h.acquire(t.Context(), "a newcomer"); err != errHashBusy {
+	if _, err := h.admission.acquire(t.Context(), "a newcomer"); err != errHashBusy {
 		t.Fatalf("with every place taken: %v, want errHashBusy", err)
 	}
 	if took := time.Since(t0); took > 100*time.Millisecond {
@@ -517,9 +653,9 @@ func TestHashingQueueIsBounded(t *testing.T) {
 	for i := 0; i < places; i++ {
 		(<-releases)()
 	}
-	first, err1 := h.acquire(t.Context(), "one client")
-	second, err2 := h.acquire(t.Context(), "one client")
-	_, err3 := h.acquire(t.Context(), "one client")
+	first, err1 := h.admission.acquire(t.Context(), "one client")
+	second, err2 := h.admission.acquire(t.Context(), "one client")
+	_, err3 := h.admission.acquire(t.Context(), "one client")
 	if err1 != nil || err2 != nil || err3 != errHashBusy {
 		t.Fatalf("one client's three places: %v, %v, %v; want two, then errHashBusy", err1, err2, err3)
 	}
@@ -1331,16 +1467,16 @@ func TestBusyStartDoesNotBreakUnknownUsers(t *testing.T) {
 	// maybe while a flood holds every place: that must not leave logins by
 	// unknown names refused for good once the flood has passed.
 	h := newTestHasher()
-	h.mu.Lock()
-	h.pending = cap(h.slots) + h.queue // every place taken
-	h.mu.Unlock()
+	h.admission.mu.Lock()
+	h.admission.pending = h.admission.places // every place taken
+	h.admission.mu.Unlock()
 	h.warmUp()
-	if _, err := h.acquire(t.Context(), "a newcomer"); err != errHashBusy {
+	if _, err := h.admission.acquire(t.Context(), "a newcomer"); err != errHashBusy {
 		t.Fatalf("with every place taken: %v, want errHashBusy", err)
 	}
-	h.mu.Lock()
-	h.pending = 0 // the flood has passed
-	h.mu.Unlock()
+	h.admission.mu.Lock()
+	h.admission.pending = 0 // the flood has passed
+	h.admission.mu.Unlock()
 	if err := h.VerifyNobody(t.Context(), "a client", "some password"); err != nil {
 		t.Fatalf("unknown user after a busy start: %v, want a wrong-password check", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -32,36 +33,27 @@ var defaultPasswordParams = passwordParams{Memory: 19 * 1024, Time: 2, Threads: 
 
 var errBadPHC = errors.New("stored password hash is not an argon2id PHC string")
 
-// passwordHasher hashes and verifies passwords. At most cap(slots) hashes
-// run at once, so a burst of logins costs at most that many times Memory of
-// RAM; a short queue waits behind them. When slots and queue are full, or
-// one client already holds perClient places, the answer is errHashBusy at
-// once: a flood must not make a legitimate login wait behind it.
+// passwordHasher hashes and verifies passwords, each hash admitted by
+// admission first, so a burst of logins costs at most one hash's Memory of
+// RAM per slot.
 type passwordHasher struct {
-	params passwordParams
-	slots  chan struct{}
-	queue  int // places waiting for a slot
+	params    passwordParams
+	admission *hashAdmission
+	limit     *memoryLimit // raised by each hash while it runs; nil for none
 
-	mu      sync.Mutex
-	pending int            // running or waiting
-	clients map[string]int // places held by each client key
-
-	limit *memoryLimit // raised by each hash while it runs; nil for none
-
-	hashes   prometheus.Counter // argon2id computations
-	rejected prometheus.Counter // refused with errHashBusy
+	hashes prometheus.Counter // argon2id computations
 
 	dummyOnce sync.Once
 	dummy     string // what VerifyNobody checks against
 }
 
-// Hashing admission: one slot per CPU (at least two), a queue sixteen
-// times as long (at about 50 ms a production hash, a wait under a second),
-// and two places per client.
+// Hashing admission: one slot per CPU (at least two), 32 places a slot for
+// hashes running or waiting (at about 50 ms a production hash, one round
+// of 64 waiting clients is under two seconds), and two places per client.
 const (
-	hashQueuePerSlot = 16
-	hashPerClient    = 2
-	hashRetryAfter   = time.Second
+	hashPlacesPerSlot = 32
+	hashPerClient     = 2
+	hashRetryAfter    = time.Second
 )
 
 // errHashBusy answers a login or password write when hashing is saturated.
@@ -70,38 +62,120 @@ var errHashBusy = &Error{Code: codeUnavailable, Message: "password hashing is bu
 // newPasswordHasher returns a hasher with p, counting its work in hashes
 // and its refusals in rejected.
 func newPasswordHasher(p passwordParams, hashes, rejected prometheus.Counter) *passwordHasher {
-	n := max(2, runtime.NumCPU())
-	return &passwordHasher{params: p, slots: make(chan struct{}, n), queue: n * hashQueuePerSlot,
-		clients: map[string]int{}, hashes: hashes, rejected: rejected}
+	slots := max(2, runtime.NumCPU())
+	return &passwordHasher{params: p, admission: newHashAdmission(slots, slots*hashPlacesPerSlot, rejected), hashes: hashes}
+}
+
+// hashAdmission decides when a hash may run: at most slots at once, and
+// the waiting ones in turn by client, so a client's second waiting hash
+// runs after every other waiting client's first. A flood from many
+// addresses then delays a newcomer by one round of the clients waiting,
+// not by everything queued before it (first come, first served, 17
+// addresses holding two places each kept every other login refused). Past
+// places in all, or hashPerClient for one client, a hash is refused at
+// once: a flood must not make a legitimate login wait behind it.
+type hashAdmission struct {
+	slots, places int
+	rejected      prometheus.Counter // refused with errHashBusy
+
+	mu      sync.Mutex
+	running int
+	pending int // running or waiting
+	clients map[string]*hashClient
+	turns   []*hashClient // clients with a hash waiting, the next first
+}
+
+// hashClient is one client's share of the admission.
+type hashClient struct {
+	key     string
+	held    int             // places held, running or waiting
+	waiting []chan struct{} // closed when that hash may run
+}
+
+func newHashAdmission(slots, places int, rejected prometheus.Counter) *hashAdmission {
+	return &hashAdmission{slots: slots, places: places, rejected: rejected, clients: map[string]*hashClient{}}
 }
 
 // acquire takes a place for the client (refusing at once when none is
-// free) and then waits for a slot, or for ctx to end. release gives both
-// back.
-func (h *passwordHasher) acquire(ctx context.Context, client string) (release func(), err error) {
-	h.mu.Lock()
-	if h.pending >= cap(h.slots)+h.queue || h.clients[client] >= hashPerClient {
-		h.mu.Unlock()
-		h.rejected.Inc()
+// free) and then waits for its turn at a slot, or for ctx to end. release
+// gives both back.
+func (a *hashAdmission) acquire(ctx context.Context, client string) (release func(), err error) {
+	a.mu.Lock()
+	c := a.clients[client]
+	if a.pending >= a.places || (c != nil && c.held >= hashPerClient) {
+		a.mu.Unlock()
+		a.rejected.Inc()
 		return nil, errHashBusy
 	}
-	h.pending++
-	h.clients[client]++
-	h.mu.Unlock()
-	leave := func() {
-		h.mu.Lock()
-		h.pending--
-		if h.clients[client]--; h.clients[client] <= 0 {
-			delete(h.clients, client)
-		}
-		h.mu.Unlock()
+	if c == nil {
+		c = &hashClient{key: client}
+		a.clients[client] = c
 	}
+	a.pending++
+	c.held++
+	release = func() {
+		a.mu.Lock()
+		a.running--
+		a.leave(c)
+		a.grant()
+		a.mu.Unlock()
+	}
+	if a.running < a.slots {
+		a.running++
+		a.mu.Unlock()
+		return release, nil
+	}
+	ready := make(chan struct{})
+	if c.waiting = append(c.waiting, ready); len(c.waiting) == 1 {
+		a.turns = append(a.turns, c)
+	}
+	a.mu.Unlock()
 	select {
-	case h.slots <- struct{}{}:
-		return func() { <-h.slots; leave() }, nil
+	case <-ready:
+		return release, nil
 	case <-ctx.Done():
-		leave()
+		a.giveUp(c, ready)
 		return nil, fmt.Errorf("wait for a password hashing slot: %w", ctx.Err())
+	}
+}
+
+// giveUp takes back a waiting place whose caller stopped waiting. Its turn
+// may have come meanwhile: then the slot it was given goes to the next.
+func (a *hashAdmission) giveUp(c *hashClient, ready chan struct{}) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if i := slices.Index(c.waiting, ready); i >= 0 {
+		if c.waiting = slices.Delete(c.waiting, i, i+1); len(c.waiting) == 0 {
+			a.turns = slices.DeleteFunc(a.turns, func(t *hashClient) bool { return t == c })
+		}
+	} else {
+		a.running--
+	}
+	a.leave(c)
+	a.grant()
+}
+
+// leave gives back one place of c. Callers hold mu.
+func (a *hashAdmission) leave(c *hashClient) {
+	a.pending--
+	if c.held--; c.held == 0 {
+		delete(a.clients, c.key)
+	}
+}
+
+// grant gives free slots to the waiting hashes whose turn it is: each
+// client's oldest, then that client goes to the back of the turns.
+// Callers hold mu.
+func (a *hashAdmission) grant() {
+	for a.running < a.slots && len(a.turns) > 0 {
+		c := a.turns[0]
+		a.turns = a.turns[1:]
+		ready := c.waiting[0]
+		if c.waiting = c.waiting[1:]; len(c.waiting) > 0 {
+			a.turns = append(a.turns, c)
+		}
+		a.running++
+		close(ready)
 	}
 }
 
@@ -114,7 +188,7 @@ func (h *passwordHasher) Hash(ctx context.Context, client, password string) (str
 	if _, err := rand.Read(salt); err != nil {
 		return "", fmt.Errorf("password salt: %w", err)
 	}
-	release, err := h.acquire(ctx, client)
+	release, err := h.admission.acquire(ctx, client)
 	if err != nil {
 		return "", err
 	}
@@ -139,7 +213,7 @@ func (h *passwordHasher) Verify(ctx context.Context, client, phc, password strin
 	if err != nil {
 		return false, err
 	}
-	release, err := h.acquire(ctx, client)
+	release, err := h.admission.acquire(ctx, client)
 	if err != nil {
 		return false, err
 	}

@@ -99,7 +99,7 @@ func TestMixedLoad(t *testing.T) {
 	for _, b := range bad {
 		t.Error(b)
 	}
-	t.Logf("%d writes were answered 503 hashing-busy (64 writers, %d hashing places)", hashBusy.Load(), cap(ts.api.hasher.slots)+ts.api.hasher.queue)
+	t.Logf("%d writes were answered 503 hashing-busy (64 writers, %d hashing places)", hashBusy.Load(), ts.api.hasher.admission.places)
 	if strings.Contains(logs.String(), "locked") || strings.Contains(logs.String(), "level=ERROR") {
 		t.Errorf("errors in the log:\n%s", logs.String())
 	}
