@@ -188,13 +188,37 @@ func isLowerHex(s string) bool {
 	return true
 }
 
-// writeCacheable writes body with its ETag; a GET or HEAD whose
-// If-None-Match names it gets 304 with the ETag and no body.
+// writeCacheable writes body with its ETag. A GET or HEAD whose If-Match
+// names neither it nor "*" gets 412 (RFC 9110 13.1.1: the method must not
+// be performed), and then one whose If-None-Match names it gets 304 with
+// the ETag and no body.
 func writeCacheable(w http.ResponseWriter, r *http.Request, status int, body []byte, etag string) {
-	w.Header()["Etag"] = []string{etag} // the canonical form of ETag, set without canonicalizing
-	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && noneMatch(r, etag) {
-		w.WriteHeader(http.StatusNotModified)
-		return
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		if !ifMatchHolds(r, etag) {
+			writeError(w, r, nil, errReadChanged) // a 412: never logged, so no logger
+			return
+		}
+		w.Header()["Etag"] = []string{etag} // the canonical form of ETag, set without canonicalizing
+		if noneMatch(r, etag) {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	} else {
+		w.Header()["Etag"] = []string{etag}
 	}
 	writeJSON(w, status, body)
+}
+
+// ifMatchHolds reports whether a read's If-Match, if it sent one, names
+// etag (compared strongly: a weak tag never matches) or is "*".
+func ifMatchHolds(r *http.Request, etag string) bool {
+	if len(r.Header["If-Match"]) == 0 {
+		return true
+	}
+	for t := range entityTags(r, "If-Match") {
+		if t == "*" || t == etag {
+			return true
+		}
+	}
+	return false
 }

@@ -95,6 +95,7 @@ var (
 	errPreconditionFailed = &Error{Code: codePrecondition, Message: "the resource changed since you read it (If-Match does not match its ETag): read it again"}
 	errNoneMatched        = &Error{Code: codePrecondition, Message: "If-None-Match names the resource's current ETag, and asks to write only when it does not"}
 	errAlreadyExists      = &Error{Code: codePrecondition, Message: "it exists already, and If-None-Match: * asks to write only where it does not"}
+	errReadChanged        = &Error{Code: codePrecondition, Message: "If-Match does not name the current ETag of what was asked for: it changed since it was read, or the ETag is of another representation"}
 	errNothingToMatch     = &Error{Code: codePrecondition, Message: "If-Match names a current version, and there is none: it does not exist"}
 )
 

@@ -456,7 +456,7 @@ func (s *server) handleGetUser(w http.ResponseWriter, r *http.Request) {
 // default fields that the cache shows is current, without reading or
 // rendering the user; otherwise it answers nothing and reports false.
 func (s *server) notModifiedFromCache(w http.ResponseWriter, r *http.Request, id string, show userShow) bool {
-	if show != (userShow{}) || len(r.Header["If-None-Match"]) == 0 {
+	if show != (userShow{}) || len(r.Header["If-None-Match"]) == 0 || len(r.Header["If-Match"]) != 0 {
 		return false
 	}
 	etag, ok := s.cache.defaultETag(id)

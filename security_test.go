@@ -446,6 +446,53 @@ func TestConditionalGet(t *testing.T) {
 	}
 }
 
+func TestReadsHonourIfMatch(t *testing.T) {
+	// RFC 9110 13.1.1: a read whose If-Match fails is not performed (412).
+	// A strict client checking that what it holds is still current used
+	// to get 200 and the new body.
+	ts := newTestServer(t)
+	uid := ts.mustCreateUser(t, "zoe", "")["id"].(string)
+	gid := ts.mustCreateGoal(t, uid, `{"title":"a","target_minutes":5}`)["id"].(string)
+	paths := []string{"/api/users/" + uid, "/api/users/" + uid + "?show=goals", "/api/users/by-username/zoe",
+		"/api/users", "/api/users/" + uid + "/goals", "/api/goals", "/api/goals/" + gid}
+	etags := map[string]string{}
+	for _, path := range paths {
+		etags[path] = ts.do(t, "GET", path, "").header.Get("ETag")
+		ts.do(t, "GET", path, "") // a second read, from the cache where there is one
+		for _, method := range []string{"GET", "HEAD"} {
+			for _, tag := range []string{etags[path], "*", etags[path] + `, "other"`} {
+				expect(t, method+" "+path+" If-Match "+tag, ts.do(t, method, path, "", "If-Match", tag), 200)
+			}
+			for _, tag := range []string{`"other"`, "W/" + etags[path]} {
+				r := ts.do(t, method, path, "", "If-Match", tag)
+				expect(t, method+" "+path+" If-Match "+tag, r, http.StatusPreconditionFailed)
+				if r.header.Get("ETag") != "" {
+					t.Fatalf("%s %s: a 412 sent ETag %s", method, path, r.header.Get("ETag"))
+				}
+			}
+			// If-Match is evaluated first, then If-None-Match.
+			expect(t, method+" "+path+" both match", ts.do(t, method, path, "", "If-Match", etags[path], "If-None-Match", etags[path]), 304)
+			expect(t, method+" "+path+" stale If-Match, current If-None-Match", ts.do(t, method, path, "", "If-Match", `"other"`, "If-None-Match", etags[path]), 412)
+		}
+	}
+	r := ts.do(t, "GET", "/api/users/"+uid, "", "If-Match", etags["/api/users/"+uid])
+	if r.json(t)["user"].(map[string]any)["id"] != uid {
+		t.Fatalf("GET with its current ETag in If-Match: %s", r.body)
+	}
+	// After a write, the ETags read before it fail; a missing resource is
+	// still a 404.
+	expect(t, "PATCH", ts.do(t, "PATCH", "/api/goals/"+gid, `{"title":"b"}`), 200)
+	expect(t, "PATCH", ts.do(t, "PATCH", "/api/users/"+uid, `{"full_name":"x"}`), 200)
+	for _, path := range paths {
+		r := ts.do(t, "GET", path, "", "If-Match", etags[path])
+		expect(t, "after a write, GET "+path+" If-Match of before", r, http.StatusPreconditionFailed)
+		if !strings.Contains(r.json(t)["error"].(string), "If-Match") {
+			t.Fatalf("412 body %s does not say which header refused it", r.body)
+		}
+	}
+	expect(t, "missing user", ts.do(t, "GET", "/api/users/01939f5e-0000-7000-8000-000000000000", "", "If-Match", "*"), 404)
+}
+
 func TestIfMatch(t *testing.T) {
 	ts := newTestServer(t)
 	uid := ts.mustCreateUser(t, "zoe", "")["id"].(string)
