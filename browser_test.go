@@ -121,6 +121,7 @@ func TestBrowser(t *testing.T) {
 		{"EditEmail", testBrowserEditEmail},
 		{"ConflictingEditIsNotLost", testBrowserConflict},
 		{"DeleteUserAfterConfirming", testBrowserDeleteUser},
+		{"DeleteUserNamesGoalsWrittenMeanwhile", testBrowserDeleteUserNamesGoalsWrittenMeanwhile},
 		{"Goals", testBrowserGoals},
 		{"EditsSendOnlyTheFieldsEdited", testBrowserEditsSendOnlyEdited},
 		{"MarkupInDataIsText", testBrowserMarkupIsText},
@@ -900,6 +901,41 @@ func testBrowserDeleteUser(t *testing.T, browser context.Context) {
 	if got := ts.do(t, "GET", "/api/goals?user_id="+id, "").list(t); len(got) != 0 {
 		t.Fatalf("the user's goals are left: %v", got)
 	}
+}
+
+func testBrowserDeleteUserNamesGoalsWrittenMeanwhile(t *testing.T, browser context.Context) {
+	// Found in review: the confirmation counted the goals read when the
+	// user was opened, and the DELETE's If-Match (the user's own version)
+	// let goals added since then go with the user unseen.
+	ts := newTestServer(t)
+	id := ts.mustCreateUser(t, "busy", "")["id"].(string)
+	p := openAdmin(t, browser, ts.URL)
+	p.openUser("busy")
+	ts.mustCreateGoal(t, id, `{"title":"Added elsewhere","target_minutes":30}`)
+	ts.mustCreateGoal(t, id, `{"title":"Also elsewhere","target_minutes":20}`)
+
+	p.click("#delete-user")
+	p.waitVisible("#confirm-dialog")
+	if got := p.text("#confirm-text"); !strings.Contains(got, "2 goals") {
+		t.Fatalf("with 2 goals written since the user was opened, the confirmation says %q", got)
+	}
+	// A third goal while the dialog is open: Delete must not take it.
+	ts.mustCreateGoal(t, id, `{"title":"While you read","target_minutes":10}`)
+	p.click("#confirm-yes")
+	p.waitText("#message", "The goals of “busy” changed since you asked to delete them: they are shown as stored now. Nothing was deleted.")
+	p.waitText("#goals-caption", "Goals of busy (3)")
+	if got := ts.do(t, "GET", "/api/goals?user_id="+id, "").list(t); len(got) != 3 {
+		t.Fatalf("after a refused delete %d goals are left, want 3", len(got))
+	}
+	// Asked again, it names all three and deletes them with the user.
+	p.click("#delete-user")
+	p.waitVisible("#confirm-dialog")
+	if got := p.text("#confirm-text"); !strings.Contains(got, "3 goals") {
+		t.Fatalf("the second confirmation says %q", got)
+	}
+	p.click("#confirm-yes")
+	p.waitText("#status", "Deleted the user “busy”.")
+	expect(t, "GET after delete", ts.do(t, "GET", "/api/users/"+id, ""), http.StatusNotFound)
 }
 
 func testBrowserGoals(t *testing.T, browser context.Context) {

@@ -648,15 +648,29 @@ async function reloadUser() {
   if (state.user) showNote("Reloaded: this is the user as stored now.");
 }
 
-function onDeleteUser() {
+// onDeleteUser reads the user's goals first, so the confirmation counts
+// those stored now, and once more when it is confirmed: If-Match covers the
+// user's own fields, not goals someone else wrote meanwhile, and those would
+// go with the user unseen. Goals that changed in between stop the deletion.
+async function onDeleteUser() {
+  clearMessages();
   const user = state.user;
-  const goals = user.goals.length;
-  const what = goals ? ` Their ${goals} goal${goals === 1 ? "" : "s"} will be deleted with them.` : "";
+  const goals = await currentGoals(user.id);
+  if (!goals) return;
+  const count = goals.length;
+  const what = count ? ` Their ${count} goal${count === 1 ? "" : "s"} will be deleted with them.` : "";
   askToConfirm(
     "Delete this user?",
     `Delete the user ${quoted(user.username)}?${what} This cannot be undone.`,
     `Delete ${user.username}`,
     async () => {
+      const now = await currentGoals(user.id);
+      if (!now) return;
+      if (goalsDiffer(now, goals)) {
+        showError(`The goals of ${quoted(user.username)} changed since you asked to delete them: ` +
+          "they are shown as stored now. Nothing was deleted.");
+        return;
+      }
       const res = await api("DELETE", userPath(user.id), { etag: state.userETag });
       if (res.status === 412) return showConflict("This user changed since you opened it.", reloadUser);
       if (res.status === 404) return userGone();
@@ -669,6 +683,29 @@ function onDeleteUser() {
       $("users-heading").focus();
     },
   );
+}
+
+// currentGoals reads the goals of the user shown and shows them; null
+// when the user is gone or the read failed (both said).
+async function currentGoals(id) {
+  const res = await api("GET", userPath(id, "goals.description"));
+  if (res.status === 404) {
+    userGone();
+    return null;
+  }
+  if (!res.ok || !res.data || !res.data.user) {
+    fail(res);
+    return null;
+  }
+  const goals = res.data.user.goals || [];
+  renderGoals(goals);
+  return goals;
+}
+
+// goalsDiffer reports whether two reads of a user's goals differ in any
+// goal or field.
+function goalsDiffer(a, b) {
+  return JSON.stringify(a) !== JSON.stringify(b);
 }
 
 // ---- Conflicts -------------------------------------------------------------
