@@ -96,6 +96,7 @@ var (
 	errNoneMatched        = &Error{Code: codePrecondition, Message: "If-None-Match names the resource's current ETag, and asks to write only when it does not"}
 	errAlreadyExists      = &Error{Code: codePrecondition, Message: "it exists already, and If-None-Match: * asks to write only where it does not"}
 	errReadChanged        = &Error{Code: codePrecondition, Message: "If-Match does not name the current ETag of what was asked for: it changed since it was read, or the ETag is of another representation"}
+	errLoginsInFlight     = &Error{Code: codeTooMany, Message: "too many logins for this username are being checked at once: retry in a moment", RetryAfter: time.Second}
 	errNothingToMatch     = &Error{Code: codePrecondition, Message: "If-Match names a current version, and there is none: it does not exist"}
 )
 
@@ -194,4 +195,10 @@ func (e fieldErrors) orNil() error {
 		return nil
 	}
 	return e
+}
+
+// errLoginLocked refuses a login for a username whose failures reached the
+// limit, until its window ends (wait, at least a second).
+func errLoginLocked(wait time.Duration) *Error {
+	return &Error{Code: codeTooMany, Message: "too many failed attempts for this username: retry later", RetryAfter: max(wait, time.Second)}
 }

@@ -667,13 +667,9 @@ func (s *server) handleAuthenticate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	done, wait, err := s.lockout.begin(r.Context(), c.Username.Value)
+	done, err := s.lockout.begin(r.Context(), c.Username.Value)
 	if err != nil {
 		s.fail(w, r, err)
-		return
-	}
-	if done == nil {
-		s.fail(w, r, &Error{Code: codeTooMany, Message: "too many failed attempts for this username: retry later", RetryAfter: wait})
 		return
 	}
 	u, err := s.checkPassword(r.Context(), c.Username.Value, c.Password.Value)

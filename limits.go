@@ -259,21 +259,24 @@ func newLoginLockout(st *store, now func() time.Time, max int, log *slog.Logger)
 	return &loginLockout{store: st, now: now, max: max, log: log}
 }
 
-// begin reserves an attempt for username. When the username is locked it
-// returns a nil done and how long to wait; otherwise the caller must call
-// done with the outcome (an internal error is neither success nor
-// failure).
-func (l *loginLockout) begin(ctx context.Context, username string) (done func(success, failed bool), wait time.Duration, err error) {
+// begin reserves an attempt for username, or refuses it (an *Error: the
+// username is locked, or too many of its attempts are being checked). The
+// caller must call done with the outcome (an internal error is neither
+// success nor failure).
+func (l *loginLockout) begin(ctx context.Context, username string) (done func(success, failed bool), err error) {
 	if l.max <= 0 {
-		return func(bool, bool) {}, 0, nil
+		return func(bool, bool) {}, nil
 	}
 	now := l.now()
 	if err := l.sweep(ctx, now); err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	attempt, wait, err := l.store.BeginLogin(ctx, username, now, windowLogin, l.max)
-	if err != nil || attempt == "" {
-		return nil, max(wait, time.Second), err
+	attempt, refused, err := l.store.BeginLogin(ctx, username, now, windowLogin, l.max)
+	switch {
+	case err != nil:
+		return nil, err
+	case refused != nil:
+		return nil, refused
 	}
 	return func(success, failed bool) {
 		// The outcome is recorded even if the client has gone.
@@ -281,7 +284,7 @@ func (l *loginLockout) begin(ctx context.Context, username string) (done func(su
 		if err != nil { // the attempt's pending mark then expires by itself
 			l.log.WarnContext(ctx, "record the outcome of a login", "err", err, "request_id", requestID(ctx))
 		}
-	}, 0, nil
+	}, nil
 }
 
 // sweep clears the lockout table of what it no longer needs, at most once

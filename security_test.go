@@ -244,8 +244,8 @@ func TestLockoutForgetsCrashedAttemptsAndStaysBounded(t *testing.T) {
 			t.Fatalf("attempt %d: %q %v", i, a, err)
 		}
 	}
-	if a, wait, _ := st.BeginLogin(t.Context(), "ZOE", clock.Now(), windowLogin, 2); a != "" || wait <= 0 {
-		t.Fatalf("a third attempt while two are pending: %q, wait %v; want a wait", a, wait)
+	if a, refused, _ := st.BeginLogin(t.Context(), "ZOE", clock.Now(), windowLogin, 2); a != "" || refused != errLoginsInFlight {
+		t.Fatalf("a third attempt while two are pending: %q, refused %v; want errLoginsInFlight", a, refused)
 	}
 	clock.Advance(staleAttempt + time.Second)
 	if a, _, _ := st.BeginLogin(t.Context(), "zoe", clock.Now(), windowLogin, 2); a == "" {
@@ -569,6 +569,47 @@ func TestRequestIDAndHeaders(t *testing.T) {
 			t.Fatalf("%s: headers %v", path, r.header)
 		}
 	}
+}
+
+func TestConcurrentRightLoginsAreNotCalledFailures(t *testing.T) {
+	// Found in review: more right logins at once than the lockout allows
+	// in flight were refused as "too many failed attempts", though none
+	// had failed. They are still refused (the lockout cannot tell them from
+	// guesses before checking), but say why, and for how long.
+	cfg := testConfig()
+	cfg.now, cfg.maxLoginFailures = newFakeClock().Now, 3
+	ts := newTestServerWith(t, cfg)
+	ts.mustCreateUser(t, "zoe", "")
+	const n = 20
+	answers := make(chan response, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			<-start
+			answers <- ts.do(t, "POST", "/api/authenticate", `{"username":"zoe","password":"correct horse"}`, "X-Forwarded-For", clientIP(i))
+		}(i)
+	}
+	close(start)
+	wg.Wait()
+	close(answers)
+	count := map[int]int{}
+	for r := range answers {
+		count[r.status]++
+		if r.status != http.StatusTooManyRequests {
+			continue
+		}
+		if msg := r.json(t)["error"]; msg != errLoginsInFlight.Message || r.header.Get("Retry-After") != "1" {
+			t.Fatalf("a right login refused while others were checked: %q, Retry-After %q; want %q, 1", msg, r.header.Get("Retry-After"), errLoginsInFlight.Message)
+		}
+	}
+	t.Logf("%d right logins at once: %v", n, count)
+	if count[200] == 0 || count[200]+count[429]+count[503] != n {
+		t.Fatalf("statuses %v: want 200s, and the rest refused", count)
+	}
+	expect(t, "a login after them", ts.do(t, "POST", "/api/authenticate", `{"username":"zoe","password":"correct horse"}`), 200)
 }
 
 func TestConcurrentGuessesStayWithinTheLockout(t *testing.T) {

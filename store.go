@@ -1384,16 +1384,18 @@ const staleAttempt = 2 * time.Minute
 // BeginLogin reserves an attempt at authenticating as name at time now,
 // unless the username is locked: its failures in the window plus the
 // attempts still being checked (on any instance) reach max. It returns the
-// attempt's id, or "" and how long to wait. The username's row is locked
-// while it counts, so concurrent attempts are counted one after another.
-func (s *store) BeginLogin(ctx context.Context, name string, now time.Time, window time.Duration, max int) (attempt string, wait time.Duration, err error) {
+// attempt's id, or the refusal: errLoginLocked when the failures alone
+// reach max, errLoginsInFlight when attempts being checked make up the
+// rest. The username's row is locked while it counts, so concurrent
+// attempts are counted one after another.
+func (s *store) BeginLogin(ctx context.Context, name string, now time.Time, window time.Duration, max int) (attempt string, refused *Error, err error) {
 	key, nowMS := foldKey(name), now.UnixMilli()
 	id, err := newID()
 	if err != nil {
-		return "", 0, err
+		return "", nil, err
 	}
 	err = s.write(ctx, func(ctx context.Context, t wtx) error {
-		attempt, wait = "", 0
+		attempt, refused = "", nil
 		start, failures, err := lockLoginRow(ctx, t, key, nowMS)
 		if err != nil {
 			return err
@@ -1406,11 +1408,12 @@ func (s *store) BeginLogin(ctx context.Context, name string, now time.Time, wind
 			key, nowMS-staleAttempt.Milliseconds()); err != nil {
 			return fmt.Errorf("count pending logins: %w", err)
 		}
-		if failures+pending >= max {
-			wait = time.Second // attempts in flight: their answers come soon
-			if failures >= max {
-				wait = time.UnixMilli(start).Add(window).Sub(now)
-			}
+		switch {
+		case failures >= max:
+			refused = errLoginLocked(time.UnixMilli(start).Add(window).Sub(now))
+			return nil
+		case failures+pending >= max:
+			refused = errLoginsInFlight
 			return nil
 		}
 		if _, err := t.exec(ctx, ("INSERT INTO login_pending (id, username_key, started) VALUES (?, ?, ?)"), id, key, nowMS); err != nil {
@@ -1419,7 +1422,7 @@ func (s *store) BeginLogin(ctx context.Context, name string, now time.Time, wind
 		attempt = id
 		return nil
 	})
-	return attempt, wait, err
+	return attempt, refused, err
 }
 
 // lockLoginRow reads (creating when missing) and locks the lockout row of
