@@ -292,7 +292,7 @@ func newFlagSet(cfg *config, trustProxy, allowedHosts *string) *flag.FlagSet {
 	fs.IntVar(&cfg.maxConns, "max-conns", 1024, "open connections in all; more wait in the kernel's backlog")
 	fs.IntVar(&cfg.maxConnsPerClient, "max-conns-per-client", 64, "open connections from one client address (an IPv6 /64); more are closed at once; 0 turns it off")
 	fs.BoolVar(&cfg.admin, "admin", true, "serve the admin page at /admin/")
-	fs.IntVar(&cfg.cacheMiB, "cache-size", defaultCacheMiB, "MiB of user rows the read cache holds (SQLite only); 0 turns it off")
+	fs.IntVar(&cfg.cacheMiB, "cache-size", defaultCacheMiB, "MiB of user rows the read cache holds (SQLite only; its index takes about a quarter more); 0 turns it off")
 	return fs
 }
 
