@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -112,11 +113,20 @@ func newTestServerAt(t *testing.T, cfg config, db string, logger *slog.Logger, o
 	client.Transport = &specCheck{base: client.Transport, owner: t}
 	t.Cleanup(func() {
 		srv.Close()
-		if err := st.Close(); err != nil {
+		if err := st.Close(); err != nil && !errors.Is(err, errLogOfReplacedFileDropped) {
 			t.Errorf("close store: %v", err)
 		}
 	})
 	return &testServer{Server: srv, api: api, store: st, db: db, cfg: cfg}
+}
+
+// sqlSelect runs a query with "?" placeholders on the store's read pool
+// and scans its rows into dst (a pointer to a slice).
+func (ts *testServer) sqlSelect(t *testing.T, dst any, query string, args ...any) {
+	t.Helper()
+	if err := rawDB(ts.store).Select(dst, rawDB(ts.store).Rebind(query), args...); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
 }
 
 // sqlGet runs a query with "?" placeholders on the store's read pool and

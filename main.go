@@ -578,7 +578,10 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("graceful stop: %w", err)
 	}
-	if err := st.Close(); err != nil {
+	switch err := st.Close(); {
+	case errors.Is(err, errLogOfReplacedFileDropped):
+		logger.Warn("database "+cfg.db+": "+err.Error(), "db", cfg.db)
+	case err != nil:
 		return fmt.Errorf("close database: %w", err)
 	}
 	logger.Info("stopped")

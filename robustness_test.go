@@ -364,6 +364,74 @@ func TestWritesFailCleanlyWhenTheDatabaseCannotTakeThem(t *testing.T) {
 	}
 }
 
+// Found in review: after a backup was restored over the file of a running
+// server, the server's write-ahead log stayed at the path when it stopped
+// (SQLite cannot write it back into a file no longer there), and the next
+// start applied it to the restored file: integrity_check failed and a
+// third of the users were gone from lists. A second server could even start
+// on the restored file while the first ran, and share its log.
+func TestARestartAfterARestoreOverTheRunningFileServesTheRestoredFile(t *testing.T) {
+	onlySQLite(t, "a database file")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "users.db")
+	const users = 3000
+	if err := buildUsersDB(path, users); err != nil {
+		t.Fatal(err)
+	}
+	ts := newTestServerAt(t, testConfig(), path, quietLogger(), storeOptions{})
+	var ids []string
+	ts.sqlSelect(t, &ids, "SELECT id FROM users ORDER BY id")
+	patchEvery := func(n int, name string) {
+		var wg sync.WaitGroup
+		for w := 0; w < 8; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w * n; i < len(ids); i += 8 * n {
+					expect(t, "PATCH", ts.do(t, "PATCH", "/api/users/"+ids[i], `{"full_name":"`+name+`"}`), 200)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	patchEvery(5, "before the backup")
+	backup := filepath.Join(dir, "backup.db")
+	if err := ts.store.eng.(*sqliteEngine).backup(t.Context(), backup); err != nil {
+		t.Fatal(err)
+	}
+	patchEvery(3, "after the backup") // in the log only, and lost by the restore
+	if err := os.Rename(backup, path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openStore(t.Context(), path, storeOptions{exclusive: true}); err == nil || !strings.Contains(err.Error(), "in use by another usersvc") {
+		t.Fatalf("a second server on the restored file while the first runs: %v, want refused", err)
+	}
+	ts.Close()
+	if err := ts.store.Close(); !errors.Is(err, errLogOfReplacedFileDropped) {
+		t.Fatalf("closing the store of the replaced file: %v, want errLogOfReplacedFileDropped", err)
+	}
+	if _, err := os.Stat(path + "-wal"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the stopped server left its log beside the restored file: %v", err)
+	}
+	again := newTestServerAt(t, testConfig(), path, quietLogger(), storeOptions{})
+	if err := checkIntegrity(t.Context(), path); err != nil {
+		t.Fatalf("the restored file after a restart: %v", err)
+	}
+	var names map[string]int = map[string]int{}
+	var rows []struct {
+		FullName *string `db:"full_name"`
+	}
+	again.sqlSelect(t, &rows, "SELECT full_name FROM users")
+	for _, r := range rows {
+		if r.FullName != nil {
+			names[*r.FullName]++
+		}
+	}
+	if len(rows) != users || names["after the backup"] != 0 || names["before the backup"] == 0 {
+		t.Fatalf("after the restart: %d users, full names %v; want %d, as backed up", len(rows), names, users)
+	}
+}
+
 // A database file removed, or replaced by another, while the server runs
 // would take every later write into a file no one opens again, lost at the
 // next start: writes are refused (503) and /healthz fails instead. Reads on

@@ -42,7 +42,7 @@ type sqliteEngine struct {
 	writeDB *sqlx.DB
 	readDB  *sqlx.DB      // database/sql reads: copy's snapshot
 	reads   *sqliteReader // the request path's reads (sqlite_reader.go)
-	lock    *os.File      // held with flock while serving; nil otherwise
+	locks   *fileLocks    // held while serving; nil otherwise
 
 	writeStmts sync.Map // *sql.Stmt on writeDB, by query text
 	noted      sync.Map // query texts to prepare when the writer is free
@@ -106,11 +106,11 @@ func openSQLite(ctx context.Context, path string, opts storeOptions) (*sqliteEng
 	}
 	e := &sqliteEngine{path: path, file: file, ops: make(chan *writeOp), stopping: make(chan struct{}), writerDone: make(chan struct{})}
 	if opts.exclusive {
-		lock, err := lockFile(path)
+		locks, err := lockFiles(path)
 		if err != nil {
 			return nil, err
 		}
-		e.lock = lock
+		e.locks = locks
 	}
 	if err := refuseForeignDatabase(ctx, path); err != nil {
 		e.unlock()
@@ -139,8 +139,26 @@ func openSQLite(ctx context.Context, path string, opts storeOptions) (*sqliteEng
 	e.readDB.SetConnMaxIdleTime(time.Minute)
 	e.reads = newSQLiteReader(path, readConns, int(opts.statementTimeout.Milliseconds()))
 	e.reads.checkFile = e.checkFile
+	if e.locks != nil {
+		if err := e.lockLog(ctx); err != nil {
+			e.readDB.Close()
+			e.writeDB.Close()
+			e.unlock()
+			return nil, err
+		}
+	}
 	go e.runWriter()
 	return e, nil
+}
+
+// lockLog has SQLite open the write-ahead log (a read does), then locks
+// it: see fileLocks.
+func (e *sqliteEngine) lockLog(ctx context.Context) error {
+	var tables int
+	if err := e.writeDB.GetContext(ctx, &tables, "SELECT count(*) FROM sqlite_schema"); err != nil {
+		return fmt.Errorf("open database %s: %w", e.path, describeOpenError(err))
+	}
+	return e.locks.lockLog(e.path)
 }
 
 // checkDBPath gives a clear error for the mistakes SQLite reports badly: a
@@ -317,29 +335,100 @@ func createPrivate(path string) error {
 	return nil
 }
 
-// lockFile takes an exclusive flock on the database file. SQLite's own
-// locks are fcntl locks, which flock does not touch, so readers such as
-// usersvc backup still work while the lock is held.
-func lockFile(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+// fileLocks are the exclusive flocks a serving usersvc holds: on the
+// database file, and on its write-ahead log. SQLite's own locks are fcntl
+// locks, which flock does not touch, so readers such as usersvc backup
+// still work while they are held. The database file alone is not enough: a
+// file restored over the path while a server runs is a new file, free to
+// lock, but the log beside it is still the running server's, and a second
+// server would apply it to the restored file.
+type fileLocks struct {
+	db, wal *os.File // wal is nil until the log exists (see lockLog)
+}
+
+// lockFiles takes the lock on the database at path, and on its log if
+// there is one, or says another usersvc holds them. It never creates the
+// log: SQLite takes a database with a log beside it for a WAL database.
+func lockFiles(path string) (*fileLocks, error) {
+	db, err := flockFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("open database file to lock it: %w", err)
+		return nil, err
+	}
+	l := &fileLocks{db: db}
+	if err := l.lockLog(path); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// lockLog takes the lock on the log of the database at path once it
+// exists, if it is not held yet. A serving usersvc keeps its log from
+// its first read to its stop, so a second server always finds it.
+func (l *fileLocks) lockLog(path string) error {
+	if l.wal != nil {
+		return nil
+	}
+	wal, err := flockFile(path + "-wal")
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	l.wal = wal
+	return err
+}
+
+// flockFile opens path and takes an exclusive flock on it without waiting.
+func flockFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) && strings.HasSuffix(path, "-wal") {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s to lock it: %w", path, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("database %s is in use by another usersvc: stop that one first (usersvc backup works while it runs)", path)
+			return nil, fmt.Errorf("database %s is in use by another usersvc: stop that one first (usersvc backup works while it runs)", strings.TrimSuffix(path, "-wal"))
 		}
-		return nil, fmt.Errorf("lock database file: %w", err)
+		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return f, nil
 }
 
-// unlock releases the file lock exclusive took, if any.
+// unlock releases the locks exclusive took, if any.
 func (e *sqliteEngine) unlock() {
-	if e.lock != nil {
-		e.lock.Close() // closing the descriptor releases the flock
+	if l := e.locks; l != nil {
+		if l.wal != nil {
+			l.wal.Close() // closing a descriptor releases its flock
+		}
+		l.db.Close()
 	}
+}
+
+// dropOrphanedLog removes the write-ahead log and shared memory this server
+// leaves at the path when its file was removed or replaced while it ran.
+// SQLite cannot write them back into a file no longer at the path, and the
+// next start would apply them to the file now there: pages of one database
+// onto another (a restored backup came up corrupt). The writes in them went
+// to the file no one opens again; they were lost when it was replaced.
+// It reports whether it removed them.
+func (e *sqliteEngine) dropOrphanedLog() bool {
+	if e.locks == nil || e.locks.wal == nil || e.checkFile() == nil {
+		return false
+	}
+	ours, err := e.locks.wal.Stat()
+	if err != nil || !isFileAt(ours, e.path+"-wal") {
+		return false
+	}
+	os.Remove(e.path + "-shm") //nolint:errcheck // rebuilt from the log, of which there is none now
+	return os.Remove(e.path+"-wal") == nil
+}
+
+// isFileAt reports whether the file at path is f.
+func isFileAt(f os.FileInfo, path string) bool {
+	at, err := os.Stat(path)
+	return err == nil && os.SameFile(f, at)
 }
 
 func (e *sqliteEngine) describe() string { return e.path }
@@ -402,6 +491,9 @@ func (e *sqliteEngine) close() error {
 		e.writeStmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
 		e.reads.close()
 		e.closeErr = errors.Join(e.readDB.Close(), e.writeDB.Close())
+		if e.dropOrphanedLog() {
+			e.closeErr = errors.Join(e.closeErr, errLogOfReplacedFileDropped)
+		}
 		e.unlock()
 	})
 	return e.closeErr
@@ -645,6 +737,11 @@ func (e *sqliteEngine) commitBatch(batch []*writeOp) {
 // errFileReplaced answers writes, and fails /healthz, once the file at -db
 // is no longer the one usersvc opened.
 var errFileReplaced = &Error{Code: codeUnavailable, Message: "the database is unavailable: its file was removed or replaced while usersvc ran (restart usersvc)"}
+
+// errLogOfReplacedFileDropped tells, at a stop, that the file was replaced
+// while the server ran and the log of its writes removed (dropOrphanedLog).
+var errLogOfReplacedFileDropped = errors.New("its file was removed or replaced while usersvc ran: the writes since then, to the file no longer there, are lost; " +
+	"their write-ahead log was removed, so that the next start does not apply it to the file now at the path")
 
 // checkFile returns errFileReplaced when the file at the database's path
 // is gone or another file (deleted, or moved or restored over while the
