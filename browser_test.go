@@ -122,6 +122,7 @@ func TestBrowser(t *testing.T) {
 		{"ConflictingEditIsNotLost", testBrowserConflict},
 		{"DeleteUserAfterConfirming", testBrowserDeleteUser},
 		{"DeleteUserNamesGoalsWrittenMeanwhile", testBrowserDeleteUserNamesGoalsWrittenMeanwhile},
+		{"DeleteReadLandingOnAnotherUserIsDropped", testBrowserDeleteReadLandingOnAnotherUser},
 		{"Goals", testBrowserGoals},
 		{"EditsSendOnlyTheFieldsEdited", testBrowserEditsSendOnlyEdited},
 		{"MarkupInDataIsText", testBrowserMarkupIsText},
@@ -936,6 +937,45 @@ func testBrowserDeleteUserNamesGoalsWrittenMeanwhile(t *testing.T, browser conte
 	p.click("#confirm-yes")
 	p.waitText("#status", "Deleted the user “busy”.")
 	expect(t, "GET after delete", ts.do(t, "GET", "/api/users/"+id, ""), http.StatusNotFound)
+}
+
+func testBrowserDeleteReadLandingOnAnotherUser(t *testing.T, browser context.Context) {
+	// Found in review: Delete's read of the goals, answered after the
+	// operator had opened another user, drew the first user's goals on the
+	// second one's page (where they could be deleted as the second's) and
+	// opened the dialog over it.
+	ts := newTestServer(t)
+	alice := ts.mustCreateUser(t, "alice", "")["id"].(string)
+	ts.mustCreateGoal(t, alice, `{"title":"Alice goal","target_minutes":30}`)
+	ts.mustCreateUser(t, "bob", "")
+	p := openAdmin(t, browser, ts.URL)
+	p.openUser("alice")
+	eval[bool](p, `(() => { const fetch = window.fetch; window.fetch = async (path, init) => {
+	  if (String(path).includes("show=goals.description") && !window.delayed) {
+	    window.delayed = true;
+	    await new Promise((r) => setTimeout(r, 1000));
+	    const res = await fetch(path, init);
+	    setTimeout(() => { window.delayedDone = true; }, 50);
+	    return res;
+	  }
+	  return fetch(path, init);
+	}; return true; })()`)
+	p.click("#delete-user")
+	p.click("#back-to-list")
+	p.waitVisible("#list-view")
+	p.settle() // the list is drawn again once read
+	p.openUser("bob")
+	p.waitFor("the delayed read of alice's goals", "window.delayedDone === true")
+	p.settle()
+	if got := p.text("#goals-caption"); got != "Goals of bob (0)" {
+		t.Fatalf("bob's page after alice's delayed read: caption %q", got)
+	}
+	if p.visible("#confirm-dialog") {
+		t.Fatalf("the dialog opened over bob's page: %q", p.text("#confirm-text"))
+	}
+	if got := ts.do(t, "GET", "/api/goals?user_id="+alice, "").list(t); len(got) != 1 {
+		t.Fatalf("alice's goals: %v", got)
+	}
 }
 
 func testBrowserGoals(t *testing.T, browser context.Context) {

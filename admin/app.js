@@ -651,7 +651,10 @@ async function reloadUser() {
 // onDeleteUser reads the user's goals first, so the confirmation counts
 // those stored now, and once more when it is confirmed: If-Match covers the
 // user's own fields, not goals someone else wrote meanwhile, and those would
-// go with the user unseen. Goals that changed in between stop the deletion.
+// go with the user unseen. Goals that changed in between stop the deletion
+// (one written between that last read and the DELETE still goes unseen:
+// the page cannot close that moment). A read that ends after the operator
+// has moved on to another user is dropped.
 async function onDeleteUser() {
   clearMessages();
   const user = state.user;
@@ -664,6 +667,7 @@ async function onDeleteUser() {
     `Delete the user ${quoted(user.username)}?${what} This cannot be undone.`,
     `Delete ${user.username}`,
     async () => {
+      if (!shown(user.id)) return;
       const now = await currentGoals(user.id);
       if (!now) return;
       if (goalsDiffer(now, goals)) {
@@ -686,9 +690,11 @@ async function onDeleteUser() {
 }
 
 // currentGoals reads the goals of the user shown and shows them; null
-// when the user is gone or the read failed (both said).
+// when the user is gone or the read failed (both said), or when another
+// user is shown by the time it is read (nothing said: the operator moved on).
 async function currentGoals(id) {
   const res = await api("GET", userPath(id, "goals.description"));
+  if (!shown(id)) return null;
   if (res.status === 404) {
     userGone();
     return null;
@@ -700,6 +706,11 @@ async function currentGoals(id) {
   const goals = res.data.user.goals || [];
   renderGoals(goals);
   return goals;
+}
+
+// shown reports whether the user with id is the one the page shows.
+function shown(id) {
+  return Boolean(state.user) && state.user.id === id;
 }
 
 // goalsDiffer reports whether two reads of a user's goals differ in any
