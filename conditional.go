@@ -116,9 +116,14 @@ type precondition struct {
 }
 
 // writePrecondition reads a write's conditional headers for a resource of
-// kind ("user" or "goal"); nil when it sent none.
+// kind ("user" or "goal"); nil when it sent none. An If-Match sent with no
+// tag in it (`If-Match: ,`) names nothing, so nothing matches it: a 412, as
+// on a read, not a write with no condition.
 func writePrecondition(r *http.Request, kind string) *precondition {
 	p := &precondition{kind: kind, ifMatch: slices.Collect(entityTags(r, "If-Match")), ifNoneMatch: slices.Collect(entityTags(r, "If-None-Match"))}
+	if p.ifMatch == nil && len(r.Header["If-Match"]) > 0 {
+		p.ifMatch = []string{}
+	}
 	if p.ifMatch == nil && p.ifNoneMatch == nil {
 		return nil
 	}

@@ -68,12 +68,16 @@ func newPasswordHasher(p passwordParams, hashes, rejected prometheus.Counter) *p
 
 // hashAdmission decides when a hash may run: at most slots at once, and
 // the waiting ones in turn by client, so a client's second waiting hash
-// runs after every other waiting client's first. A flood from many
-// addresses then delays a newcomer by one round of the clients waiting,
-// not by everything queued before it (first come, first served, 17
-// addresses holding two places each kept every other login refused). Past
-// places in all, or hashPerClient for one client, a hash is refused at
-// once: a flood must not make a legitimate login wait behind it.
+// runs after every other waiting client's first. While a place is free, a
+// flood from many addresses delays a newcomer by one round of the clients
+// waiting, not by everything queued before it (first come, first served,
+// 17 addresses holding two places each kept every other login refused).
+// Past places in all, or hashPerClient for one client, a hash is refused
+// at once: a flood must not make a legitimate login wait behind it. So a
+// flood from places/hashPerClient addresses (32 on 2 CPUs) still fills
+// every place, and other logins are refused while it lasts: a bound on
+// memory and waiting cannot tell a legitimate client from the 33rd
+// address.
 type hashAdmission struct {
 	slots, places int
 	rejected      prometheus.Counter // refused with errHashBusy

@@ -508,6 +508,11 @@ func TestIfMatch(t *testing.T) {
 	expect(t, "weak tag never matches", ts.do(t, "PATCH", "/api/users/"+uid, `{}`, "If-Match", "W/"+fresh), 412)
 	expect(t, "DELETE stale", ts.do(t, "DELETE", "/api/users/"+uid, "", "If-Match", etag), 412)
 	expect(t, "star", ts.do(t, "PATCH", "/api/users/"+uid, `{}`, "If-Match", "*"), 200)
+	// An If-Match that names no tag at all matches nothing (it was taken
+	// for no condition, and the write went through).
+	for _, empty := range []string{",", " , ,", ""} {
+		expect(t, "If-Match: "+empty, ts.do(t, "PATCH", "/api/users/"+uid, `{"full_name":"unconditional"}`, "If-Match", empty), 412)
+	}
 	gid := ts.mustCreateGoal(t, uid, `{"title":"a","target_minutes":5}`)["id"].(string)
 	gtag := ts.do(t, "GET", "/api/goals/"+gid, "").header.Get("ETag")
 	expect(t, "goal PATCH", ts.do(t, "PATCH", "/api/goals/"+gid, `{"title":"b"}`, "If-Match", gtag), 200)
