@@ -5,8 +5,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"strconv"
@@ -221,58 +221,117 @@ const logFlushEvery = time.Second
 // logBufferSize is how much of the log is held before it is written.
 const logBufferSize = 64 << 10
 
+// logMaxPending is how much of the log may wait for a sink that does not
+// take it (a pipe whose reader stopped reading) before lines are dropped:
+// a quarter of a second of access lines at 50,000 requests a second.
+const logMaxPending = 2 << 20
+
+// logCloseWait bounds how long a stop waits for the sink to take the rest.
+const logCloseWait = 5 * time.Second
+
 // bufferedLog holds log lines and writes them in batches, so a busy
 // server makes one write syscall a second (or a full buffer), not one a
-// request. Lines that matter at once (anything but an access line, and
-// anything at warning level or above) are written at once, in order, by
-// flushingHandler.
+// request. One goroutine writes to the sink, outside the lock the lines
+// are added under: a sink that blocks (a log reader that stopped reading
+// held every request, /healthz and the stop included) delays only that
+// goroutine, and past logMaxPending lines are dropped and counted
+// (onDropped says so once the sink takes lines again). Lines that matter
+// at once (anything but an access line, and anything at warning level or
+// above) are handed to the writer at once, in order, by flushingHandler.
 type bufferedLog struct {
-	mu   sync.Mutex
-	w    *bufio.Writer
+	w         io.Writer
+	onDropped func(lines int) // told how many lines were dropped; nil for nobody
+
+	mu      sync.Mutex
+	pending []byte // lines not yet taken by the writer
+	dropped int    // lines dropped since the writer last took any
+
+	kick chan struct{} // (1) write what is pending now
 	stop chan struct{}
 	done chan struct{}
 }
 
-// newBufferedLog buffers writes to w and flushes them every
-// logFlushEvery until Close.
-func newBufferedLog(w io.Writer) *bufferedLog {
-	b := &bufferedLog{w: bufio.NewWriterSize(w, logBufferSize), stop: make(chan struct{}), done: make(chan struct{})}
-	go b.flushEvery(logFlushEvery)
+// newBufferedLog buffers writes to w and writes them out every
+// logFlushEvery, when a buffer fills, or when asked, until Close. It tells
+// onDropped (nil for nobody) how many lines it dropped.
+func newBufferedLog(w io.Writer, onDropped func(lines int)) *bufferedLog {
+	b := &bufferedLog{w: w, onDropped: onDropped, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go b.writeEvery(logFlushEvery)
 	return b
 }
 
+// Write adds p, one line, to what is pending; it never waits for the sink.
 func (b *bufferedLog) Write(p []byte) (int, error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.w.Write(p)
+	if len(b.pending)+len(p) > logMaxPending {
+		b.dropped++
+		b.mu.Unlock()
+		return len(p), nil
+	}
+	b.pending = append(b.pending, p...)
+	full := len(b.pending) >= logBufferSize
+	b.mu.Unlock()
+	if full {
+		b.Flush() //nolint:errcheck // never fails
+	}
+	return len(p), nil
 }
 
-// Flush writes out what is held.
+// Flush asks the writer to write out what is pending, without waiting.
 func (b *bufferedLog) Flush() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.w.Flush()
+	select {
+	case b.kick <- struct{}{}:
+	default: // asked already
+	}
+	return nil
 }
 
-func (b *bufferedLog) flushEvery(d time.Duration) {
+func (b *bufferedLog) writeEvery(d time.Duration) {
 	defer close(b.done)
 	tick := time.NewTicker(d)
 	defer tick.Stop()
+	var spare []byte
 	for {
 		select {
 		case <-tick.C:
-			b.Flush() //nolint:errcheck // nowhere to report a log that cannot be written
+		case <-b.kick:
 		case <-b.stop:
+			b.writeOut(spare)
 			return
 		}
+		spare = b.writeOut(spare)
 	}
 }
 
-// Close stops the flushing and writes out the rest.
+// writeOut writes what is pending, giving the writers spare to fill
+// meanwhile, and returns the buffer written, emptied, as the next spare.
+func (b *bufferedLog) writeOut(spare []byte) []byte {
+	b.mu.Lock()
+	out, dropped := b.pending, b.dropped
+	b.pending, b.dropped = spare[:0], 0
+	b.mu.Unlock()
+	if len(out) > 0 {
+		b.w.Write(out) //nolint:errcheck // nowhere to report a log that cannot be written
+	}
+	if dropped > 0 && b.onDropped != nil {
+		b.onDropped(dropped) // a line of its own, written on the next round
+	}
+	if cap(out) > logBufferSize*4 {
+		return nil // a burst's buffer: let it go
+	}
+	return out[:0]
+}
+
+// Close stops the writer once it has written out the rest, or after
+// logCloseWait if the sink does not take it.
 func (b *bufferedLog) Close() error {
 	close(b.stop)
-	<-b.done
-	return b.Flush()
+	select {
+	case <-b.done:
+		return nil
+	case <-time.After(logCloseWait):
+		return errors.New("the log's sink did not take its last lines")
+	}
 }
 
 // flushingHandler writes a record through next into the buffer, and
@@ -289,7 +348,7 @@ type flushingHandler struct {
 func (h flushingHandler) Handle(ctx context.Context, r slog.Record) error {
 	err := h.Handler.Handle(ctx, r)
 	if r.Level >= slog.LevelWarn || r.Message != accessLogMessage {
-		h.buf.Flush() //nolint:errcheck // as in flushEvery
+		h.buf.Flush() //nolint:errcheck // never fails
 	}
 	return err
 }

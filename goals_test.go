@@ -466,6 +466,25 @@ func TestUpgradeRefusesEmailsThatNowCollide(t *testing.T) {
 	}
 }
 
+func TestAnUpgradeThatFailsForAnotherReasonDoesNotBlameTheEmails(t *testing.T) {
+	// Found in review: any failure of step 3's update (a stop signal, a
+	// full disk) was reported as two users' emails that differ only in
+	// case, and the operator was told to edit them with an older usersvc.
+	onlySQLite(t, "a file an older usersvc left")
+	path := filepath.Join(t.TempDir(), "v2.db")
+	db := openAtVersion(t, path, 2)
+	if _, err := db.Exec(`INSERT INTO users (id, username, email, password_hash, created_at, modified_at)
+		VALUES ('01939f5e-0000-7000-8000-000000000001', 'zoe', 'zoe@example.com', 'x', '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z');
+		CREATE TRIGGER fail_updates BEFORE UPDATE ON users BEGIN SELECT RAISE(ABORT, 'the disk is on fire'); END;`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, err := openStore(context.Background(), path, storeOptions{})
+	if err == nil || strings.Contains(err.Error(), "apart from case") || !strings.Contains(err.Error(), "the disk is on fire") {
+		t.Fatalf("upgrade whose update fails: %v, want the cause, not a clash of emails", err)
+	}
+}
+
 // insertUserKeyedAsBefore writes user i with email as a version before
 // step 5 did: its email key with any dot ending the domain.
 func insertUserKeyedAsBefore(t *testing.T, db *sqlx.DB, i int, email string) {

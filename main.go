@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode"
@@ -25,8 +27,15 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP (a closed terminal, a log rotator's postrotate) stops as
+	// SIGTERM does, instead of killing at once. A second signal while
+	// stopping does kill at once: the operator wants it over.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
+	context.AfterFunc(ctx, stop)
+	// A log reader that went away makes writes to stderr fail, not the
+	// process die of SIGPIPE with its last lines and requests.
+	signal.Ignore(syscall.SIGPIPE)
 	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
 		os.Exit(exitCode(err)) // run has reported it
 	}
@@ -190,14 +199,22 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (c
 
 // checkFlags refuses flag values that make no sense.
 func checkFlags(cfg *config) error {
+	var err error
+	if cfg.db, err = checkDBName("-db", cfg.db); err != nil {
+		return err
+	}
+	if cfg.db == "" {
+		return usageError{"-db must name a SQLite file or a postgres:// URL"}
+	}
 	if cfg.logFormat != "text" && cfg.logFormat != "json" {
 		return usageError{fmt.Sprintf("-log-format must be text or json, not %q", cfg.logFormat)}
 	}
 	if _, err := parseLevel(cfg.logLevel); err != nil {
 		return usageError{err.Error()}
 	}
-	if cfg.rateLimit < 0 || cfg.rateBurst < 1 && cfg.rateLimit > 0 || cfg.max404 < 0 || cfg.maxLoginFailures < 0 {
-		return usageError{"-rate-limit, -max-404 and -max-login-failures must be 0 or more, and -rate-burst at least 1"}
+	if !(cfg.rateLimit >= 0) || math.IsInf(cfg.rateLimit, 1) || cfg.rateBurst < 1 && cfg.rateLimit > 0 || cfg.max404 < 0 || cfg.maxLoginFailures < 0 {
+		// !(>= 0) refuses NaN too, which passed "< 0" and then turned the limit off.
+		return usageError{"-rate-limit (a number), -max-404 and -max-login-failures must be 0 or more (0 turns each off), and -rate-burst at least 1"}
 	}
 	if cfg.maxGoals < 1 || cfg.maxConns < 1 || cfg.maxConnsPerClient < 0 || cfg.dbMaxConns < 1 || cfg.cacheMiB < 0 {
 		return usageError{"-max-goals, -max-conns and -db-max-conns must be at least 1, and -max-conns-per-client and -cache-size 0 or more"}
@@ -212,10 +229,13 @@ func checkFlags(cfg *config) error {
 // of surrounding white space either way (the header's token is trimmed
 // too, so a stray space or newline cannot lock every client out). A token
 // file that is empty is an error, so a mistake cannot silently turn the
-// token off; so is a token shorter than minTokenLength, or one holding a
+// token off, and so is a USERSVC_TOKEN of white space only; so is a token shorter than minTokenLength, or one holding a
 // control character a header cannot carry.
 func loadToken(file, envToken string) (string, error) {
 	token := strings.TrimSpace(envToken)
+	if token == "" && envToken != "" && file == "" {
+		return "", errors.New("USERSVC_TOKEN is set but blank: set the token, or unset the variable to serve without one")
+	}
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {
@@ -359,12 +379,16 @@ func parseLevel(s string) (slog.Level, error) {
 func newLogger(cfg config, w io.Writer) (*slog.Logger, io.Closer) {
 	level, _ := parseLevel(cfg.logLevel)
 	opts := &slog.HandlerOptions{Level: level}
-	buf := newBufferedLog(w)
+	var logger atomic.Pointer[slog.Logger] // for the dropped lines' warning, made once the logger is
+	buf := newBufferedLog(w, func(lines int) {
+		logger.Load().Warn("log lines dropped: the log's sink did not take them (a reader of stderr that stopped reading?)", "lines", lines)
+	})
 	var h slog.Handler = slog.NewTextHandler(buf, opts)
 	if cfg.logFormat == "json" {
 		h = slog.NewJSONHandler(buf, opts)
 	}
-	return slog.New(flushingHandler{Handler: h, buf: buf, direct: true, json: cfg.logFormat == "json"}), buf
+	logger.Store(slog.New(flushingHandler{Handler: h, buf: buf, direct: true, json: cfg.logFormat == "json"}))
+	return logger.Load(), buf
 }
 
 // run is the whole program: parse, then serve or run a subcommand. It
@@ -434,8 +458,13 @@ func reportError(w io.Writer, format string, err error) {
 		slog.New(slog.NewJSONHandler(w, nil)).Error(err.Error(), "exit", exitCode(err))
 		return
 	}
-	fmt.Fprintln(w, "usersvc:", err)
+	// One line, as promised: a driver's message may span several
+	// ("failed to connect…:\n\thostname resolving error…").
+	fmt.Fprintln(w, "usersvc:", oneLine.Replace(err.Error()))
 }
+
+// oneLine joins the lines of an error message.
+var oneLine = strings.NewReplacer("\n\t", " ", "\r\n", "; ", "\n", "; ")
 
 // runCommand runs a subcommand: version, backup or copy.
 func runCommand(ctx context.Context, cfg config, rest []string, stdout io.Writer) error {
@@ -453,8 +482,8 @@ func runCommand(ctx context.Context, cfg config, rest []string, stdout io.Writer
 		_, err := stdout.Write(openapiJSON)
 		return err
 	case "backup":
-		if len(rest) != 2 || rest[1] == "" {
-			return usageError{"usage: usersvc [-db FILE] backup COPY"}
+		if len(rest) != 2 || rest[1] == "" || strings.HasPrefix(rest[1], "-") {
+			return usageError{"usage: usersvc [-db FILE] backup COPY (flags go before the command)"}
 		}
 		if err := backupDatabase(ctx, cfg.db, rest[1]); err != nil {
 			return fmt.Errorf("backup: %w", interrupted(ctx, err, "no backup was written"))
@@ -462,10 +491,18 @@ func runCommand(ctx context.Context, cfg config, rest []string, stdout io.Writer
 		fmt.Fprintf(stdout, "backup of %s written to %s\n", cfg.db, rest[1])
 		return nil
 	case "copy":
-		if len(rest) != 3 || rest[1] == "" || rest[2] == "" {
+		if len(rest) != 3 || rest[1] == "" || rest[2] == "" || strings.HasPrefix(rest[1], "-") || strings.HasPrefix(rest[2], "-") {
 			return usageError{"usage: usersvc copy SRC DST (each a SQLite path or a postgres:// URL)"}
 		}
-		return copyCommand(ctx, rest[1], rest[2], stdout)
+		src, err := checkDBName("copy's SRC", rest[1])
+		if err != nil {
+			return err
+		}
+		dst, err := checkDBName("copy's DST", rest[2])
+		if err != nil {
+			return err
+		}
+		return copyCommand(ctx, src, dst, stdout)
 	}
 	return usageError{fmt.Sprintf("unknown command %q (try -h)", rest[0])}
 }
@@ -551,7 +588,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 	newFile := !isPostgresURL(cfg.db) && !exists(cfg.db)
 	st, err := openStore(ctx, cfg.db, storeOptions{exclusive: true, maxGoals: cfg.maxGoals, maxConns: cfg.dbMaxConns})
 	if err != nil {
-		return err
+		return interrupted(ctx, err, "before serving: an upgrade of the schema, if one ran, changed nothing and runs again at the next start")
 	}
 	defer st.Close()
 	ln, err := listen(cfg)
@@ -573,10 +610,14 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 	case <-ctx.Done():
 	}
 	logger.Info("stopping: finishing requests in flight")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownWait)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("graceful stop: %w", err)
+		// Requests still in flight: a client trickling its body, one that
+		// does not read its answer. Theirs is the wait that ran out; the
+		// stop itself goes on (it ended with exit 1 and no "stopped").
+		logger.Warn(fmt.Sprintf("stopping: connections still busy after %v are closed", shutdownWait), "err", err)
+		srv.Close() //nolint:errcheck // closing what is left; nothing to report
 	}
 	switch err := st.Close(); {
 	case errors.Is(err, errLogOfReplacedFileDropped):
@@ -587,6 +628,10 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 	logger.Info("stopped")
 	return nil
 }
+
+// shutdownWait bounds how long a stop waits for requests in flight. A
+// variable for the test that stops with a request stalled.
+var shutdownWait = 30 * time.Second
 
 // exists reports whether there is a file at path.
 func exists(path string) bool {

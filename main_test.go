@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -485,5 +486,186 @@ func TestATokenNoRequestCouldSendIsRefusedAtStart(t *testing.T) {
 		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
 			t.Fatalf("token file %q: %v, want it refused for its %s", c.content, err, c.want)
 		}
+	}
+}
+
+// stallingWriter passes writes to buf until stall, then holds every write
+// until release: a log reader that stopped reading.
+type stallingWriter struct {
+	buf     syncBuffer
+	stalled atomic.Bool
+	release chan struct{}
+}
+
+func (w *stallingWriter) Write(p []byte) (int, error) {
+	if w.stalled.Load() {
+		<-w.release
+	}
+	return w.buf.Write(p)
+}
+
+func TestALogSinkThatStopsTakingLinesHoldsNoRequest(t *testing.T) {
+	// Found in review: once the pipe behind stderr was full, every request
+	// waited on the log's lock while its write was stuck, /healthz and the
+	// stop included.
+	w := &stallingWriter{release: make(chan struct{})}
+	defer close(w.release)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	errc := make(chan error, 1)
+	db := filepath.Join(t.TempDir(), "stall.db")
+	go func() {
+		errc <- run(ctx, []string{"usersvc", "-addr", "127.0.0.1:0", "-db", db, "-rate-limit", "0", "-max-404", "0"}, envOf(), &bytes.Buffer{}, w)
+	}()
+	var base string
+	for deadline := time.Now().Add(10 * time.Second); base == "" && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if m := servingAddr.FindStringSubmatch(w.buf.String()); m != nil {
+			base = "http://" + m[1]
+		}
+	}
+	if base == "" {
+		t.Fatalf("no serving line:\n%s", w.buf.String())
+	}
+	w.stalled.Store(true)
+	client := &http.Client{Timeout: 3 * time.Second}
+	const requests = 3000 // about 450 KB of access lines: past every buffer
+	for i := range requests {
+		path := "/api/users/01939f5e-0000-7000-8000-000000000000"
+		if i%100 == 0 {
+			path = "/healthz"
+		}
+		resp, err := client.Get(base + path)
+		if err != nil {
+			t.Fatalf("request %d with the log's reader stuck: %v", i, err)
+		}
+		resp.Body.Close()
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		t.Logf("run returned %v after the stop, its log's reader still stuck", err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return within 15 s of the stop, its log's reader stuck")
+	}
+}
+
+func TestDroppedLogLinesAreCountedWhenTheSinkTakesLinesAgain(t *testing.T) {
+	w := &stallingWriter{release: make(chan struct{})}
+	w.stalled.Store(true)
+	var dropped atomic.Int64
+	b := newBufferedLog(w, func(lines int) { dropped.Add(int64(lines)) })
+	line := []byte(strings.Repeat("x", 99) + "\n")
+	b.Write(line)
+	b.Flush()
+	time.Sleep(50 * time.Millisecond) // the writer is now stuck on the first line
+	n := 2 * logMaxPending / len(line)
+	for range n {
+		b.Write(line)
+	}
+	w.stalled.Store(false)
+	close(w.release)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	written := strings.Count(w.buf.String(), "\n")
+	if written+int(dropped.Load()) != n+1 || dropped.Load() == 0 {
+		t.Fatalf("%d lines written and %d counted as dropped, of %d", written, dropped.Load(), n+1)
+	}
+}
+
+func TestDatabaseNamesThatAreNoSQLiteFileAreRefused(t *testing.T) {
+	// Found in review: key=value settings and a POSTGRES:// URL were taken
+	// for SQLite file names: a new, empty database was served, named with
+	// the password, and the password was printed; a CR from a file with
+	// Windows line ends served a new database beside the real one.
+	dir := t.TempDir()
+	t.Chdir(dir)
+	var out, errOut bytes.Buffer
+	for _, c := range []struct{ db, want string }{
+		{"host=127.0.0.1 user=usersvc password=KWSECRET dbname=app", "looks like PostgreSQL key=value settings"},
+		{"dbname=app", "looks like PostgreSQL key=value settings"},
+		{"mysql://root:MYSECRET@db/app", "is a mysql:// URL"},
+		{"users.db\r", "holds a control character at byte 8"},
+		{"", "-db must name a SQLite file or a postgres:// URL"},
+	} {
+		for _, args := range [][]string{{"-db", c.db, "-addr", "127.0.0.1:0"}, {"-db", c.db, "backup", "b.db"}} {
+			err := run(t.Context(), append([]string{"usersvc"}, args...), envOf(), &out, &errOut)
+			if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "SECRET") {
+				t.Fatalf("-db %q: %v, want a usage error saying %q without the password", c.db, err, c.want)
+			}
+		}
+		err := run(t.Context(), []string{"usersvc", "copy", "src.db", c.db}, envOf(), &out, &errOut)
+		if c.db != "" && (err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), c.want)) {
+			t.Fatalf("copy to %q: %v, want a usage error saying %q", c.db, err, c.want)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("files made: %v", entries)
+	}
+	// A scheme in capitals is still PostgreSQL's (RFC 3986), never a path.
+	err := run(t.Context(), []string{"usersvc", "-db", "POSTGRES://u:UPSECRET@127.0.0.1:1/app", "-addr", "127.0.0.1:0"}, envOf(), &out, &errOut)
+	if err == nil || strings.Contains(err.Error(), "UPSECRET") || !strings.Contains(err.Error(), "postgres://u@127.0.0.1:1/app") {
+		t.Fatalf("POSTGRES:// URL: %v, want PostgreSQL's connection error without the password", err)
+	}
+}
+
+func TestOtherSettingsThatWouldSilentlyTurnSomethingOff(t *testing.T) {
+	var out, errOut bytes.Buffer
+	db := filepath.Join(t.TempDir(), "s.db")
+	// A USERSVC_TOKEN of white space served with no token at all.
+	err := run(t.Context(), []string{"usersvc", "-db", db, "-addr", "127.0.0.1:0"}, envOf("USERSVC_TOKEN", " \n"), &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "USERSVC_TOKEN is set but blank") {
+		t.Fatalf("a blank USERSVC_TOKEN: %v", err)
+	}
+	// NaN passed "< 0" and turned the rate limit off.
+	for _, rate := range []string{"NaN", "+Inf"} {
+		err := run(t.Context(), []string{"usersvc", "-db", db, "-rate-limit", rate}, envOf(), &out, &errOut)
+		if err == nil || exitCode(err) != 2 {
+			t.Fatalf("-rate-limit %s: %v, want a usage error", rate, err)
+		}
+	}
+	// An operand that looks like a flag was taken for a file name.
+	for _, args := range [][]string{{"backup", "-h"}, {"backup", "--help"}, {"copy", "-h", "x.db"}, {"copy", "x.db", "-h"}} {
+		err := run(t.Context(), append([]string{"usersvc", "-db", db}, args...), envOf(), &out, &errOut)
+		if err == nil || exitCode(err) != 2 {
+			t.Fatalf("%v: %v, want a usage error", args, err)
+		}
+	}
+	if _, err := os.Stat(db); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused start made its database: %v", err)
+	}
+}
+
+func TestAStartErrorIsOneLine(t *testing.T) {
+	var out bytes.Buffer
+	reportError(&out, "text", errors.New("database postgres://u@nowhere.invalid:5432/app: failed to connect:\n\thostname resolving error: no such host\n\tlookup: no such host"))
+	if got := out.String(); strings.Count(got, "\n") != 1 || !strings.Contains(got, "failed to connect: hostname resolving error: no such host lookup") {
+		t.Fatalf("%q, want one line", got)
+	}
+}
+
+func TestAStopWithARequestStalledEndsCleanly(t *testing.T) {
+	// Found in review: a client trickling its body when the stop began kept
+	// its connection busy past the 30 s wait, and the stop ended with
+	// exit 1 and no "stopped" line.
+	defer func(d time.Duration) { shutdownWait = d }(shutdownWait)
+	shutdownWait = 300 * time.Millisecond
+	base, logs, stop := startRun(t, []string{"-addr", "127.0.0.1:0", "-db", filepath.Join(t.TempDir(), "s.db")}, envOf())
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprint(conn, "POST /api/users HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+	time.Sleep(50 * time.Millisecond) // the request is being read
+	t0 := time.Now()
+	if err := stop(); err != nil {
+		t.Fatalf("a stop with a request stalled: %v, want nil", err)
+	}
+	if took := time.Since(t0); took > 5*time.Second {
+		t.Fatalf("the stop took %v", took)
+	}
+	if !strings.Contains(logs.String(), "connections still busy after 300ms are closed") || !strings.Contains(logs.String(), "msg=stopped") {
+		t.Fatalf("log:\n%s", logs)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strconv"
 
 	"github.com/jmoiron/sqlx"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // migration is one step of a schema file.
@@ -156,10 +157,14 @@ func fillFoldKeys(ctx context.Context, tx *sqlx.Tx) error {
 				shippedEmailKey = foldKey(*r.email)
 			}
 			if _, err := tx.ExecContext(ctx, update, foldKey(r.username), shippedEmailKey, r.id); err != nil {
-				if r.email != nil {
-					return fmt.Errorf("user %s: its email %q is, apart from case, another user's too (change one of them with an older usersvc, then upgrade): %w", r.id, *r.email, err)
+				if !isAnyUniqueViolation(err) { // interrupted, the disk full…: no clash to name
+					return fmt.Errorf("fill the keys of user %s: %w", r.id, err)
 				}
-				return fmt.Errorf("fill the keys of user %s: %w", r.id, err)
+				email := ""
+				if r.email != nil {
+					email = fmt.Sprintf(" or its email %q", *r.email)
+				}
+				return fmt.Errorf("user %s: its username %q%s is, apart from case, another user's too (change one of them with an older usersvc, then upgrade): %w", r.id, r.username, email, err)
 			}
 		}
 		if len(rows) < batch {
@@ -222,4 +227,11 @@ func dottedPairOfOneMailbox(ctx context.Context, tx *sqlx.Tx) (a, b *mailboxUser
 		return nil, nil, fmt.Errorf("read users: %v", cmp.Or(err, errors.New("the pair went missing")))
 	}
 	return &both[0], &both[1], nil
+}
+
+// isAnyUniqueViolation reports a unique constraint failure on either
+// engine, for a migration hook, which is not told which engine runs it.
+func isAnyUniqueViolation(err error) bool {
+	c := sqliteCode(err)
+	return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY || pgCode(err) == "23505"
 }

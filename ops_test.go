@@ -344,6 +344,14 @@ func TestEveryAccessLineReachesTheFileByShutdown(t *testing.T) {
 		t.Skip("runs the binary")
 	}
 	bin := buildTestBinary(t)
+	// SIGHUP (a closed terminal) stops as SIGTERM does: it killed the
+	// process at once, and the buffered lines with it.
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGHUP} {
+		t.Run(sig.String(), func(t *testing.T) { testAccessLinesReachTheFile(t, bin, sig) })
+	}
+}
+
+func testAccessLinesReachTheFile(t *testing.T, bin string, sig syscall.Signal) {
 	logPath := filepath.Join(t.TempDir(), "access.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -377,7 +385,7 @@ func TestEveryAccessLineReachesTheFileByShutdown(t *testing.T) {
 		io.Copy(io.Discard, resp.Body) //nolint:errcheck // a test
 		resp.Body.Close()
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Wait(); err != nil {
@@ -392,6 +400,56 @@ func TestEveryAccessLineReachesTheFileByShutdown(t *testing.T) {
 	}
 	if !strings.Contains(string(b), "msg=stopped") {
 		t.Fatal("the stop line is missing")
+	}
+}
+
+func TestAStderrWhoseReaderWentAwayDoesNotKillTheServer(t *testing.T) {
+	// Found in review: a log reader that went away (a log shipper
+	// restarted, "usersvc | head") killed the server with SIGPIPE on its
+	// next log write.
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	bin := buildTestBinary(t)
+	cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-db", testDB(t), "-rate-limit", "0", "-max-404", "0")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill() //nolint:errcheck // stopped below when all goes well
+	line, err := bufio.NewReader(stderr).ReadString('\n')
+	m := servingAddr.FindStringSubmatch(line)
+	if err != nil || m == nil {
+		t.Fatalf("start line %q: %v", line, err)
+	}
+	base := "http://" + m[1]
+	stderr.Close() // the reader goes away
+	client := &http.Client{Timeout: 5 * time.Second}
+	for i := range 50 {
+		resp, err := client.Get(base + "/api/users/not-an-id") // a 404, and its access line
+		if err != nil {
+			t.Fatalf("request %d after the log's reader went away: %v", i, err)
+		}
+		resp.Body.Close()
+		time.Sleep(30 * time.Millisecond) // past a flush now and then
+	}
+	resp, err := client.Post(base+"/api/users", "text/plain", strings.NewReader("x")) // a warning-free 415, flushed with the rest
+	if err != nil {
+		t.Fatalf("after the log's reader went away: %v", err)
+	}
+	resp.Body.Close()
+	time.Sleep(1100 * time.Millisecond) // a flush of the buffer, at the latest
+	if _, err := client.Get(base + "/healthz"); err != nil {
+		t.Fatalf("after a flush to a stderr with no reader: %v", err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("stop after the log's reader went away: %v", err)
 	}
 }
 

@@ -67,7 +67,7 @@ func openPostgres(ctx context.Context, rawURL string, opts storeOptions) (*postg
 	defer cancel()
 	if err := db.PingContext(pingCtx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("database %s: %s", redacted, scrubPassword(err.Error(), cfg.Password))
+		return nil, fmt.Errorf("database %s: %s", redacted, scrubPassword(err.Error(), cfg))
 	}
 	return e, nil
 }
@@ -91,15 +91,27 @@ func describeConfig(cfg *pgx.ConnConfig) string {
 	return fmt.Sprintf("postgres://%s@%s/%s", cfg.User, net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))), cfg.Database)
 }
 
-// scrubPassword removes a password from a message, should a driver ever
-// quote it.
-func scrubPassword(msg, password string) string {
-	if password == "" {
+// scrubPassword removes cfg's password from a message, should a driver
+// ever quote it (pgx does not). A short password, or one found in what
+// the message shows anyway (the user, the database, the host), would turn
+// up by coincidence: replacing it there garbles the message and tells the
+// reader what the password is ("user=xxxxx"), so it is left alone.
+func scrubPassword(msg string, cfg *pgx.ConnConfig) string {
+	password := cfg.Password
+	if len(password) < minScrubbedPassword {
 		return msg
+	}
+	for _, shown := range []string{cfg.User, cfg.Database, cfg.Host} {
+		if strings.Contains(shown, password) {
+			return msg
+		}
 	}
 	msg = strings.ReplaceAll(msg, password, "xxxxx")
 	return strings.ReplaceAll(msg, url.QueryEscape(password), "xxxxx")
 }
+
+// minScrubbedPassword is the shortest password scrubPassword looks for.
+const minScrubbedPassword = 8
 
 func (e *postgresEngine) adminDB() *sqlx.DB         { return e.db }
 func (e *postgresEngine) describe() string          { return e.redacted }

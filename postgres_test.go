@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -913,4 +914,29 @@ func TestCopySQLiteToPostgresAndBack(t *testing.T) {
 // own.
 func newTestHasher() *passwordHasher {
 	return newPasswordHasher(testPasswordParams, newCounter("test_hashes"), newCounter("test_refused"))
+}
+
+func TestScrubPasswordNeitherGarblesNorTells(t *testing.T) {
+	// Found in review: every occurrence of the password was replaced, so a
+	// password that was also the user name showed as "user=xxxxx", and a
+	// one-letter one garbled the whole message.
+	msg := "failed to connect to `user=usersvc database=app`: password authentication failed for user \"usersvc\""
+	for _, c := range []struct{ url, want string }{
+		{"postgres://usersvc:usersvc@h/app", msg},
+		{"postgres://usersvc:a@h/app", msg},
+		{"postgres://usersvc:app@h/app", msg},
+		{"postgres://usersvc:s3cret-Horse-9@h/app", msg},
+	} {
+		cfg, err := pgx.ParseConfig(c.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := scrubPassword(msg, cfg); got != c.want {
+			t.Fatalf("%s: %q", c.url, got)
+		}
+	}
+	cfg, _ := pgx.ParseConfig("postgres://usersvc:s3cret-Horse-9@h/app")
+	if got := scrubPassword("a driver quoting s3cret-Horse-9 and s3cret-Horse-9", cfg); got != "a driver quoting xxxxx and xxxxx" {
+		t.Fatalf("a long password quoted: %q", got)
+	}
 }

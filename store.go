@@ -11,11 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/jmoiron/sqlx"
@@ -246,8 +248,36 @@ const (
 )
 
 // isPostgresURL reports whether a -db value names a PostgreSQL server.
+// Values pass through checkDBName first, which writes the scheme in lower
+// case.
 func isPostgresURL(db string) bool {
 	return strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
+}
+
+// keywordSettings matches PostgreSQL's key=value connection settings
+// (host=… dbname=…), which pgx reads but a -db value is not taken as.
+var keywordSettings = regexp.MustCompile(`(^|\s)(host|hostaddr|port|dbname|user|password|sslmode|service)=`)
+
+// checkDBName refuses a database name (-db, or copy's SRC and DST) that
+// would be taken for a SQLite file though it is not one, and returns it
+// with a URL's scheme in lower case (as RFC 3986 allows it in any case).
+// Taken as a file name, a POSTGRES:// URL or key=value settings made a new,
+// empty SQLite file, named with the password, and the service served it.
+// The errors never quote the name: it may hold a password.
+func checkDBName(what, db string) (string, error) {
+	if i := strings.IndexFunc(db, unicode.IsControl); i >= 0 {
+		return "", usageError{fmt.Sprintf("%s holds a control character at byte %d (a carriage return from a file with Windows line ends?)", what, i)}
+	}
+	scheme, rest, isURL := strings.Cut(db, "://")
+	switch {
+	case isURL && (strings.EqualFold(scheme, "postgres") || strings.EqualFold(scheme, "postgresql")):
+		return strings.ToLower(scheme) + "://" + rest, nil
+	case isURL && !strings.ContainsAny(scheme, "/\\"):
+		return "", usageError{fmt.Sprintf("%s is a %s:// URL: give a SQLite file path or a postgres:// URL", what, scheme)}
+	case keywordSettings.MatchString(db):
+		return "", usageError{what + " looks like PostgreSQL key=value settings: give them as a URL, postgres://user@host:port/database (the password in PGPASSWORD)"}
+	}
+	return db, nil
 }
 
 // openStore opens the database db names (a SQLite path, created when
