@@ -301,6 +301,51 @@ func TestBackupUnderConcurrentWrites(t *testing.T) {
 	}
 }
 
+func TestTwoBackupsToOneFileDoNotSpoilEachOther(t *testing.T) {
+	// Found in review: a second backup to the same file removed the
+	// first's partial copy, and both failed with messages about the disk.
+	onlySQLite(t, "backup of a file")
+	dir := t.TempDir()
+	db := filepath.Join(dir, "live.db")
+	ts := newTestServerAt(t, testConfig(), db, quietLogger(), storeOptions{})
+	ts.mustCreateUser(t, "zoe", "")
+	dst := filepath.Join(dir, "copy.db")
+	// A backup to dst is running: it holds dst.partial.
+	running, err := claimPartial(dst+".partial", dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst+".partial", []byte("half a copy"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = backupSQLite(t.Context(), db, dst)
+	if err == nil || !strings.Contains(err.Error(), "another usersvc backup to "+dst+" is running") {
+		t.Fatalf("a second backup to the same file: %v", err)
+	}
+	if b, _ := os.ReadFile(dst + ".partial"); string(b) != "half a copy" {
+		t.Fatalf("the running backup's file was touched: %q", b)
+	}
+	running()
+	// One that was killed leaves its file and journal, held by no one:
+	// the next takes them over.
+	for _, leftover := range []string{dst + ".partial", dst + ".partial-journal"} {
+		if err := os.WriteFile(leftover, []byte("left by a killed backup"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := backupSQLite(t.Context(), db, dst); err != nil {
+		t.Fatalf("a backup after a killed one: %v", err)
+	}
+	if err := checkIntegrity(t.Context(), dst); err != nil {
+		t.Fatal(err)
+	}
+	for _, leftover := range []string{dst + ".partial", dst + ".partial-journal"} {
+		if _, err := os.Stat(leftover); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s is left: %v", leftover, err)
+		}
+	}
+}
+
 func TestBackupCommand(t *testing.T) {
 	onlySQLite(t, "backup of a file")
 	dir := t.TempDir()

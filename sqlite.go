@@ -837,12 +837,11 @@ func backupSQLite(ctx context.Context, src, dst string) error {
 		return fmt.Errorf("%s already exists: refusing to overwrite it", dst)
 	}
 	tmp := dst + ".partial"
-	os.Remove(tmp) //nolint:errcheck // a leftover from a failed run, if any
-	defer os.Remove(tmp)
-	// VACUUM INTO accepts an empty file, and keeps its mode.
-	if err := createPrivate(tmp); err != nil {
+	release, err := claimPartial(tmp, dst)
+	if err != nil {
 		return err
 	}
+	defer release()
 	db, err := sqlx.Open("sqlite", dsn(src, nil, url.Values{"mode": {"ro"}}))
 	if err != nil {
 		return fmt.Errorf("open %s: %w", src, err)
@@ -863,6 +862,37 @@ func backupSQLite(ctx context.Context, src, dst string) error {
 		return fmt.Errorf("put the copy at %s: %w", dst, err)
 	}
 	return syncPath(filepath.Dir(dst))
+}
+
+// claimPartial makes tmp an empty private file (VACUUM INTO accepts one,
+// and keeps its mode) held with a flock until release, which removes it.
+// A tmp no one holds is a leftover of a backup that was killed, and is
+// taken over with its journal; one held is another backup's, to the same
+// dst, running now: the second used to remove the first's file, and both
+// failed with messages about the disk.
+func claimPartial(tmp, dst string) (release func(), err error) {
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE, dbFileMode)
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", tmp, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another usersvc backup to %s is running", dst)
+		}
+		return nil, fmt.Errorf("lock %s: %w", tmp, err)
+	}
+	release = func() {
+		os.Remove(tmp + "-journal") //nolint:errcheck // if SQLite left one
+		os.Remove(tmp)              //nolint:errcheck // linked to dst by then, or failed
+		f.Close()
+	}
+	os.Remove(tmp + "-journal") //nolint:errcheck // a leftover's, if any
+	if err := errors.Join(f.Truncate(0), f.Chmod(dbFileMode)); err != nil {
+		release()
+		return nil, fmt.Errorf("create %s: %w", tmp, err)
+	}
+	return release, nil
 }
 
 // syncPath flushes the file or directory at path to disk.
