@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -199,6 +200,7 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (c
 
 // checkFlags refuses flag values that make no sense.
 func checkFlags(cfg *config) error {
+	cfg.logFormat = strings.ToLower(cfg.logFormat) // as -log-level takes WARN
 	var err error
 	if cfg.db, err = checkDBName("-db", cfg.db); err != nil {
 		return err
@@ -267,8 +269,12 @@ func unsendable(r rune) bool { return unicode.IsControl(r) && r != '\t' }
 // checkExposure refuses to listen beyond loopback without a bearer token:
 // anyone who can reach the port could read and change every user.
 func checkExposure(cfg config) error {
-	if _, _, err := net.SplitHostPort(cfg.addr); err != nil {
+	_, port, err := net.SplitHostPort(cfg.addr)
+	if err != nil {
 		return usageError{fmt.Sprintf("-addr %q is not host:port, such as 127.0.0.1:8080 (%v)", cfg.addr, err)}
+	}
+	if n, err := strconv.Atoi(port); err == nil && (n < 0 || n > 65535) {
+		return usageError{fmt.Sprintf("-addr %q: the port must be 0 to 65535", cfg.addr)}
 	}
 	if cfg.token != "" || isLoopback(cfg.addr) {
 		return nil

@@ -669,3 +669,28 @@ func TestAStopWithARequestStalledEndsCleanly(t *testing.T) {
 		t.Fatalf("log:\n%s", logs)
 	}
 }
+
+func TestMoreStartMistakesAreNamed(t *testing.T) {
+	var out, errOut bytes.Buffer
+	dir := t.TempDir()
+	db := filepath.Join(dir, "m.db")
+	for _, c := range []struct {
+		args []string
+		want string
+		code int
+	}{
+		{[]string{"-db", db, "-addr", "127.0.0.1:99999"}, "the port must be 0 to 65535", 2},
+		{[]string{"-db", "/dev/null", "-addr", "127.0.0.1:0"}, "database path /dev/null is not a regular file", 1},
+	} {
+		err := run(t.Context(), append([]string{"usersvc"}, c.args...), envOf(), &out, &errOut)
+		if err == nil || exitCode(err) != c.code || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%v: %v (exit %d), want %q and exit %d", c.args, err, exitCode(err), c.want, c.code)
+		}
+	}
+	// -log-format takes JSON as -log-level takes WARN.
+	_, logs, stop := startRun(t, []string{"-addr", "127.0.0.1:0", "-db", db, "-log-format", "JSON", "-log-level", "INFO"}, envOf())
+	stop()
+	if strings.Contains(logs.String(), "msg=") {
+		t.Fatalf("-log-format JSON did not log JSON: %s", logs)
+	}
+}

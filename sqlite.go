@@ -178,11 +178,23 @@ func checkDBPath(path string) error {
 	if st.IsDir() {
 		return fmt.Errorf("database path %s is a folder, not a file", path)
 	}
+	if !st.Mode().IsRegular() { // /dev/null: SQLite fails late, and leaves a journal in /dev
+		return fmt.Errorf("database path %s is not a regular file", path)
+	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("cannot read and write the database file: %w", err)
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	// SQLite makes its -wal and -shm beside the file; in a folder it may
+	// not write in, it said "attempt to write a readonly database" of a
+	// file that is writable.
+	if err := syscall.Access(dir, 0o2|0o1); err != nil { // W_OK|X_OK
+		return fmt.Errorf("cannot write in the database folder %s (SQLite makes %s-wal and -shm there): %w", dir, filepath.Base(path), err)
+	}
+	return nil
 }
 
 // refuseForeignDatabase returns an error unless the file at path is empty
