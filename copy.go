@@ -187,7 +187,7 @@ func openCopyDestination(ctx context.Context, dst string) (engine, error) {
 		eng.close()
 		return nil, err
 	}
-	if err := migrate(ctx, eng); err != nil {
+	if err := migrate(ctx, eng, nil); err != nil {
 		eng.close()
 		return nil, fmt.Errorf("database %s: %w", eng.describe(), err)
 	}

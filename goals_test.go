@@ -396,7 +396,7 @@ func openAtVersion(t *testing.T, path string, version int) *sqlx.DB {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := migrateTo(context.Background(), eng, version); err != nil {
+	if err := migrateTo(context.Background(), eng, version, nil); err != nil {
 		t.Fatal(err)
 	}
 	eng.close()
@@ -550,7 +550,7 @@ func TestUpgradeToVersion6RefoldsKeysWrittenAfterStep5(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer eng.close()
-		if err := migrateTo(context.Background(), eng, 5); err != nil {
+		if err := migrateTo(context.Background(), eng, 5, nil); err != nil {
 			t.Fatal(err)
 		}
 		for i, email := range emails {

@@ -592,7 +592,11 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 	// answered (a load balancer's connections are refused, not left hanging,
 	// while the database opens or when it cannot be opened).
 	newFile := !isPostgresURL(cfg.db) && !exists(cfg.db)
-	st, err := openStore(ctx, cfg.db, storeOptions{exclusive: true, maxGoals: cfg.maxGoals, maxConns: cfg.dbMaxConns})
+	upgrading := func(from, to int) {
+		logger.Info("upgrading the database's schema: the server listens once it is done (one transaction: a stop meanwhile changes nothing)",
+			"db", describeDB(cfg.db), "from", from, "to", to)
+	}
+	st, err := openStore(ctx, cfg.db, storeOptions{exclusive: true, maxGoals: cfg.maxGoals, maxConns: cfg.dbMaxConns, onUpgrade: upgrading})
 	if err != nil {
 		return interrupted(ctx, err, "before serving: an upgrade of the schema, if one ran, changed nothing and runs again at the next start")
 	}

@@ -694,3 +694,23 @@ func TestMoreStartMistakesAreNamed(t *testing.T) {
 		t.Fatalf("-log-format JSON did not log JSON: %s", logs)
 	}
 }
+
+func TestAnUpgradeAtStartIsSaidBeforeItRuns(t *testing.T) {
+	// Found in review: a 25 s upgrade of a large file logged nothing; the
+	// port stayed closed, and the operator saw a silent process.
+	onlySQLite(t, "a file an older usersvc left")
+	path := filepath.Join(t.TempDir(), "v2.db")
+	openAtVersion(t, path, 2).Close()
+	_, logs, stop := startRun(t, []string{"-addr", "127.0.0.1:0", "-db", path}, envOf())
+	stop()
+	want := fmt.Sprintf("from=2 to=%d", schemaVersion())
+	if l := logs.String(); !strings.Contains(l, "upgrading the database's schema") || !strings.Contains(l, want) || strings.Index(l, "upgrading") > strings.Index(l, "msg=serving") {
+		t.Fatalf("log:\n%s\nwant an upgrade line with %s before the serving line", l, want)
+	}
+	// A new file is made, not upgraded: no such line.
+	_, logs, stop = startRun(t, []string{"-addr", "127.0.0.1:0", "-db", filepath.Join(t.TempDir(), "new.db")}, envOf())
+	stop()
+	if strings.Contains(logs.String(), "upgrading") {
+		t.Fatalf("a new file's start said it upgraded:\n%s", logs)
+	}
+}

@@ -69,14 +69,16 @@ var migrationPreparations = map[int]func(ctx context.Context, tx *sqlx.Tx) error
 
 // migrate brings the database up to the newest schema in one transaction.
 // A database newer than this binary is refused rather than guessed at.
-func migrate(ctx context.Context, eng engine) error {
-	return migrateTo(ctx, eng, schemaVersion())
+// onUpgrade (nil for none) is told before an existing database is
+// upgraded, which may take a while on a large one.
+func migrate(ctx context.Context, eng engine, onUpgrade func(from, to int)) error {
+	return migrateTo(ctx, eng, schemaVersion(), onUpgrade)
 }
 
 // migrateTo applies the steps of the engine's schema up to version target,
 // holding the engine's migration lock, so that several instances starting
 // at once migrate exactly once.
-func migrateTo(ctx context.Context, eng engine, target int) error {
+func migrateTo(ctx context.Context, eng engine, target int, onUpgrade func(from, to int)) error {
 	steps, err := parseMigrations(eng.schemaSource())
 	if err != nil {
 		return err
@@ -95,6 +97,9 @@ func migrateTo(ctx context.Context, eng engine, target int) error {
 	}
 	if current > len(steps) {
 		return fmt.Errorf("schema version %d is newer than this binary knows (%d): use a newer usersvc", current, len(steps))
+	}
+	if current > 0 && current < target && onUpgrade != nil {
+		onUpgrade(current, target)
 	}
 	for _, step := range steps[current:max(current, target)] {
 		if prepare := migrationPreparations[step.version]; prepare != nil {

@@ -138,7 +138,7 @@ func TestAMigrationStepDoesNotWaitLongForATableLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := migrateTo(context.Background(), eng, schemaVersion()-1); err != nil {
+	if err := migrateTo(context.Background(), eng, schemaVersion()-1, nil); err != nil {
 		t.Fatal(err)
 	}
 	// A long reader of users (a pg_dump, an idle psql session) holds a lock

@@ -239,6 +239,9 @@ type storeOptions struct {
 	statementTimeout time.Duration
 	maxConns         int  // PostgreSQL pool size; 0 is defaultDBMaxConns
 	exclusive        bool // SQLite: refuse a second process serving the file
+	// onUpgrade is told before an existing database's schema is upgraded
+	// (see migrate); nil for no one.
+	onUpgrade func(from, to int)
 }
 
 const (
@@ -288,7 +291,7 @@ func openStore(ctx context.Context, db string, opts storeOptions) (*store, error
 	if err != nil {
 		return nil, err
 	}
-	if err := migrate(ctx, eng); err != nil {
+	if err := migrate(ctx, eng, opts.onUpgrade); err != nil {
 		eng.close()
 		return nil, fmt.Errorf("database %s: %w", eng.describe(), err)
 	}
