@@ -5,12 +5,14 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -1654,6 +1656,45 @@ func TestAnswersBeingSentHoldNoReadTransaction(t *testing.T) {
 		ts.sqlGet(t, &n, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction'")
 		if n != 0 {
 			t.Fatalf("%d connections sit idle in a transaction while their answers are sent", n)
+		}
+	}
+}
+
+func TestPlainWordIsTheTableEightBytesAtATime(t *testing.T) {
+	plain := func(s string) bool {
+		for i := range len(s) {
+			if !plainJSON[s[i]] {
+				return false
+			}
+		}
+		return true
+	}
+	word := []byte("abcdefgh")
+	for pos := range 8 {
+		for c := range 256 {
+			w := slices.Clone(word)
+			w[pos] = byte(c)
+			if got, want := plainWord(string(w)), plain(string(w)); got != want {
+				t.Fatalf("plainWord(%q) = %v, want %v", w, got, want)
+			}
+		}
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 200_000 {
+		w := make([]byte, 8)
+		for i := range w {
+			w[i] = byte(rng.IntN(256))
+			if rng.IntN(4) > 0 {
+				w[i] = byte(0x20 + rng.IntN(0x60)) // mostly plain, so whole words are
+			}
+		}
+		if got, want := plainWord(string(w)), plain(string(w)); got != want {
+			t.Fatalf("plainWord(%q) = %v, want %v", w, got, want)
+		}
+		// And appendString writes what escaping a byte at a time writes.
+		s := string(w) + string(w[:rng.IntN(8)]) + "0123456789abcdef"[:rng.IntN(17)]
+		if got, want := appendString(nil, s), appendEscaped([]byte{'"'}, s, 0); !bytes.Equal(got, want) {
+			t.Fatalf("appendString(%q) = %q, want %q", s, got, want)
 		}
 	}
 }

@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // maxBodyBytes caps request bodies; a larger one is answered 413.
@@ -552,6 +554,9 @@ func nullStringBytes(s *string) int {
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	i := 0
+	for i+8 <= len(s) && plainWord(s[i:i+8]) {
+		i += 8
+	}
 	for i < len(s) && plainJSON[s[i]] {
 		i++
 	}
@@ -560,6 +565,19 @@ func appendString(b []byte, s string) []byte {
 		return append(b, '"')
 	}
 	return appendEscaped(b, s, i)
+}
+
+// plainWord reports whether every byte of the 8 in s is plainJSON, eight
+// at a time (the classic bit tricks: a byte below 0x20, a byte with its
+// high bit set, a byte equal to '"' or '\\'). A byte at a time against the
+// table was most of appendString's cost, and moved by 50% with where the
+// linker put the loop.
+func plainWord(s string) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	w := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s), 8))
+	q, bs := w^('"'*ones), w^('\\'*ones)
+	below20 := (w - 0x20*ones) &^ w
+	return (below20|w|(q-ones)&^q|(bs-ones)&^bs)&highs == 0
 }
 
 // appendEscaped writes s from the first byte that is not plain (at i) on,
