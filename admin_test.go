@@ -4,6 +4,10 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
+	"flag"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -51,4 +55,50 @@ func TestAdminPageIsServedWithItsOwnPolicy(t *testing.T) {
 	cfg.admin = false
 	off := newTestServerWith(t, cfg)
 	expect(t, "GET /admin/ with -admin=false", off.do(t, "GET", "/admin/", ""), 404)
+}
+
+var updateAdmin = flag.Bool("update-admin", false, "rewrite adminz/ from admin/")
+
+// TestTheBuiltInAdminPageIsTheAdminFolder: the binary serves admin/ as
+// it is, from adminz/ (the same files gzipped).
+func TestTheBuiltInAdminPageIsTheAdminFolder(t *testing.T) {
+	entries, err := os.ReadDir("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *updateAdmin {
+		old, _ := filepath.Glob("adminz/*.gz")
+		for _, f := range old {
+			os.Remove(f)
+		}
+		for _, e := range entries {
+			b, err := os.ReadFile(filepath.Join("admin", e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var gz bytes.Buffer
+			zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+			zw.Write(b) //nolint:errcheck // into memory
+			if err := zw.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join("adminz", e.Name()+".gz"), gz.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return
+	}
+	const fix = "run go test -run TestTheBuiltInAdminPageIsTheAdminFolder -update-admin ."
+	if len(adminFiles) != len(entries) {
+		t.Fatalf("the binary holds %d files of the admin page, admin/ %d: %s", len(adminFiles), len(entries), fix)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join("admin", e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f, ok := adminFiles[e.Name()]; !ok || !bytes.Equal(f, b) {
+			t.Fatalf("the built-in admin/%s is not the file: %s", e.Name(), fix)
+		}
+	}
 }

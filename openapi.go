@@ -23,17 +23,17 @@ import (
 var openapiGzip []byte
 
 // openapiJSON is the document, unzipped once at start.
-var openapiJSON = gunzip(openapiGzip)
+var openapiJSON = gunzip(openapiGzip, "the built-in OpenAPI document")
 
 // gunzip is the content of the gzip stream b, which the build embedded: a
 // stream that does not unzip is a broken build, not a condition to serve.
-func gunzip(b []byte) []byte {
+func gunzip(b []byte, what string) []byte {
 	zr, err := gzip.NewReader(bytes.NewReader(b))
 	if err == nil {
 		b, err = io.ReadAll(zr)
 	}
 	if err != nil {
-		panic(fmt.Sprintf("the built-in OpenAPI document: %v", err))
+		panic(fmt.Sprintf("%s: %v", what, err))
 	}
 	return b
 }
