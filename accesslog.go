@@ -45,7 +45,7 @@ func logAccess(ctx context.Context, log *slog.Logger, a accessLine) {
 		} else {
 			b = a.appendText(b)
 		}
-		h.buf.Write(b) //nolint:errcheck // nowhere to report a log that cannot be written
+		h.buf.writeAccess(b)
 		*bp = b
 		lineBuffers.Put(bp)
 		return
@@ -222,8 +222,10 @@ const logFlushEvery = time.Second
 const logBufferSize = 64 << 10
 
 // logMaxPending is how much of the log may wait for a sink that does not
-// take it (a pipe whose reader stopped reading) before lines are dropped:
-// a quarter of a second of access lines at 50,000 requests a second.
+// take it (a pipe whose reader stopped reading) before access lines are
+// dropped: a quarter of a second of them at 50,000 requests a second.
+// Other lines (start, stop, warnings, errors) are dropped only past four
+// times as much: memory stays bounded whatever the sink does.
 const logMaxPending = 2 << 20
 
 // logCloseWait bounds how long a stop waits for the sink to take the rest.
@@ -260,13 +262,26 @@ func newBufferedLog(w io.Writer, onDropped func(lines int)) *bufferedLog {
 	return b
 }
 
-// Write adds p, one line, to what is pending; it never waits for the sink.
+// Write adds p, one line (any but a plain access line: see writeAccess),
+// to what is pending; it never waits for the sink.
 func (b *bufferedLog) Write(p []byte) (int, error) {
+	b.add(p, 4*logMaxPending)
+	return len(p), nil
+}
+
+// writeAccess adds an access line, which is the first to go when the sink
+// does not take the log.
+func (b *bufferedLog) writeAccess(p []byte) {
+	b.add(p, logMaxPending)
+}
+
+// add adds p to what is pending unless that would pass limit.
+func (b *bufferedLog) add(p []byte, limit int) {
 	b.mu.Lock()
-	if len(b.pending)+len(p) > logMaxPending {
+	if len(b.pending)+len(p) > limit {
 		b.dropped++
 		b.mu.Unlock()
-		return len(p), nil
+		return
 	}
 	b.pending = append(b.pending, p...)
 	full := len(b.pending) >= logBufferSize
@@ -274,7 +289,6 @@ func (b *bufferedLog) Write(p []byte) (int, error) {
 	if full {
 		b.Flush() //nolint:errcheck // never fails
 	}
-	return len(p), nil
 }
 
 // Flush asks the writer to write out what is pending, without waiting.
@@ -296,7 +310,8 @@ func (b *bufferedLog) writeEvery(d time.Duration) {
 		case <-tick.C:
 		case <-b.kick:
 		case <-b.stop:
-			b.writeOut(spare)
+			spare = b.writeOut(spare)
+			b.writeOut(spare) // the warning of lines dropped in the last round, if any
 			return
 		}
 		spare = b.writeOut(spare)

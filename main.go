@@ -31,7 +31,12 @@ func main() {
 	// SIGHUP (a closed terminal, a log rotator's postrotate) stops as
 	// SIGTERM does, instead of killing at once. A second signal while
 	// stopping does kill at once: the operator wants it over.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	// A server started with nohup keeps SIGHUP ignored, as nohup asks.
+	stops := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		stops = append(stops, syscall.SIGHUP)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), stops...)
 	defer stop()
 	context.AfterFunc(ctx, stop)
 	// A log reader that went away makes writes to stderr fail, not the
@@ -273,7 +278,7 @@ func checkExposure(cfg config) error {
 	if err != nil {
 		return usageError{fmt.Sprintf("-addr %q is not host:port, such as 127.0.0.1:8080 (%v)", cfg.addr, err)}
 	}
-	if n, err := strconv.Atoi(port); err == nil && (n < 0 || n > 65535) {
+	if n, err := strconv.Atoi(port); strings.Trim(port, "0123456789") == "" && port != "" && (err != nil || n > 65535) {
 		return usageError{fmt.Sprintf("-addr %q: the port must be 0 to 65535", cfg.addr)}
 	}
 	if cfg.token != "" || isLoopback(cfg.addr) {
@@ -460,7 +465,7 @@ func logFormatAsked(args []string, getenv func(string) string) string {
 // reportError prints a start-up error as one line: a JSON log line with
 // -log-format json, else "usersvc: …".
 func reportError(w io.Writer, format string, err error) {
-	if format == "json" {
+	if strings.EqualFold(format, "json") { // as -log-format takes it
 		slog.New(slog.NewJSONHandler(w, nil)).Error(err.Error(), "exit", exitCode(err))
 		return
 	}
@@ -486,6 +491,9 @@ func runCommand(ctx context.Context, cfg config, rest []string, stdout io.Writer
 			return usageError{"usage: usersvc openapi"}
 		}
 		_, err := stdout.Write(openapiJSON)
+		if errors.Is(err, syscall.EPIPE) {
+			return nil // its reader had enough (usersvc openapi | head)
+		}
 		return err
 	case "backup":
 		if len(rest) != 2 || rest[1] == "" || strings.HasPrefix(rest[1], "-") {

@@ -560,16 +560,40 @@ func TestDroppedLogLinesAreCountedWhenTheSinkTakesLinesAgain(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // the writer is now stuck on the first line
 	n := 2 * logMaxPending / len(line)
 	for range n {
-		b.Write(line)
+		b.writeAccess(line)
 	}
+	// Past the access lines' limit, an error line is still kept.
+	b.Write([]byte("level=ERROR msg=kept\n"))
 	w.stalled.Store(false)
 	close(w.release)
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
 	written := strings.Count(w.buf.String(), "\n")
-	if written+int(dropped.Load()) != n+1 || dropped.Load() == 0 {
-		t.Fatalf("%d lines written and %d counted as dropped, of %d", written, dropped.Load(), n+1)
+	if written+int(dropped.Load()) != n+2 || dropped.Load() == 0 || !strings.Contains(w.buf.String(), "msg=kept") {
+		t.Fatalf("%d lines written and %d counted as dropped, of %d (the error line kept: %v)", written, dropped.Load(), n+2, strings.Contains(w.buf.String(), "msg=kept"))
+	}
+}
+
+func TestTheWarningOfLinesDroppedJustBeforeTheStopIsWritten(t *testing.T) {
+	w := &stallingWriter{release: make(chan struct{})}
+	w.stalled.Store(true)
+	var b *bufferedLog
+	b = newBufferedLog(w, func(lines int) { fmt.Fprintf(b, "level=WARN msg=dropped lines=%d\n", lines) })
+	b.writeAccess([]byte("first\n"))
+	b.Flush()
+	time.Sleep(50 * time.Millisecond) // the writer is now stuck on the first line
+	line := []byte(strings.Repeat("x", 99) + "\n")
+	for range 2 * logMaxPending / len(line) {
+		b.writeAccess(line)
+	}
+	w.stalled.Store(false)
+	close(w.release)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(w.buf.String(), "msg=dropped") {
+		t.Fatal("the warning of the lines dropped before the stop was lost")
 	}
 }
 
@@ -586,6 +610,8 @@ func TestDatabaseNamesThatAreNoSQLiteFileAreRefused(t *testing.T) {
 		{"dbname=app", "looks like PostgreSQL key=value settings"},
 		{"mysql://root:MYSECRET@db/app", "is a mysql:// URL"},
 		{"users.db\r", "holds a control character at byte 8"},
+		{"user:PWSECRET@host://x", "holds :// after something that is no URL scheme"},
+		{"postgres:/u:TYPOSECRET@h/app", "starts like a postgres:// URL but is not one"},
 		{"", "-db must name a SQLite file or a postgres:// URL"},
 	} {
 		for _, args := range [][]string{{"-db", c.db, "-addr", "127.0.0.1:0"}, {"-db", c.db, "backup", "b.db"}} {

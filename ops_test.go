@@ -448,6 +448,70 @@ func testAccessLinesReachTheFile(t *testing.T, bin string, sig syscall.Signal) {
 	}
 }
 
+func TestAServerStartedWithNohupKeepsServingOnSIGHUP(t *testing.T) {
+	// Found in review: SIGHUP stops gracefully now, but a server whose
+	// SIGHUP was ignored when it started (nohup) must keep ignoring it.
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	bin := buildTestBinary(t)
+	logPath := filepath.Join(t.TempDir(), "log")
+	cmd := exec.Command("sh", "-c", `trap "" HUP; exec "$0" -addr 127.0.0.1:0 -db "$1" 2>"$2"`, bin, testDB(t), logPath)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill() //nolint:errcheck // stopped below when all goes well
+	var base string
+	for deadline := time.Now().Add(10 * time.Second); base == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		b, _ := os.ReadFile(logPath)
+		if m := servingAddr.FindSubmatch(b); m != nil {
+			base = "http://" + string(m[1])
+		}
+	}
+	if base == "" {
+		t.Fatal("no start line")
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	resp, err := http.Get(base + "/healthz")
+	if err != nil {
+		t.Fatalf("after SIGHUP, with SIGHUP ignored at start: %v", err)
+	}
+	resp.Body.Close()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+}
+
+func TestABackupDoesNotWriteThroughASymlinkAtItsPartialFile(t *testing.T) {
+	// Found in review: a symlink at FILE.partial had the copy written over
+	// the file it named, and FILE left a link to it.
+	onlySQLite(t, "backup of a file")
+	dir := t.TempDir()
+	db := filepath.Join(dir, "live.db")
+	ts := newTestServerAt(t, testConfig(), db, quietLogger(), storeOptions{})
+	ts.mustCreateUser(t, "zoe", "")
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(dir, "copy.db")
+	if err := os.Symlink(victim, dst+".partial"); err != nil {
+		t.Fatal(err)
+	}
+	if err := backupSQLite(t.Context(), db, dst); err == nil {
+		t.Fatal("a backup through a symlink at its partial file succeeded")
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep me" {
+		t.Fatalf("the file the symlink named holds %q", b)
+	}
+}
+
 func TestAStderrWhoseReaderWentAwayDoesNotKillTheServer(t *testing.T) {
 	// Found in review: a log reader that went away (a log shipper
 	// restarted, "usersvc | head") killed the server with SIGPIPE on its

@@ -372,10 +372,25 @@ func TestWritesFailCleanlyWhenTheDatabaseCannotTakeThem(t *testing.T) {
 // on the restored file while the first ran, and share its log.
 func TestARestartAfterARestoreOverTheRunningFileServesTheRestoredFile(t *testing.T) {
 	onlySQLite(t, "a database file")
+	// Also when -db is a symlink: SQLite keeps the log beside the file it
+	// names, and the first version of this fix looked beside the link.
+	for _, viaSymlink := range []bool{false, true} {
+		t.Run(map[bool]string{false: "path", true: "symlink"}[viaSymlink], func(t *testing.T) { testRestoreOverTheRunningFile(t, viaSymlink) })
+	}
+}
+
+func testRestoreOverTheRunningFile(t *testing.T, viaSymlink bool) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "users.db")
+	file := path // the file the operator restores over
+	if viaSymlink {
+		file = filepath.Join(t.TempDir(), "real.db")
+		if err := os.Symlink(file, path); err != nil {
+			t.Fatal(err)
+		}
+	}
 	const users = 3000
-	if err := buildUsersDB(path, users); err != nil {
+	if err := buildUsersDB(file, users); err != nil {
 		t.Fatal(err)
 	}
 	ts := newTestServerAt(t, testConfig(), path, quietLogger(), storeOptions{})
@@ -400,7 +415,7 @@ func TestARestartAfterARestoreOverTheRunningFileServesTheRestoredFile(t *testing
 		t.Fatal(err)
 	}
 	patchEvery(3, "after the backup") // in the log only, and lost by the restore
-	if err := os.Rename(backup, path); err != nil {
+	if err := os.Rename(backup, file); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := openStore(t.Context(), path, storeOptions{exclusive: true}); err == nil || !strings.Contains(err.Error(), "in use by another usersvc") {
@@ -410,7 +425,7 @@ func TestARestartAfterARestoreOverTheRunningFileServesTheRestoredFile(t *testing
 	if err := ts.store.Close(); !errors.Is(err, errLogOfReplacedFileDropped) {
 		t.Fatalf("closing the store of the replaced file: %v, want errLogOfReplacedFileDropped", err)
 	}
-	if _, err := os.Stat(path + "-wal"); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(file + "-wal"); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the stopped server left its log beside the restored file: %v", err)
 	}
 	again := newTestServerAt(t, testConfig(), path, quietLogger(), storeOptions{})
@@ -429,6 +444,43 @@ func TestARestartAfterARestoreOverTheRunningFileServesTheRestoredFile(t *testing
 	}
 	if len(rows) != users || names["after the backup"] != 0 || names["before the backup"] == 0 {
 		t.Fatalf("after the restart: %d users, full names %v; want %d, as backed up", len(rows), names, users)
+	}
+}
+
+// Found in review: the first version of the fix above removed the log of a
+// file moved aside (not replaced) while the server ran; that log held
+// every acknowledged write not yet written into the file, and after the
+// file was moved back none of them was there. The log is now written into
+// the file the server has open before it is removed.
+func TestAFileMovedAsideWhileServingKeepsEveryAcknowledgedWrite(t *testing.T) {
+	onlySQLite(t, "a database file")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "users.db")
+	if err := buildUsersDB(path, 2000); err != nil {
+		t.Fatal(err)
+	}
+	ts := newTestServerAt(t, testConfig(), path, quietLogger(), storeOptions{})
+	var ids []string
+	ts.sqlSelect(t, &ids, "SELECT id FROM users ORDER BY id LIMIT 200")
+	for _, id := range ids {
+		expect(t, "PATCH", ts.do(t, "PATCH", "/api/users/"+id, `{"full_name":"acknowledged"}`), 200)
+	}
+	aside := filepath.Join(dir, "users-aside.db")
+	if err := os.Rename(path, aside); err != nil {
+		t.Fatal(err)
+	}
+	ts.Close()
+	if err := ts.store.Close(); !errors.Is(err, errLogOfReplacedFileDropped) {
+		t.Fatalf("closing the store of the moved file: %v", err)
+	}
+	if err := os.Rename(aside, path); err != nil {
+		t.Fatal(err)
+	}
+	again := newTestServerAt(t, testConfig(), path, quietLogger(), storeOptions{})
+	var n int
+	again.sqlGet(t, &n, "SELECT count(*) FROM users WHERE full_name = 'acknowledged'")
+	if n != len(ids) {
+		t.Fatalf("%d of %d writes acknowledged before the file was moved aside are in it once moved back", n, len(ids))
 	}
 }
 

@@ -158,7 +158,7 @@ func (e *sqliteEngine) lockLog(ctx context.Context) error {
 	if err := e.writeDB.GetContext(ctx, &tables, "SELECT count(*) FROM sqlite_schema"); err != nil {
 		return fmt.Errorf("open database %s: %w", e.path, describeOpenError(err))
 	}
-	return e.locks.lockLog(e.path)
+	return e.locks.lockLog()
 }
 
 // checkDBPath gives a clear error for the mistakes SQLite reports badly: a
@@ -356,6 +356,7 @@ func createPrivate(path string) error {
 // server would apply it to the restored file.
 type fileLocks struct {
 	db, wal *os.File // wal is nil until the log exists (see lockLog)
+	walPath string   // where SQLite keeps the log: beside the file a symlink at -db names
 }
 
 // lockFiles takes the lock on the database at path, and on its log if
@@ -366,22 +367,26 @@ func lockFiles(path string) (*fileLocks, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &fileLocks{db: db}
-	if err := l.lockLog(path); err != nil {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		real = path
+	}
+	l := &fileLocks{db: db, walPath: real + "-wal"}
+	if err := l.lockLog(); err != nil {
 		db.Close()
 		return nil, err
 	}
 	return l, nil
 }
 
-// lockLog takes the lock on the log of the database at path once it
-// exists, if it is not held yet. A serving usersvc keeps its log from
-// its first read to its stop, so a second server always finds it.
-func (l *fileLocks) lockLog(path string) error {
+// lockLog takes the lock on the database's log once it exists, if it is
+// not held yet. A serving usersvc keeps its log from its first read to its
+// stop, so a second server always finds it.
+func (l *fileLocks) lockLog() error {
 	if l.wal != nil {
 		return nil
 	}
-	wal, err := flockFile(path + "-wal")
+	wal, err := flockFile(l.walPath)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -418,23 +423,30 @@ func (e *sqliteEngine) unlock() {
 	}
 }
 
-// dropOrphanedLog removes the write-ahead log and shared memory this server
-// leaves at the path when its file was removed or replaced while it ran.
-// SQLite cannot write them back into a file no longer at the path, and the
-// next start would apply them to the file now there: pages of one database
-// onto another (a restored backup came up corrupt). The writes in them went
-// to the file no one opens again; they were lost when it was replaced.
-// It reports whether it removed them.
+// dropOrphanedLog runs at the stop, once the writer is the only
+// connection left. When the file was removed or replaced while the server
+// ran, SQLite does not write the log back into the file at its close (it
+// is no longer at the path), and the next start would apply the log to the
+// file now there: pages of one database onto another (a restored backup
+// came up corrupt). So the log is written into the file the server has
+// open, wherever it is now (moved aside, it then holds every acknowledged
+// write: removing the log alone lost them), and only then removed, with
+// the shared memory. It reports whether it removed them.
 func (e *sqliteEngine) dropOrphanedLog() bool {
 	if e.locks == nil || e.locks.wal == nil || e.checkFile() == nil {
 		return false
 	}
 	ours, err := e.locks.wal.Stat()
-	if err != nil || !isFileAt(ours, e.path+"-wal") {
+	if err != nil || !isFileAt(ours, e.locks.walPath) {
 		return false
 	}
-	os.Remove(e.path + "-shm") //nolint:errcheck // rebuilt from the log, of which there is none now
-	return os.Remove(e.path+"-wal") == nil
+	var busy, frames, done int
+	err = e.writeDB.QueryRow("PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &frames, &done)
+	if err != nil || busy != 0 {
+		return false // the log keeps what the file lacks: leave it
+	}
+	os.Remove(strings.TrimSuffix(e.locks.walPath, "-wal") + "-shm") //nolint:errcheck // rebuilt at the next start
+	return os.Remove(e.locks.walPath) == nil
 }
 
 // isFileAt reports whether the file at path is f.
@@ -502,10 +514,11 @@ func (e *sqliteEngine) close() error {
 		<-e.writerDone
 		e.writeStmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
 		e.reads.close()
-		e.closeErr = errors.Join(e.readDB.Close(), e.writeDB.Close())
+		e.closeErr = e.readDB.Close()
 		if e.dropOrphanedLog() {
 			e.closeErr = errors.Join(e.closeErr, errLogOfReplacedFileDropped)
 		}
+		e.closeErr = errors.Join(e.closeErr, e.writeDB.Close())
 		e.unlock()
 	})
 	return e.closeErr
@@ -752,8 +765,8 @@ var errFileReplaced = &Error{Code: codeUnavailable, Message: "the database is un
 
 // errLogOfReplacedFileDropped tells, at a stop, that the file was replaced
 // while the server ran and the log of its writes removed (dropOrphanedLog).
-var errLogOfReplacedFileDropped = errors.New("its file was removed or replaced while usersvc ran: the writes since then, to the file no longer there, are lost; " +
-	"their write-ahead log was removed, so that the next start does not apply it to the file now at the path")
+var errLogOfReplacedFileDropped = errors.New("its file was removed or replaced while usersvc ran: its write-ahead log was written into that file " +
+	"(wherever it is now) and removed from the path, so that the next start does not apply it to the file now there")
 
 // checkFile returns errFileReplaced when the file at the database's path
 // is gone or another file (deleted, or moved or restored over while the
@@ -883,7 +896,15 @@ func backupSQLite(ctx context.Context, src, dst string) error {
 // dst, running now: the second used to remove the first's file, and both
 // failed with messages about the disk.
 func claimPartial(tmp, dst string) (release func(), err error) {
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE, dbFileMode)
+	// Not through a symlink: one at tmp would have the copy written over
+	// the file it names.
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, dbFileMode)
+	if err == nil {
+		if st, serr := f.Stat(); serr != nil || !st.Mode().IsRegular() {
+			f.Close()
+			err = errors.New("it is not a regular file")
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", tmp, err)
 	}

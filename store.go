@@ -257,6 +257,15 @@ func isPostgresURL(db string) bool {
 	return strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
 }
 
+// urlScheme is RFC 3986's scheme: only such a scheme is quoted back (what
+// precedes :// may be a user and password).
+var urlScheme = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*$`)
+
+// postgresTypo is a postgres:// URL with a slash missing (postgres:/u:pw@h),
+// which would otherwise be a path whose folder does not exist, named in
+// full in the error.
+var postgresTypo = regexp.MustCompile(`(?i)^postgres(ql)?:/?[^/]`)
+
 // keywordSettings matches PostgreSQL's key=value connection settings
 // (host=… dbname=…), which pgx reads but a -db value is not taken as.
 var keywordSettings = regexp.MustCompile(`(^|\s)(host|hostaddr|port|dbname|user|password|sslmode|service)=`)
@@ -275,8 +284,12 @@ func checkDBName(what, db string) (string, error) {
 	switch {
 	case isURL && (strings.EqualFold(scheme, "postgres") || strings.EqualFold(scheme, "postgresql")):
 		return strings.ToLower(scheme) + "://" + rest, nil
-	case isURL && !strings.ContainsAny(scheme, "/\\"):
+	case isURL && urlScheme.MatchString(scheme):
 		return "", usageError{fmt.Sprintf("%s is a %s:// URL: give a SQLite file path or a postgres:// URL", what, scheme)}
+	case isURL && !strings.ContainsAny(scheme, "/\\"):
+		return "", usageError{what + " holds :// after something that is no URL scheme: give a SQLite file path or a postgres:// URL"}
+	case postgresTypo.MatchString(db):
+		return "", usageError{what + " starts like a postgres:// URL but is not one (a slash missing?)"}
 	case keywordSettings.MatchString(db):
 		return "", usageError{what + " looks like PostgreSQL key=value settings: give them as a URL, postgres://user@host:port/database (the password in PGPASSWORD)"}
 	}
