@@ -113,7 +113,7 @@ func newTestServerAt(t *testing.T, cfg config, db string, logger *slog.Logger, o
 	client.Transport = &specCheck{base: client.Transport, owner: t}
 	t.Cleanup(func() {
 		srv.Close()
-		if err := st.Close(); err != nil && !errors.Is(err, errLogOfReplacedFileDropped) {
+		if err := st.Close(); err != nil && !errors.Is(err, errOrphanedLog) {
 			t.Errorf("close store: %v", err)
 		}
 	})

@@ -638,7 +638,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 		srv.Close() //nolint:errcheck // closing what is left; nothing to report
 	}
 	switch err := st.Close(); {
-	case errors.Is(err, errLogOfReplacedFileDropped):
+	case errors.Is(err, errOrphanedLog):
 		logger.Warn("database "+cfg.db+": "+err.Error(), "db", cfg.db)
 	case err != nil:
 		return fmt.Errorf("close database: %w", err)

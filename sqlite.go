@@ -424,29 +424,45 @@ func (e *sqliteEngine) unlock() {
 }
 
 // dropOrphanedLog runs at the stop, once the writer is the only
-// connection left. When the file was removed or replaced while the server
-// ran, SQLite does not write the log back into the file at its close (it
-// is no longer at the path), and the next start would apply the log to the
-// file now there: pages of one database onto another (a restored backup
-// came up corrupt). So the log is written into the file the server has
-// open, wherever it is now (moved aside, it then holds every acknowledged
-// write: removing the log alone lost them), and only then removed, with
-// the shared memory. It reports whether it removed them.
-func (e *sqliteEngine) dropOrphanedLog() bool {
+// connection of this server left. When the file was removed or replaced
+// while the server ran, SQLite does not write the log back into the file at
+// its close (it is no longer at the path), and the next start would apply
+// the log to the file now there: pages of one database onto another (a
+// restored backup came up corrupt). So the log is written into the file the
+// server has open, wherever it is now (moved aside, it then holds every
+// acknowledged write: removing the log alone lost them), and then removed
+// with the shared memory. When it cannot be written in (another process
+// holds a read transaction on it: a report, a backup), it is moved aside
+// instead, never left at the path. It returns nil when there was nothing
+// to do, else an errOrphanedLog saying what became of the log.
+func (e *sqliteEngine) dropOrphanedLog() error {
 	if e.locks == nil || e.locks.wal == nil || e.checkFile() == nil {
-		return false
+		return nil
 	}
 	ours, err := e.locks.wal.Stat()
 	if err != nil || !isFileAt(ours, e.locks.walPath) {
-		return false
+		return nil // not ours: a newer server's, or gone
 	}
+	wal, shm := e.locks.walPath, strings.TrimSuffix(e.locks.walPath, "-wal")+"-shm"
 	var busy, frames, done int
 	err = e.writeDB.QueryRow("PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &frames, &done)
-	if err != nil || busy != 0 {
-		return false // the log keeps what the file lacks: leave it
+	if err == nil && busy == 0 {
+		os.Remove(shm) //nolint:errcheck // rebuilt at the next start
+		if err := os.Remove(wal); err != nil {
+			return fmt.Errorf("%w, and its write-ahead log, written into it, could not be removed from %s: remove it and %s before the next start (%v)", errOrphanedLog, wal, shm, err)
+		}
+		return fmt.Errorf("%w: its write-ahead log was written into that file (wherever it is now) and removed from the path, so that the next start does not apply it to the file now there", errOrphanedLog)
 	}
-	os.Remove(strings.TrimSuffix(e.locks.walPath, "-wal") + "-shm") //nolint:errcheck // rebuilt at the next start
-	return os.Remove(e.locks.walPath) == nil
+	if err == nil {
+		err = errors.New("another process holds a read transaction on it")
+	}
+	aside := wal + ".of-the-replaced-file"
+	if rerr := os.Rename(wal, aside); rerr != nil {
+		return fmt.Errorf("%w, and its write-ahead log could not be written into it (%v) nor moved aside (%v): remove %s and %s before the next start, or it will be applied to the file now there", errOrphanedLog, err, rerr, wal, shm)
+	}
+	os.Remove(shm) //nolint:errcheck // rebuilt at the next start
+	return fmt.Errorf("%w: its write-ahead log could not be written into it (%v), so it was moved to %s, away from the file now at the path; if the file was moved aside rather than replaced, put it back with this log beside it (as %s) before starting on it",
+		errOrphanedLog, err, aside, filepath.Base(wal))
 }
 
 // isFileAt reports whether the file at path is f.
@@ -514,10 +530,7 @@ func (e *sqliteEngine) close() error {
 		<-e.writerDone
 		e.writeStmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
 		e.reads.close()
-		e.closeErr = e.readDB.Close()
-		if e.dropOrphanedLog() {
-			e.closeErr = errors.Join(e.closeErr, errLogOfReplacedFileDropped)
-		}
+		e.closeErr = errors.Join(e.readDB.Close(), e.dropOrphanedLog())
 		e.closeErr = errors.Join(e.closeErr, e.writeDB.Close())
 		e.unlock()
 	})
@@ -763,10 +776,9 @@ func (e *sqliteEngine) commitBatch(batch []*writeOp) {
 // is no longer the one usersvc opened.
 var errFileReplaced = &Error{Code: codeUnavailable, Message: "the database is unavailable: its file was removed or replaced while usersvc ran (restart usersvc)"}
 
-// errLogOfReplacedFileDropped tells, at a stop, that the file was replaced
-// while the server ran and the log of its writes removed (dropOrphanedLog).
-var errLogOfReplacedFileDropped = errors.New("its file was removed or replaced while usersvc ran: its write-ahead log was written into that file " +
-	"(wherever it is now) and removed from the path, so that the next start does not apply it to the file now there")
+// errOrphanedLog begins what a stop says of the log of a file removed or
+// replaced while the server ran (dropOrphanedLog).
+var errOrphanedLog = errors.New("its file was removed or replaced while usersvc ran")
 
 // checkFile returns errFileReplaced when the file at the database's path
 // is gone or another file (deleted, or moved or restored over while the
