@@ -198,18 +198,15 @@ func isLowerHex(s string) bool {
 // be performed), and then one whose If-None-Match names it gets 304 with
 // the ETag and no body.
 func writeCacheable(w http.ResponseWriter, r *http.Request, status int, body []byte, etag string) {
-	if r.Method == http.MethodGet || r.Method == http.MethodHead {
-		if !ifMatchHolds(r, etag) {
-			writeError(w, r, nil, errReadChanged) // a 412: never logged, so no logger
-			return
-		}
-		w.Header()["Etag"] = []string{etag} // the canonical form of ETag, set without canonicalizing
-		if noneMatch(r, etag) {
-			w.WriteHeader(http.StatusNotModified)
-			return
-		}
-	} else {
-		w.Header()["Etag"] = []string{etag}
+	read := r.Method == http.MethodGet || r.Method == http.MethodHead
+	if read && !ifMatchHolds(r, etag) {
+		writeError(w, r, nil, errReadChanged) // a 412: never logged, so no logger
+		return
+	}
+	w.Header()["Etag"] = []string{etag} // the canonical form of ETag, set without canonicalizing
+	if read && noneMatch(r, etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
 	}
 	writeJSON(w, status, body)
 }

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -301,14 +302,21 @@ func TestBackupUnderConcurrentWrites(t *testing.T) {
 	}
 }
 
+// servedBackupSource serves a SQLite file holding one user, live.db in the
+// folder it returns, for a backup to copy.
+func servedBackupSource(t *testing.T) (dir, db string) {
+	t.Helper()
+	onlySQLite(t, "backup of a file")
+	dir = t.TempDir()
+	db = filepath.Join(dir, "live.db")
+	newTestServerAt(t, testConfig(), db, quietLogger(), storeOptions{}).mustCreateUser(t, "zoe", "")
+	return dir, db
+}
+
 func TestTwoBackupsToOneFileDoNotSpoilEachOther(t *testing.T) {
 	// Found in review: a second backup to the same file removed the
 	// first's partial copy, and both failed with messages about the disk.
-	onlySQLite(t, "backup of a file")
-	dir := t.TempDir()
-	db := filepath.Join(dir, "live.db")
-	ts := newTestServerAt(t, testConfig(), db, quietLogger(), storeOptions{})
-	ts.mustCreateUser(t, "zoe", "")
+	dir, db := servedBackupSource(t)
 	dst := filepath.Join(dir, "copy.db")
 	// A backup to dst is running: it holds dst.partial.
 	running, err := claimPartial(dst+".partial", dst)
@@ -408,18 +416,7 @@ func testAccessLinesReachTheFile(t *testing.T, bin string, sig syscall.Signal) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// The start line is written at once, not held in the buffer.
-	var base string
-	for deadline := time.Now().Add(10 * time.Second); base == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		b, _ := os.ReadFile(logPath)
-		if m := servingAddr.FindSubmatch(b); m != nil {
-			base = "http://" + string(m[1])
-		}
-	}
-	if base == "" {
-		cmd.Process.Kill()
-		t.Fatal("no start line")
-	}
+	base := waitForServingLine(t, cmd, logPath) // written at once, not held in the buffer
 	const n = 2000
 	client := &http.Client{}
 	for i := 0; i < n; i++ {
@@ -448,6 +445,68 @@ func testAccessLinesReachTheFile(t *testing.T, bin string, sig syscall.Signal) {
 	}
 }
 
+// waitForServingLine waits for the binary cmd runs to write its start line
+// to the file at logPath, and returns its base URL; it kills cmd and fails
+// the test when none comes.
+func waitForServingLine(t *testing.T, cmd *exec.Cmd, logPath string) string {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		b, _ := os.ReadFile(logPath)
+		if m := servingAddr.FindSubmatch(b); m != nil {
+			return "http://" + string(m[1])
+		}
+	}
+	cmd.Process.Kill() //nolint:errcheck // failing anyway
+	t.Fatal("no start line")
+	return ""
+}
+
+func TestASecondSignalEndsAStopAtOnce(t *testing.T) {
+	// A stop waits up to 30 s for requests in flight; a second signal is
+	// the operator saying not to wait.
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	bin := buildTestBinary(t)
+	logPath := filepath.Join(t.TempDir(), "log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-db", testDB(t))
+	cmd.Stderr = logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill() //nolint:errcheck // gone by then when all goes well
+	base := waitForServingLine(t, cmd, logPath)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprint(conn, "POST /api/users HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+	time.Sleep(100 * time.Millisecond) // the request is being read
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the stop waits for the stalled request
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+			t.Fatalf("after a second SIGTERM: %v, want the process ended by it", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a second SIGTERM did not end the stop")
+	}
+}
+
 func TestAServerStartedWithNohupKeepsServingOnSIGHUP(t *testing.T) {
 	// Found in review: SIGHUP stops gracefully now, but a server whose
 	// SIGHUP was ignored when it started (nohup) must keep ignoring it.
@@ -461,16 +520,7 @@ func TestAServerStartedWithNohupKeepsServingOnSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill() //nolint:errcheck // stopped below when all goes well
-	var base string
-	for deadline := time.Now().Add(10 * time.Second); base == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		b, _ := os.ReadFile(logPath)
-		if m := servingAddr.FindSubmatch(b); m != nil {
-			base = "http://" + string(m[1])
-		}
-	}
-	if base == "" {
-		t.Fatal("no start line")
-	}
+	base := waitForServingLine(t, cmd, logPath)
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -491,11 +541,7 @@ func TestAServerStartedWithNohupKeepsServingOnSIGHUP(t *testing.T) {
 func TestABackupDoesNotWriteThroughASymlinkAtItsPartialFile(t *testing.T) {
 	// Found in review: a symlink at FILE.partial had the copy written over
 	// the file it named, and FILE left a link to it.
-	onlySQLite(t, "backup of a file")
-	dir := t.TempDir()
-	db := filepath.Join(dir, "live.db")
-	ts := newTestServerAt(t, testConfig(), db, quietLogger(), storeOptions{})
-	ts.mustCreateUser(t, "zoe", "")
+	dir, db := servedBackupSource(t)
 	victim := filepath.Join(dir, "victim")
 	if err := os.WriteFile(victim, []byte("keep me"), 0o600); err != nil {
 		t.Fatal(err)

@@ -449,19 +449,26 @@ func testRestoreOverTheRunningFile(t *testing.T, viaSymlink bool) {
 	}
 }
 
+// servedUsersFile serves users.db, in the folder it returns, made with
+// users users.
+func servedUsersFile(t *testing.T, users int, opts storeOptions) (ts *testServer, dir, path string) {
+	t.Helper()
+	onlySQLite(t, "a database file")
+	dir = t.TempDir()
+	path = filepath.Join(dir, "users.db")
+	if err := buildUsersDB(path, users); err != nil {
+		t.Fatal(err)
+	}
+	return newTestServerAt(t, testConfig(), path, quietLogger(), opts), dir, path
+}
+
 // Found in review: the first version of the fix above removed the log of a
 // file moved aside (not replaced) while the server ran; that log held
 // every acknowledged write not yet written into the file, and after the
 // file was moved back none of them was there. The log is now written into
 // the file the server has open before it is removed.
 func TestAFileMovedAsideWhileServingKeepsEveryAcknowledgedWrite(t *testing.T) {
-	onlySQLite(t, "a database file")
-	dir := t.TempDir()
-	path := filepath.Join(dir, "users.db")
-	if err := buildUsersDB(path, 2000); err != nil {
-		t.Fatal(err)
-	}
-	ts := newTestServerAt(t, testConfig(), path, quietLogger(), storeOptions{})
+	ts, dir, path := servedUsersFile(t, 2000, storeOptions{})
 	var ids []string
 	ts.sqlSelect(t, &ids, "SELECT id FROM users ORDER BY id LIMIT 200")
 	for _, id := range ids {
@@ -491,13 +498,7 @@ func TestAFileMovedAsideWhileServingKeepsEveryAcknowledgedWrite(t *testing.T) {
 // written into it, and was left beside the restored file, silently: the
 // next start applied it and served a corrupt file. It is moved aside now.
 func TestARestoreWhileAnotherProcessReadsTheOldFileStillComesUpClean(t *testing.T) {
-	onlySQLite(t, "a database file")
-	dir := t.TempDir()
-	path := filepath.Join(dir, "users.db")
-	if err := buildUsersDB(path, 3000); err != nil {
-		t.Fatal(err)
-	}
-	ts := newTestServerAt(t, testConfig(), path, quietLogger(), storeOptions{statementTimeout: 200 * time.Millisecond})
+	ts, dir, path := servedUsersFile(t, 3000, storeOptions{statementTimeout: 200 * time.Millisecond})
 	var ids []string
 	ts.sqlSelect(t, &ids, "SELECT id FROM users ORDER BY id")
 	for i := 0; i < len(ids); i += 4 {

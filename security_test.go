@@ -576,6 +576,25 @@ func TestRequestIDAndHeaders(t *testing.T) {
 	}
 }
 
+// loginsAtOnce sends n authenticates as zoe, the ith with password(i)
+// from client i, all released at once, and returns their answers.
+func loginsAtOnce(t *testing.T, ts *testServer, n int, password func(i int) string) []response {
+	answers := make([]response, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			answers[i] = ts.do(t, "POST", "/api/authenticate", `{"username":"zoe","password":"`+password(i)+`"}`, "X-Forwarded-For", clientIP(i))
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return answers
+}
+
 func TestConcurrentRightLoginsAreNotCalledFailures(t *testing.T) {
 	// Found in review: more right logins at once than the lockout allows
 	// in flight were refused as "too many failed attempts", though none
@@ -586,22 +605,8 @@ func TestConcurrentRightLoginsAreNotCalledFailures(t *testing.T) {
 	ts := newTestServerWith(t, cfg)
 	ts.mustCreateUser(t, "zoe", "")
 	const n = 20
-	answers := make(chan response, n)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			<-start
-			answers <- ts.do(t, "POST", "/api/authenticate", `{"username":"zoe","password":"correct horse"}`, "X-Forwarded-For", clientIP(i))
-		}(i)
-	}
-	close(start)
-	wg.Wait()
-	close(answers)
 	count := map[int]int{}
-	for r := range answers {
+	for _, r := range loginsAtOnce(t, ts, n, func(int) string { return "correct horse" }) {
 		count[r.status]++
 		if r.status != http.StatusTooManyRequests {
 			continue
@@ -623,23 +628,9 @@ func TestConcurrentGuessesStayWithinTheLockout(t *testing.T) {
 	ts := newTestServerWith(t, cfg)
 	ts.mustCreateUser(t, "zoe", "")
 	const n = 20
-	statuses := make(chan int, n)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			<-start
-			statuses <- ts.do(t, "POST", "/api/authenticate", fmt.Sprintf(`{"username":"zoe","password":"guess %03d"}`, i), "X-Forwarded-For", clientIP(i)).status
-		}(i)
-	}
-	close(start)
-	wg.Wait()
-	close(statuses)
 	count := map[int]int{}
-	for s := range statuses {
-		count[s]++
+	for _, r := range loginsAtOnce(t, ts, n, func(i int) string { return fmt.Sprintf("guess %03d", i) }) {
+		count[r.status]++
 	}
 	if count[401] > 3 || count[401]+count[429] != n {
 		t.Fatalf("statuses = %v: at most 3 guesses may be checked, the rest refused", count)
